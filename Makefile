@@ -1,0 +1,38 @@
+# The README's commands. `make setup` builds .venv from backends/$(BACKEND).txt.
+BACKEND ?= cpu
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export XPNET_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: setup test test-cuda bench bench-quick demo lint clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(VENV)/.installed-$(BACKEND): $(PY) backends/$(BACKEND).txt pyproject.toml
+	$(PY) -m pip install -q --disable-pip-version-check -r backends/$(BACKEND).txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed-$(BACKEND)
+
+test: setup
+	$(PY) -m pytest -q -rs tests
+
+test-cuda: setup
+	XPNET_DEVICE=cuda $(PY) -m pytest -q -rs tests
+
+bench: setup
+	$(PY) -m xpnet bench --quick --quiet
+
+bench-full: setup
+	$(PY) -m xpnet bench --quiet
+
+demo: setup
+	$(PY) -m xpnet train mnist_mlp --epochs 1
+
+lint: setup
+	$(PY) -m ruff check xpnet tests bench examples
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks bench/results/latest

@@ -1,0 +1,33 @@
+"""xpnet: the book's neural networks on NumPy (CPU) or CuPy (CUDA), chosen at run time,
+with every host<->device copy explicit.
+
+``xn.xp`` is the current device's array module, looked up each time it is read.
+"""
+from . import autodiff, datasets, functional, nn, optim
+from .autodiff import grad, value_and_grad
+from .backends import cuda_unavailable_reason
+from .backends.base import TransferStats
+from .device import (Device, available_devices, current_device, device_of, get_array_module,
+                     use_device)
+from .errors import (CheckpointError, DeviceError, DTypeError, ImplicitTransferError, ShapeError,
+                     TrainingError)
+from .io import load, save
+from .nn.init import seed
+from .train import History, evaluate, fit
+from .transfer import asarray, reset_transfer_stats, to_device, to_host, transfer_stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Device", "available_devices", "current_device", "device_of", "get_array_module", "use_device",
+    "to_device", "to_host", "asarray", "transfer_stats", "reset_transfer_stats", "TransferStats",
+    "DeviceError", "ImplicitTransferError", "ShapeError", "DTypeError", "CheckpointError",
+    "TrainingError", "cuda_unavailable_reason", "nn", "optim", "autodiff", "functional",
+    "datasets", "fit", "evaluate", "History", "save", "load", "grad", "value_and_grad", "seed",
+]
+
+
+def __getattr__(name):
+    if name == "xp":
+        return current_device().xp
+    raise AttributeError(f"module 'xpnet' has no attribute {name!r}")

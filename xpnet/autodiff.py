@@ -1,0 +1,428 @@
+"""Reverse-mode autodiff over the same ``xp`` arrays, micrograd-sized.
+
+A ``Tensor`` wraps a device array and remembers, for each input it was computed from,
+a closure that maps the output's gradient to that input's (a vector-Jacobian product).
+``grad`` walks the recorded graph backwards in topological order.
+
+Every closure is written with ``Tensor`` operations, and the layer-level rules call the
+backend's backward formulas, the very ones the layers use (one formula per operation).
+So when ``grad`` runs inside another ``grad`` it records its own backward pass as a new
+graph, and ``grad(grad(f))`` is a second derivative, the way Nx builds its backward pass
+as another expression. Each inner input is a fresh node, so a closure over an outer
+variable is held constant, as it should be (no perturbation confusion).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy
+
+from .device import common_device, current_device, device_of
+from .transfer import to_device
+
+_state = threading.local()
+
+
+def _recording() -> bool:
+    return getattr(_state, "recording", True)
+
+
+def _depth() -> int:
+    return getattr(_state, "depth", 0)
+
+
+class Tensor:
+    """A traced array. Supports + - * / ** @, unary minus, indexing, sum/mean/max,
+    reshape and transpose, and mixes with plain numbers and same-device arrays."""
+
+    __slots__ = ("data", "parents")
+    __array_ufunc__ = None  # NumPy arrays on the left defer to our reflected operators
+
+    def __init__(self, data, parents=()):
+        self.data = data
+        self.parents = parents  # ((input Tensor, vjp closure), ...)
+
+    _xpnet_array = property(lambda self: self.data)
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    T = property(lambda self: transpose(self))
+
+    def __repr__(self):
+        return f"Tensor({self.data!r})"
+
+    def __len__(self):
+        return len(self.data)
+
+    __add__ = lambda a, b: add(a, b)
+    __radd__ = lambda a, b: add(b, a)
+    __sub__ = lambda a, b: add(a, negative(b))
+    __rsub__ = lambda a, b: add(b, negative(a))
+    __mul__ = lambda a, b: multiply(a, b)
+    __rmul__ = lambda a, b: multiply(b, a)
+    __truediv__ = lambda a, b: divide(a, b)
+    __rtruediv__ = lambda a, b: divide(b, a)
+    __pow__ = lambda a, b: power(a, b)
+    __rpow__ = lambda a, b: power(b, a)
+    __matmul__ = lambda a, b: matmul(a, b)
+    __rmatmul__ = lambda a, b: matmul(b, a)
+    __neg__ = lambda a: negative(a)
+    __getitem__ = lambda a, key: getitem(a, key)
+    # Comparisons give plain boolean arrays: they have no gradient.
+    __gt__ = lambda a, b: _data(a) > _data(b)
+    __lt__ = lambda a, b: _data(a) < _data(b)
+    __ge__ = lambda a, b: _data(a) >= _data(b)
+    __le__ = lambda a, b: _data(a) <= _data(b)
+
+    def sum(self, axis=None, keepdims=False):
+        return sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return max(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        return reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes):
+        return transpose(self, axes or None)
+
+
+def _data(x):
+    return x.data if type(x) is Tensor else x
+
+
+def _shape(x):
+    return numpy.shape(x) if not hasattr(x, "shape") else x.shape
+
+
+def _node(y, *edges):
+    """Result of an operation: a plain array when no input is traced, else a Tensor that
+    records (input, vjp) for each traced input while recording is on."""
+    traced = tuple(e for e in edges if type(e[0]) is Tensor)
+    if not traced:
+        return y
+    return Tensor(y, traced if _recording() else ())
+
+
+def _backend(*xs):
+    device = common_device([_data(x) for x in xs], "autodiff")
+    return (device or current_device()).backend
+
+
+def _sum_to(g, shape):
+    """Sum a broadcast gradient back to ``shape`` (NumPy broadcasting in reverse)."""
+    shape = tuple(shape)
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
+    g = sum(g, axes, keepdims=True) if axes else g
+    return reshape(g, shape)
+
+
+# -- arithmetic ----------------------------------------------------------------------------
+def add(a, b):
+    return _node(_data(a) + _data(b),
+                 (a, lambda g: _sum_to(g, _shape(a))), (b, lambda g: _sum_to(g, _shape(b))))
+
+
+def negative(a):
+    return _node(-_data(a), (a, lambda g: -g))
+
+
+def multiply(a, b):
+    return _node(_data(a) * _data(b),
+                 (a, lambda g: _sum_to(g * b, _shape(a))), (b, lambda g: _sum_to(g * a, _shape(b))))
+
+
+def divide(a, b):
+    return _node(_data(a) / _data(b),
+                 (a, lambda g: _sum_to(g / b, _shape(a))),
+                 (b, lambda g: _sum_to(-g * a / (b * b), _shape(b))))
+
+
+def power(a, b):
+    y = _data(a) ** _data(b)
+    out = _node(y, (a, lambda g: _sum_to(g * b * a ** (b - 1), _shape(a))),
+                (b, lambda g: _sum_to(g * out * log(a), _shape(b))))
+    return out
+
+
+def matmul(a, b):
+    """Matrix product of 1-D or 2-D operands (vectors are treated as a row / a column)."""
+    if a.ndim > 2 or b.ndim > 2:
+        raise ValueError(f"autodiff matmul takes 1-D or 2-D operands, got shapes {a.shape} and {b.shape}.")
+    a2 = reshape(a, (1, -1)) if a.ndim == 1 else a
+    b2 = reshape(b, (-1, 1)) if b.ndim == 1 else b
+    y = _node(_data(a2) @ _data(b2), (a2, lambda g: g @ transpose(b2)), (b2, lambda g: transpose(a2) @ g))
+    shape = a.shape[:-1] + b.shape[1:]
+    return reshape(y, shape) if shape != y.shape else y
+
+
+# -- elementwise functions ----------------------------------------------------------------
+def exp(x):
+    out = _node(_backend(x).xp.exp(_data(x)), (x, lambda g: g * out))
+    return out
+
+
+def log(x):
+    return _node(_backend(x).xp.log(_data(x)), (x, lambda g: g / x))
+
+
+def sqrt(x):
+    out = _node(_backend(x).xp.sqrt(_data(x)), (x, lambda g: g / (2.0 * out)))
+    return out
+
+
+def tanh(x):
+    backend = _backend(x)
+    out = _node(backend.tanh(_data(x)), (x, lambda g: backend.tanh_backward(g, out)))
+    return out
+
+
+def sigmoid(x):
+    backend = _backend(x)
+    out = _node(backend.sigmoid(_data(x)), (x, lambda g: backend.sigmoid_backward(g, out)))
+    return out
+
+
+def relu(x):
+    backend = _backend(x)
+    y = backend.relu(_data(x))
+    return _node(y, (x, lambda g: backend.relu_backward(g, y)))
+
+
+def leaky_relu(x, slope=0.01):
+    backend = _backend(x)
+    xd = _data(x)
+    return _node(backend.leaky_relu(xd, slope), (x, lambda g: backend.leaky_relu_backward(g, xd, slope)))
+
+
+def softmax(x, axis=-1):
+    backend = _backend(x)
+    out = _node(backend.softmax(_data(x), axis=axis), (x, lambda g: backend.softmax_backward(g, out, axis=axis)))
+    return out
+
+
+def where(condition, a, b):
+    """a where condition else b; the condition gets no gradient."""
+    cond = _data(condition)
+    xp = _backend(a, b, cond).xp
+    return _node(xp.where(cond, _data(a), _data(b)),
+                 (a, lambda g: _sum_to(g * cond, _shape(a))),
+                 (b, lambda g: _sum_to(g * ~cond, _shape(b))))
+
+
+def stop_gradient(x):
+    """x's value, treated as a constant by ``grad``."""
+    return Tensor(_data(x)) if type(x) is Tensor else x
+
+
+# -- losses ----------------------------------------------------------------------------------
+def softmax_cross_entropy(z, t):
+    """Mean cross-entropy of softmax(z) against labels t (indices or one-hot); t gets no gradient."""
+    backend = _backend(z, t)
+    t = _data(t)
+    loss, p = backend.softmax_cross_entropy(_data(z), t)
+
+    def vjp(g):
+        if _recording():  # differentiable again: (softmax(z) - onehot(t)) / N, from recorded ops
+            onehot = t if t.ndim == 2 else backend.xp.eye(z.shape[1], dtype=z.dtype)[t]
+            return (softmax(z, axis=1) - onehot) * (g / z.shape[0])
+        return g * backend.softmax_cross_entropy_backward(p, t)
+    return _node(loss, (z, vjp))
+
+
+def mean_squared_error(y, t):
+    """mean((y - t)^2) over every element."""
+    backend = _backend(y, t)
+    return _node(backend.mean_squared_error(_data(y), _data(t)),
+                 (y, lambda g: backend.mean_squared_error_backward(g, y, t)),
+                 (t, lambda g: -backend.mean_squared_error_backward(g, y, t)))
+
+
+def sum_squared_error(y, t):
+    """The book's 0.5 * sum((y - t)^2)."""
+    backend = _backend(y, t)
+    return _node(backend.sum_squared_error(_data(y), _data(t)),
+                 (y, lambda g: backend.sum_squared_error_backward(g, y, t)),
+                 (t, lambda g: -backend.sum_squared_error_backward(g, y, t)))
+
+
+# -- reductions and shapes ---------------------------------------------------------------
+def _expand(g, shape, axis, keepdims):
+    """Broadcast a reduced gradient back over the reduced axes."""
+    if axis is not None and not keepdims:
+        axes = (axis,) if isinstance(axis, int) else axis
+        kept = list(shape)
+        for ax in axes:
+            kept[ax % len(shape)] = 1
+        g = reshape(g, tuple(kept))
+    return broadcast_to(g, shape)
+
+
+def sum(x, axis=None, keepdims=False):
+    return _node(_data(x).sum(axis=axis, keepdims=keepdims), (x, lambda g: _expand(g, x.shape, axis, keepdims)))
+
+
+def mean(x, axis=None, keepdims=False):
+    xd = _data(x)
+    count = xd.size if axis is None else numpy.prod([xd.shape[a] for a in ((axis,) if isinstance(axis, int) else axis)])
+    return sum(x, axis, keepdims) / float(count)
+
+
+def max(x, axis=None, keepdims=False):
+    """Maximum; the gradient is shared equally among tied maxima."""
+    xd = _data(x)
+    y = xd.max(axis=axis, keepdims=True)
+    hits = (xd == y).astype(xd.dtype)
+    hits /= hits.sum(axis=axis, keepdims=True)
+    return _node(y if keepdims else y.reshape(xd.max(axis=axis).shape),
+                 (x, lambda g: _expand(g, x.shape, axis, keepdims) * hits))
+
+
+def broadcast_to(x, shape):
+    xd = _data(x)
+    return _node(_backend(x).xp.broadcast_to(xd, shape), (x, lambda g: _sum_to(g, xd.shape)))
+
+
+def reshape(x, shape):
+    xd = _data(x)
+    return _node(xd.reshape(shape), (x, lambda g: reshape(g, xd.shape)))
+
+
+def transpose(x, axes=None):
+    inverse = None if axes is None else tuple(numpy.argsort(axes))
+    return _node(_data(x).transpose(axes), (x, lambda g: transpose(g, inverse)))
+
+
+def getitem(x, key):
+    """Basic indexing (ints, slices, None, Ellipsis)."""
+    xd = _data(x)
+
+    def vjp(g):
+        return _scatter(g, xd.shape, key, xd.dtype)
+    return _node(xd[key], (x, vjp))
+
+
+def _scatter(g, shape, key, dtype):
+    zeros = _backend(g).xp.zeros(shape, dtype=dtype)
+    zeros[key] = _data(g)
+    return _node(zeros, (g, lambda h: getitem(h, key)))
+
+
+# -- grad ------------------------------------------------------------------------------------
+def _leaves(tree, fn):
+    if isinstance(tree, dict):
+        return type(tree)((k, _leaves(v, fn)) for k, v in tree.items())
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_leaves(v, fn) for v in tree)
+    return fn(tree)
+
+
+def _flatten(tree):
+    if isinstance(tree, dict):
+        return [leaf for v in tree.values() for leaf in _flatten(v)]
+    if isinstance(tree, (list, tuple)):
+        return [leaf for v in tree for leaf in _flatten(v)]
+    return [tree]
+
+
+def _input(x, device):
+    """A fresh traced leaf for an argument: numbers and host arrays are copied to ``device``."""
+    if type(x) is Tensor:
+        return _node(x.data, (x, lambda g: g))  # a new node: the outer variable stays apart
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        x = numpy.asarray(float(x))
+    if isinstance(x, (numpy.ndarray, numpy.generic)):
+        if x.dtype.kind not in "fc":
+            x = x.astype(numpy.float64)
+        x = to_device(numpy.asarray(x), device)
+    try:
+        device_of(x)
+    except TypeError:
+        raise TypeError(f"grad: cannot differentiate with respect to {type(x).__name__}; "
+                        f"pass numbers or arrays (or dicts/lists/tuples of them).") from None
+    return Tensor(x)
+
+
+def _backward(out, leaves, create_graph):
+    order, seen, stack = [], set(), [(out, False)]
+    stop = {id(leaf) for leaf in leaves}
+    while stack:  # iterative post-order DFS: deep graphs must not hit Python's recursion limit
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        if id(node) not in stop:
+            stack.extend((p, False) for p, _ in node.parents)
+    xp = device_of(out.data).xp
+    grads = {id(out): Tensor(xp.ones_like(out.data))}
+    previous = _recording()
+    _state.recording = create_graph
+    try:
+        for node in reversed(order):
+            g = grads.get(id(node))
+            if g is None or id(node) in stop:
+                continue
+            for parent, vjp in node.parents:
+                contribution = vjp(g)
+                if type(contribution) is not Tensor:
+                    contribution = Tensor(contribution)
+                old = grads.get(id(parent))
+                grads[id(parent)] = contribution if old is None else old + contribution
+    finally:
+        _state.recording = previous
+    return [grads[id(leaf)] if id(leaf) in grads else Tensor(xp.zeros_like(leaf.data))
+            for leaf in leaves]
+
+
+def value_and_grad(f, argnums=0):
+    """``f(*args)`` and its gradient with respect to the arguments at ``argnums``.
+
+    ``f`` must return a scalar. An argument may be a number, an array, or a dict, list
+    or tuple of them; its gradient has the same structure. With a tuple ``argnums`` the
+    gradients come back as a tuple. Results live on the arguments' device.
+    """
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+
+    def wrapped(*args):
+        nested = _depth() > 0
+        host_types = (int, float, numpy.ndarray, numpy.generic, Tensor)
+        on_device = [a for a in _flatten(list(args)) if not isinstance(a, host_types)]
+        device = common_device(on_device, "grad") or current_device()
+        inputs = list(args)
+        for i in nums:
+            inputs[i] = _leaves(args[i], lambda a: _input(a, device))
+        _state.depth = _depth() + 1
+        try:
+            out = f(*inputs)
+        finally:
+            _state.depth -= 1
+        if type(out) is not Tensor:
+            raise TypeError(f"grad: f returned {type(out).__name__}, which does not depend on the "
+                            f"arguments at argnums={argnums}; differentiate a function of them.")
+        if out.size != 1:
+            raise ValueError(f"grad needs f to return a scalar, but it returned shape {out.shape}; "
+                             f"reduce it first (for example .sum() or .mean()).")
+        leaves = [leaf for i in nums for leaf in _flatten(inputs[i])]
+        found = iter(_backward(out, leaves, create_graph=nested))
+        unwrap = (lambda t: t) if nested else (lambda t: t.data)
+        grads = tuple(_leaves(inputs[i], lambda _: unwrap(next(found))) for i in nums)
+        value = out if nested else out.data
+        return value, (grads[0] if isinstance(argnums, int) else grads)
+    return wrapped
+
+
+def grad(f, argnums=0):
+    """The gradient of scalar-valued ``f``: ``xn.grad(lambda x: x**3)(2.0)`` is 12.0."""
+    vg = value_and_grad(f, argnums)
+    return lambda *args: vg(*args)[1]

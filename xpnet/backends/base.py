@@ -1,0 +1,361 @@
+"""The portable backend: every numeric routine xpnet needs, written once on ``self.xp``.
+
+A backend subclass sets ``xp`` and the transfer methods, and overrides a routine only
+where it has something faster (thinc's ``Ops`` pattern). Generic code calls
+``backend.relu_backward(...)`` and never asks which backend it holds.
+
+Routines that take ``out=`` write into that buffer and return it; without ``out`` they
+allocate. The backward formulas marked *operator-only* use nothing but Python operators
+and array methods on their gradient argument, so ``xpnet.autodiff`` calls them with traced
+values and gets higher-order derivatives from the same single formula.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferStats:
+    """Counts and bytes of copies between host and devices since the process started."""
+
+    h2d_count: int = 0
+    h2d_bytes: int = 0
+    d2h_count: int = 0
+    d2h_bytes: int = 0
+    d2d_count: int = 0
+    d2d_bytes: int = 0
+
+    def __sub__(self, other: "TransferStats") -> "TransferStats":
+        return TransferStats(*(a - b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    @property
+    def count(self) -> int:
+        """All copies, any direction."""
+        return self.h2d_count + self.d2h_count + self.d2d_count
+
+
+class _TransferCounter:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        with self._lock:
+            self._values = {f.name: 0 for f in dataclasses.fields(TransferStats)}
+
+    def record(self, direction: str, nbytes: int):
+        with self._lock:
+            self._values[f"{direction}_count"] += 1
+            self._values[f"{direction}_bytes"] += int(nbytes)
+
+    def snapshot(self) -> TransferStats:
+        with self._lock:
+            return TransferStats(**self._values)
+
+
+TRANSFERS = _TransferCounter()
+
+
+class Backend:
+    """Portable routines on ``self.xp``; subclasses provide the array module and transfers."""
+
+    kind = "abstract"
+    xp = None
+
+    def __init__(self):
+        self._aranges = {}
+
+    # -- arrays and transfers (each subclass overrides these) ---------------------------
+    def from_host(self, array):
+        """Copy a NumPy array onto this device (counted as host->device)."""
+        raise NotImplementedError
+
+    def to_host(self, array):
+        """Copy an array of this device to a NumPy array (counted as device->host)."""
+        raise NotImplementedError
+
+    def from_peer(self, array):
+        """Copy an array from another device of the same kind onto this one (counted)."""
+        raise NotImplementedError
+
+    def synchronize(self):
+        """Wait until all work queued on this device has finished."""
+
+    def activate(self):
+        """Context manager that makes this device current for array creation."""
+        return contextlib.nullcontext()
+
+    def describe(self) -> dict:
+        """Facts about this device for ``xpnet info`` (name, memory, versions)."""
+        return {}
+
+    def rng(self, seed):
+        """A random generator that lives on this device."""
+        return self.xp.random.default_rng(seed)
+
+    def arange(self, n: int):
+        """0..n-1 as a device int array, cached (used to pick one entry per row)."""
+        a = self._aranges.get(n)
+        if a is None:
+            a = self._aranges[n] = self.xp.arange(n)
+        return a
+
+    # -- activations (book ch. 3 and 5) ---------------------------------------------------
+    def step(self, x):
+        return (x > 0).astype(x.dtype)
+
+    def sigmoid(self, x, out=None):
+        # 1/(1+exp(-x)) overflows exp for large -x; the tanh form never does.
+        xp = self.xp
+        out = xp.multiply(x, 0.5, out=out)
+        xp.tanh(out, out=out)
+        out += 1
+        out *= 0.5
+        return out
+
+    def sigmoid_backward(self, dout, y):
+        """Operator-only: dL/dx = dout * y * (1 - y), y = sigmoid(x)."""
+        return dout * (1.0 - y) * y
+
+    def tanh(self, x, out=None):
+        return self.xp.tanh(x, out=out)
+
+    def tanh_backward(self, dout, y):
+        """Operator-only: dL/dx = dout * (1 - y^2), y = tanh(x)."""
+        return dout * (1.0 - y * y)
+
+    def relu(self, x, out=None):
+        return self.xp.maximum(x, 0, out=out)
+
+    def relu_backward(self, dout, y, out=None):
+        """Operator-only without ``out``: dout where the forward output y was positive.
+
+        Multiplying by the mask is about 20x faster than ``dout[~mask] = 0`` in NumPy.
+        """
+        mask = y > 0
+        if out is None:
+            return dout * mask
+        return self.xp.multiply(dout, mask, out=out)
+
+    def leaky_relu(self, x, slope, out=None):
+        # max(x, slope*x) is leaky ReLU for 0 <= slope <= 1 (checked by the callers).
+        xp = self.xp
+        scaled = xp.multiply(x, slope)
+        return xp.maximum(x, scaled, out=out)
+
+    def leaky_relu_backward(self, dout, x, slope):
+        """Operator-only in dout: dout * (1 where x > 0 else slope)."""
+        scale = self.xp.where(x > 0, 1.0, slope).astype(x.dtype)
+        return dout * scale
+
+    def softmax(self, x, axis=-1, out=None):
+        # Subtracting the row maximum keeps exp from overflowing; the result is unchanged.
+        xp = self.xp
+        out = xp.subtract(x, x.max(axis=axis, keepdims=True), out=out)
+        xp.exp(out, out=out)
+        out /= out.sum(axis=axis, keepdims=True)
+        return out
+
+    def softmax_backward(self, dout, y, axis=-1):
+        """Operator-only: J^T dout for y = softmax(x) is y * (dout - sum(dout * y))."""
+        return y * (dout - (dout * y).sum(axis=axis, keepdims=True))
+
+    # -- losses (book ch. 4 and 5) --------------------------------------------------------
+    def softmax_cross_entropy(self, z, t, out=None):
+        """Mean cross-entropy of softmax(z) against labels t; returns (loss, softmax(z)).
+
+        ``t`` is either class indices, shape (N,), or one-hot / soft labels, shape (N, C).
+        Computed as log-sum-exp of the shifted logits, so neither exp overflows nor log
+        meets zero (the book's ``log(y + 1e-7)`` caps the loss instead). ``out`` receives
+        softmax(z) and may be ``z`` itself.
+        """
+        xp = self.xp
+        n = z.shape[0]
+        shifted = xp.subtract(z, z.max(axis=1, keepdims=True), out=out)
+        if t.ndim == 1:
+            picked = shifted[self.arange(n), t]
+            weight = 1.0
+        else:
+            picked = (shifted * t).sum(axis=1)
+            weight = t.sum(axis=1)
+        p = xp.exp(shifted, out=shifted)
+        total = p.sum(axis=1, keepdims=True)
+        loss = (xp.log(total[:, 0]) * weight - picked).mean()
+        p /= total
+        return loss, p
+
+    def softmax_cross_entropy_backward(self, p, t, dout=1.0, out=None):
+        """dL/dz = (softmax(z) - onehot(t)) * dout / N for the mean loss above."""
+        xp = self.xp
+        n = p.shape[0]
+        if out is None:
+            out = p.copy()
+        elif out is not p:
+            xp.copyto(out, p)
+        if t.ndim == 1:
+            out[self.arange(n), t] -= 1
+        else:
+            out -= t
+        out *= dout / n
+        return out
+
+    def cross_entropy_error(self, y, t):
+        """The book's loss on probabilities y (not logits): -sum(t log(y + 1e-7)) / N."""
+        xp = self.xp
+        if y.ndim == 1:
+            y = y.reshape(1, -1)
+            t = t.reshape(1, -1) if t.ndim == 1 and t.size == y.size else t.reshape(-1)
+        n = y.shape[0]
+        if t.size == y.size:  # one-hot
+            t = t.argmax(axis=1)
+        return -xp.log(y[self.arange(n), t] + 1e-7).sum() / n
+
+    def mean_squared_error(self, y, t):
+        d = y - t
+        return (d * d).mean()
+
+    def mean_squared_error_backward(self, dout, y, t):
+        """Operator-only in dout: d/dy mean((y - t)^2) = 2 (y - t) / size."""
+        return dout * ((y - t) * (2.0 / y.size))
+
+    def sum_squared_error(self, y, t):
+        """The book's 0.5 * sum((y - t)^2)."""
+        d = y - t
+        return 0.5 * (d * d).sum()
+
+    def sum_squared_error_backward(self, dout, y, t):
+        """Operator-only in dout."""
+        return dout * (y - t)
+
+    # -- affine (book ch. 5) --------------------------------------------------------------
+    def affine(self, x, W, b, out=None):
+        y = self.xp.dot(x, W, out=out)
+        y += b
+        return y
+
+    def affine_backward(self, dout, x, W, dW, db, dx=None, need_dx=True):
+        """Writes dW and db in place; returns dx (into ``dx`` when given) or None."""
+        xp = self.xp
+        xp.dot(x.T, dout, out=dW)  # np.dot hands the transposed view to BLAS as is
+        dout.sum(axis=0, out=db)
+        if need_dx:
+            return xp.dot(dout, W.T, out=dx)
+        return None
+
+    # -- regularisation (book ch. 6) ------------------------------------------------------
+    def dropout_mask(self, rng, shape, p, dtype):
+        """Inverted dropout: keep with probability 1-p, scale kept units by 1/(1-p)."""
+        keep = rng.random(shape, dtype=self.xp.float32) >= p
+        return keep.astype(dtype) * (1.0 / (1.0 - p))
+
+    def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, momentum, eps, training):
+        """x: (N, D). Updates the running statistics in place when training.
+
+        Returns (y, xn, std); xn and std are what backward needs (None in eval mode).
+        """
+        xp = self.xp
+        if not training:
+            xn = (x - running_mean) / xp.sqrt(running_var + eps)
+            return gamma * xn + beta, None, None
+        mu = x.mean(axis=0)
+        xc = x - mu
+        var = (xc * xc).mean(axis=0)
+        std = xp.sqrt(var + eps)
+        xn = xc / std
+        running_mean *= momentum
+        running_mean += (1 - momentum) * mu
+        running_var *= momentum
+        running_var += (1 - momentum) * var
+        return gamma * xn + beta, xn, std
+
+    def batchnorm_backward(self, dout, gamma, xn, std, dgamma, dbeta):
+        """Writes dgamma, dbeta in place; returns dx.
+
+        dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std, the book's chain of steps
+        collapsed into one expression.
+        """
+        dout.sum(axis=0, out=dbeta)
+        (xn * dout).sum(axis=0, out=dgamma)
+        dxn = gamma * dout
+        return (dxn - dxn.mean(axis=0) - xn * (dxn * xn).mean(axis=0)) / std
+
+    # -- convolution and pooling (book ch. 7) ---------------------------------------------
+    def im2col(self, x, kh, kw, stride, pad):
+        """(N, C, H, W) -> (N*OH*OW, C*kh*kw): one row per output pixel.
+
+        One strided slice copy per kernel offset (kh*kw copies of the whole batch), so the
+        Python loop is over the kernel, never over pixels; works on any array module.
+        """
+        xp = self.xp
+        n, c, h, w = x.shape
+        oh = (h + 2 * pad - kh) // stride + 1
+        ow = (w + 2 * pad - kw) // stride + 1
+        img = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+        col = xp.empty((n, oh, ow, c, kh, kw), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                patch = img[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+                col[:, :, :, :, i, j] = patch.transpose(0, 2, 3, 1)
+        return col.reshape(n * oh * ow, c * kh * kw)
+
+    def col2im(self, col, x_shape, kh, kw, stride, pad):
+        """Adjoint of im2col: sums each row's entries back onto the image."""
+        xp = self.xp
+        n, c, h, w = x_shape
+        oh = (h + 2 * pad - kh) // stride + 1
+        ow = (w + 2 * pad - kw) // stride + 1
+        col = col.reshape(n, oh, ow, c, kh, kw)
+        img = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                img[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += \
+                    col[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+        return img[:, :, pad:pad + h, pad:pad + w] if pad else img
+
+    # -- optimizer updates, in place (book ch. 6) -----------------------------------------
+    def sgd_update(self, p, g, lr, scratch):
+        p -= self.xp.multiply(g, lr, out=scratch)
+
+    def momentum_update(self, p, g, v, lr, momentum, scratch):
+        v *= momentum
+        v -= self.xp.multiply(g, lr, out=scratch)
+        p += v
+
+    def adagrad_update(self, p, g, h, lr, eps, scratch):
+        xp = self.xp
+        h += xp.multiply(g, g, out=scratch)
+        xp.sqrt(h, out=scratch)
+        scratch += eps
+        xp.divide(g, scratch, out=scratch)
+        scratch *= lr
+        p -= scratch
+
+    def rmsprop_update(self, p, g, h, lr, decay, eps, scratch):
+        xp = self.xp
+        h *= decay
+        xp.multiply(g, g, out=scratch)
+        scratch *= 1 - decay
+        h += scratch
+        xp.sqrt(h, out=scratch)
+        scratch += eps
+        xp.divide(g, scratch, out=scratch)
+        scratch *= lr
+        p -= scratch
+
+    def adam_update(self, p, g, m, v, lr_t, beta1, beta2, eps, scratch):
+        """The book's Adam: m, v moments; lr_t already carries the bias correction."""
+        xp = self.xp
+        xp.subtract(g, m, out=scratch)
+        scratch *= 1 - beta1
+        m += scratch
+        xp.multiply(g, g, out=scratch)
+        scratch -= v
+        scratch *= 1 - beta2
+        v += scratch
+        xp.sqrt(v, out=scratch)
+        scratch += eps
+        xp.divide(m, scratch, out=scratch)
+        scratch *= lr_t
+        p -= scratch

@@ -1,0 +1,279 @@
+"""``sim``: a simulated accelerator, so CPU-only machines can prove code moves no data implicitly.
+
+NumPy does the arithmetic, but a ``SimArray`` is its own type and follows CuPy's rules:
+
+- an operation mixing a sim array with a NumPy array raises ``ImplicitTransferError``;
+- ``numpy.asarray(sim_array)`` raises ``TypeError`` (use ``xpnet.to_host``);
+- Python and NumPy scalars mix freely; reductions return 0-d sim arrays, as CuPy does;
+- arrays of two sim devices (``sim:0``, ``sim:1``) do not mix either;
+- crossing over (``to_host``/``to_device``, ``.get()``, ``float()``, ``xp.asarray(host)``)
+  is counted in ``xpnet.transfer_stats()``.
+
+Because every operation is the same NumPy call on the same data, results are bit-identical
+to the ``cpu`` device. ``SimNamespace`` is the sim device's ``xp``: NumPy's functions
+wrapped to unwrap sim arguments, refuse host arrays and wrap results.
+"""
+from __future__ import annotations
+
+import types
+
+import numpy
+from numpy.lib.mixins import NDArrayOperatorsMixin
+
+from ..errors import ImplicitTransferError
+from .base import TRANSFERS, Backend
+
+
+def _mixing_error(index, what, op):
+    return ImplicitTransferError(
+        f"{op}: cannot mix an array on sim:{index} with {what}. Arrays cross between devices "
+        f"only explicitly: move it with xn.to_device(x, 'sim:{index}') or xn.to_host(y).")
+
+
+def _unwrap(obj, index, op):
+    """The NumPy data behind ``obj``; refuses host arrays and other devices' arrays."""
+    cls = type(obj)
+    if cls is SimArray:
+        if obj._index != index:
+            raise ImplicitTransferError(
+                f"{op}: arrays on sim:{index} and sim:{obj._index} met in one operation. "
+                f"Copy one explicitly: xn.to_device(x, 'sim:{index}').")
+        return obj._data
+    if cls is numpy.ndarray:
+        raise _mixing_error(index, f"a NumPy array of shape {obj.shape} (host)", op)
+    if cls is list or cls is tuple:
+        return cls(_unwrap(o, index, op) for o in obj)
+    if cls is dict:
+        return {k: _unwrap(v, index, op) for k, v in obj.items()}
+    if isinstance(obj, numpy.ndarray):  # subclasses (np.matrix, masked arrays)
+        raise _mixing_error(index, f"a host array of type {cls.__name__}", op)
+    _other_device_check(obj, index, op)
+    return obj
+
+
+def _other_device_check(obj, index, op):
+    kind = getattr(type(obj), "__module__", "") or ""
+    if kind.startswith("cupy"):
+        raise ImplicitTransferError(
+            f"{op}: cannot mix an array on sim:{index} with a CuPy array. "
+            f"Move it explicitly with xn.to_device(x, 'sim:{index}').")
+
+
+def _wrap(obj, index):
+    cls = type(obj)
+    if cls is numpy.ndarray:
+        return SimArray(obj, index)
+    if isinstance(obj, numpy.generic):  # CuPy returns 0-d arrays where NumPy gives scalars
+        return SimArray(numpy.asarray(obj), index)
+    if cls is tuple or cls is list:
+        return cls(_wrap(o, index) for o in obj)
+    if isinstance(obj, numpy.random.Generator):
+        return _SimGenerator(obj, index)
+    return obj
+
+
+def _call(func, index, name, args, kwargs, out=None):
+    result = func(*_unwrap(args, index, name), **_unwrap(kwargs, index, name))
+    if out is not None:
+        return out  # callers that pass out= get the very same sim array back
+    return _wrap(result, index)
+
+
+class SimArray(NDArrayOperatorsMixin):
+    """An array on a simulated device: NumPy data that refuses to meet host arrays."""
+
+    __slots__ = ("_data", "_index")
+
+    def __init__(self, data: numpy.ndarray, index: int = 0):
+        self._data = data
+        self._index = index
+
+    # -- what an array is -----------------------------------------------------------
+    shape = property(lambda self: self._data.shape)
+    dtype = property(lambda self: self._data.dtype)
+    ndim = property(lambda self: self._data.ndim)
+    size = property(lambda self: self._data.size)
+    nbytes = property(lambda self: self._data.nbytes)
+    itemsize = property(lambda self: self._data.itemsize)
+    strides = property(lambda self: self._data.strides)
+    flags = property(lambda self: self._data.flags)
+    T = property(lambda self: SimArray(self._data.T, self._index))
+    device_index = property(lambda self: self._index)
+
+    @property
+    def device(self):
+        from ..device import Device
+        return Device(f"sim:{self._index}")
+
+    def __len__(self):
+        return len(self._data)
+
+    def __iter__(self):
+        return (SimArray(row, self._index) if isinstance(row, numpy.ndarray) else
+                SimArray(numpy.asarray(row), self._index) for row in self._data)
+
+    def __repr__(self):
+        body = repr(self._data)
+        return f"sim_{body[:-1]}, device='sim:{self._index}')" if body.startswith("array(") else body
+
+    # -- NumPy protocols: the heart of the simulation -------------------------------
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            f"Implicit conversion of an array on sim:{self._index} to a NumPy array is not "
+            f"allowed (CuPy refuses it too). Use xn.to_host(x) to copy it to the host explicitly.")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        name = f"numpy.{ufunc.__name__}" if method == "__call__" else f"numpy.{ufunc.__name__}.{method}"
+        out = kwargs.get("out")
+        if out is not None and len(out) == 1:
+            out = out[0]
+        return _call(getattr(ufunc, method), self._index, name, inputs, kwargs, out)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        return _call(func, self._index, f"numpy.{func.__name__}", args, kwargs, kwargs.get("out"))
+
+    # -- indexing --------------------------------------------------------------------
+    def __getitem__(self, key):
+        return _wrap(self._data[_unwrap(key, self._index, "indexing")], self._index)
+
+    def __setitem__(self, key, value):
+        self._data[_unwrap(key, self._index, "indexing")] = _unwrap(value, self._index, "assignment")
+
+    # -- explicit and implicit crossings, counted as CuPy's would be copies -------------
+    def get(self):
+        """Copy to a NumPy array (CuPy's ``ndarray.get``); counted as device->host."""
+        TRANSFERS.record("d2h", self._data.nbytes)
+        return self._data.copy()
+
+    def set(self, array):
+        """Copy a NumPy array into this one (CuPy's ``ndarray.set``); counted as host->device."""
+        TRANSFERS.record("h2d", array.nbytes)
+        self._data[...] = array
+
+    def _scalar(self):
+        TRANSFERS.record("d2h", self._data.nbytes)
+        return self._data
+
+    def item(self, *args):
+        return self._scalar().item(*args)
+
+    def tolist(self):
+        return self._scalar().tolist()
+
+    def __float__(self):
+        return float(self._scalar())
+
+    def __int__(self):
+        return int(self._scalar())
+
+    def __bool__(self):
+        return bool(self._scalar())
+
+    def __complex__(self):
+        return complex(self._scalar())
+
+    def __format__(self, spec):
+        return format(self._scalar().item() if self._data.ndim == 0 else self._data, spec)
+
+    # -- every other ndarray method: same name, same arguments, sim in and sim out -----
+    def __getattr__(self, name):
+        if name.startswith("__"):  # never hand NumPy the data's __array_interface__ & co.
+            raise AttributeError(f"'SimArray' object has no attribute {name!r}")
+        attr = getattr(self._data, name)
+        if not callable(attr):
+            return _wrap(attr, self._index)
+        index = self._index
+
+        def method(*args, **kwargs):
+            return _call(attr, index, f"ndarray.{name}", args, kwargs, kwargs.get("out"))
+        return method
+
+    def __reduce__(self):
+        raise TypeError("sim arrays cannot be pickled; use xn.to_host(x) first")
+
+
+class _SimGenerator:
+    """numpy.random.Generator whose draws land on the sim device."""
+
+    def __init__(self, gen, index):
+        self._gen, self._index = gen, index
+
+    def __getattr__(self, name):
+        attr = getattr(self._gen, name)
+        if not callable(attr):
+            return attr
+        index = self._index
+        return lambda *a, **k: _call(attr, index, f"Generator.{name}", a, k)
+
+
+class SimNamespace(types.SimpleNamespace):
+    """The ``xp`` of a sim device: NumPy's API, creating and taking sim arrays only."""
+
+    def __init__(self, module, index: int):
+        super().__init__()
+        object.__setattr__(self, "_module", module)
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "ndarray", SimArray)
+
+    def __getattr__(self, name):
+        attr = getattr(self._module, name)
+        if isinstance(attr, types.ModuleType):
+            wrapped = SimNamespace(attr, self._index)
+        elif isinstance(attr, type) or not callable(attr):
+            wrapped = attr  # dtypes, classes, constants (float32, newaxis, pi) pass through
+        else:
+            index, qual = self._index, f"{self._module.__name__}.{name}"
+
+            def wrapped(*args, **kwargs):
+                return _call(attr, index, qual, args, kwargs, kwargs.get("out"))
+            wrapped.__name__ = name
+            wrapped.__doc__ = getattr(attr, "__doc__", None)
+        object.__setattr__(self, name, wrapped)  # cache: __getattr__ runs once per name
+        return wrapped
+
+    def __repr__(self):
+        return f"<sim namespace of {self._module.__name__} on sim:{self._index}>"
+
+    # CuPy's host-to-device entry points: they copy, and the copy is counted.
+    def asarray(self, obj, dtype=None, order=None):
+        if type(obj) is SimArray:
+            _unwrap(obj, self._index, "asarray")
+            return obj if dtype is None or obj.dtype == dtype else obj.astype(dtype)
+        return self.array(obj, dtype=dtype, order=order)
+
+    def array(self, obj, dtype=None, copy=True, order=None, ndmin=0):
+        if type(obj) is SimArray:
+            data = _unwrap(obj, self._index, "array")
+            return SimArray(numpy.array(data, dtype=dtype, copy=copy, order=order, ndmin=ndmin), self._index)
+        _other_device_check(obj, self._index, "array")
+        host = numpy.array(obj, dtype=dtype, order=order, ndmin=ndmin)
+        TRANSFERS.record("h2d", host.nbytes)
+        return SimArray(host, self._index)
+
+    def asnumpy(self, obj):
+        """CuPy's ``asnumpy``: a counted device->host copy."""
+        return obj.get() if type(obj) is SimArray else numpy.asarray(obj)
+
+
+class SimBackend(Backend):
+    kind = "sim"
+
+    def __init__(self, index: int = 0):
+        super().__init__()
+        self.index = index
+        self.xp = SimNamespace(numpy, index)
+
+    def from_host(self, array):
+        # A real device holds its own copy: later writes to the host array must not show.
+        TRANSFERS.record("h2d", array.nbytes)
+        return SimArray(numpy.array(array, copy=True), self.index)
+
+    def to_host(self, array):
+        return array.get()
+
+    def from_peer(self, array):
+        TRANSFERS.record("d2d", array.nbytes)
+        return SimArray(array._data.copy(), self.index)
+
+    def rng(self, seed):
+        return _SimGenerator(numpy.random.default_rng(seed), self.index)

@@ -1,0 +1,128 @@
+"""Convolution and pooling (book ch. 7) on NCHW batches, by im2col.
+
+im2col turns a convolution into one matrix product, the one operation both NumPy (BLAS)
+and CuPy (cuBLAS) run near peak; its copy costs kh*kw strided slice copies of the batch,
+vectorised over every pixel. The backend may replace im2col/col2im with faster kernels.
+"""
+from __future__ import annotations
+
+import numpy
+
+from ..errors import ShapeError
+from .init import initial_weights
+from .layer import Layer
+
+
+def _pair(v):
+    return (int(v), int(v)) if numpy.isscalar(v) else tuple(int(i) for i in v)
+
+
+def _output_size(size, kernel, stride, pad, what):
+    out = (size + 2 * pad - kernel) // stride + 1
+    if out < 1:
+        raise ShapeError(f"{what}: an input of {size} pixels with kernel {kernel}, stride {stride} "
+                         f"and pad {pad} leaves no output.")
+    return out
+
+
+class Conv2D(Layer):
+    """2-D convolution. W: (out_channels, in_channels, kh, kw), b: (out_channels,)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
+                 pad: int = 0, init="he", seed=None, dtype="float32"):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kh, self.kw = _pair(kernel_size)
+        self.stride, self.pad = int(stride), int(pad)
+        dtype = numpy.dtype(dtype)
+        fan_in = in_channels * self.kh * self.kw
+        self._add_param("W", initial_weights(init, (out_channels, in_channels, self.kh, self.kw),
+                                             fan_in, dtype, seed))
+        self._add_param("b", numpy.zeros(out_channels, dtype=dtype))
+
+    def describe(self):
+        return (f"Conv2D {self.in_channels}->{self.out_channels} {self.kh}x{self.kw}"
+                f"{f' stride {self.stride}' if self.stride != 1 else ''}{f' pad {self.pad}' if self.pad else ''}")
+
+    def forward(self, x):
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ShapeError(f"got input of shape {tuple(x.shape)}; expected "
+                             f"(N, {self.in_channels}, H, W).")
+        W = self._params["W"]
+        self._check_float(x, W.dtype)
+        n, _, h, w = x.shape
+        oh = _output_size(h, self.kh, self.stride, self.pad, self.describe())
+        ow = _output_size(w, self.kw, self.stride, self.pad, self.describe())
+        self.x_shape = x.shape
+        self.col = self.backend.im2col(x, self.kh, self.kw, self.stride, self.pad)
+        self.col_W = W.reshape(self.out_channels, -1)
+        y = self.backend.affine(self.col, self.col_W.T, self._params["b"])
+        return y.reshape(n, oh, ow, self.out_channels).transpose(0, 3, 1, 2)
+
+    def backward(self, dout):
+        xp = self.backend.xp
+        dout = dout.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)
+        dW = self._grads["W"].reshape(self.out_channels, -1)
+        xp.dot(dout.T, self.col, out=dW)  # dW as (FN, C*kh*kw): a view of the grad array
+        dout.sum(axis=0, out=self._grads["b"])
+        if not self._need_dx:
+            return None
+        dcol = xp.dot(dout, self.col_W)
+        return self.backend.col2im(dcol, self.x_shape, self.kh, self.kw, self.stride, self.pad)
+
+
+class _Pool2D(Layer):
+    def __init__(self, size, stride=None, pad: int = 0):
+        super().__init__()
+        self.ph, self.pw = _pair(size)
+        self.stride = self.ph if stride is None else int(stride)
+        self.pad = int(pad)
+
+    def describe(self):
+        return f"{type(self).__name__}({self.ph}x{self.pw}, stride {self.stride})"
+
+    def _columns(self, x):
+        """Pooling windows as rows: (N*OH*OW*C, ph*pw), plus the output shape."""
+        if x.ndim != 4:
+            raise ShapeError(f"got input of shape {tuple(x.shape)}; expected (N, C, H, W).")
+        n, c, h, w = x.shape
+        oh = _output_size(h, self.ph, self.stride, self.pad, self.describe())
+        ow = _output_size(w, self.pw, self.stride, self.pad, self.describe())
+        self.x_shape = x.shape
+        col = self.backend.im2col(x, self.ph, self.pw, self.stride, self.pad)
+        return col.reshape(-1, self.ph * self.pw), (n, oh, ow, c)
+
+    def _image(self, dcol):
+        return self.backend.col2im(dcol.reshape(-1, self.x_shape[1] * self.ph * self.pw),
+                                   self.x_shape, self.ph, self.pw, self.stride, self.pad)
+
+
+class MaxPool2D(_Pool2D):
+    """Max over each window; backward routes the gradient to the arg-max."""
+
+    def forward(self, x):
+        col, shape = self._columns(x)
+        self.arg = col.argmax(axis=1)
+        y = col.max(axis=1)
+        return y.reshape(shape).transpose(0, 3, 1, 2)
+
+    def backward(self, dout):
+        xp = self.backend.xp
+        flat = dout.transpose(0, 2, 3, 1).reshape(-1)
+        dcol = xp.zeros((flat.size, self.ph * self.pw), dtype=dout.dtype)
+        dcol[self.backend.arange(flat.size), self.arg] = flat
+        return self._image(dcol)
+
+
+class AvgPool2D(_Pool2D):
+    """Mean over each window; backward spreads the gradient evenly."""
+
+    def forward(self, x):
+        col, shape = self._columns(x)
+        return col.mean(axis=1).reshape(shape).transpose(0, 3, 1, 2)
+
+    def backward(self, dout):
+        xp = self.backend.xp
+        flat = dout.transpose(0, 2, 3, 1).reshape(-1, 1)
+        dcol = xp.broadcast_to(flat / (self.ph * self.pw), (flat.shape[0], self.ph * self.pw))
+        return self._image(xp.ascontiguousarray(dcol))

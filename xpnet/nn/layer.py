@@ -1,0 +1,237 @@
+"""``Layer``, the base of every layer, and ``Sequential``.
+
+A layer keeps its parameters and their gradients as live arrays on its device, in dicts
+named by the book's names (``W``, ``b``). ``backward`` overwrites the gradients, as in
+the book. Inside a ``Sequential``, layers reuse their output and gradient buffers from
+step to step and may work in place on what flows between them; a layer used alone
+allocates fresh arrays, so nothing the caller holds is ever overwritten.
+"""
+from __future__ import annotations
+
+from ..device import Device, current_device, device_of
+from ..errors import DTypeError, ImplicitTransferError, ShapeError
+from ..transfer import to_device
+
+
+class Layer:
+    """Base class: parameters, gradients, buffers, device moves and train/eval mode."""
+
+    def __init__(self):
+        self.device = current_device()
+        self.training = True
+        self._params: dict = {}
+        self._grads: dict = {}
+        self._buffers: dict = {}   # state saved with the model but not trained (BatchNorm's)
+        self._work: dict = {}      # scratch arrays reused between calls
+        self._reuse = False        # Sequential: keep output/gradient buffers between calls
+        self._inplace = False      # Sequential: may overwrite the input it is given
+        self._need_dx = True       # Sequential: False for the first layers (nobody reads dx)
+        self._version = 0          # bumped on every move, so optimizers notice
+
+    # -- running ----------------------------------------------------------------------
+    def __call__(self, *inputs):
+        self._check_device(inputs[0])
+        return self.forward(*inputs)
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    @property
+    def backend(self):
+        return self.device.backend
+
+    def _check_device(self, x):
+        try:
+            where = device_of(x)
+        except TypeError:
+            raise TypeError(f"{self.describe()} takes an array, got {type(x).__name__}. "
+                            f"Convert it with xn.asarray(x).") from None
+        if where != self.device:
+            raise ImplicitTransferError(
+                f"{self.describe()} lives on {self.device} but got an array on {where}. "
+                f"Move it explicitly: xn.to_device(x, '{self.device}').")
+
+    def _check_float(self, x, dtype):
+        if x.dtype != dtype:
+            raise DTypeError(f"{self.describe()} got {x.dtype} input; its parameters are {dtype}. "
+                             f"Convert the input (x.astype('{dtype}')) or build the layer "
+                             f"with dtype='{x.dtype}'.")
+
+    def _buffer(self, name, shape, dtype):
+        """A reusable buffer when inside a Sequential, else None (the routine allocates)."""
+        if not self._reuse:
+            return None
+        buf = self._work.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._work[name] = self.backend.xp.empty(shape, dtype=dtype)
+        return buf
+
+    def _add_param(self, name, host_array):
+        array = to_device(host_array, self.device)
+        self._params[name] = array
+        self._grads[name] = self.backend.xp.zeros_like(array)
+
+    # -- state ------------------------------------------------------------------------
+    def params(self) -> dict:
+        """Parameter name -> live array (writes to it change the layer)."""
+        return dict(self._params)
+
+    def grads(self) -> dict:
+        """Parameter name -> live gradient array, written by ``backward``."""
+        return dict(self._grads)
+
+    def buffers(self) -> dict:
+        """Name -> live array of non-trained state saved with the model."""
+        return dict(self._buffers)
+
+    def set_params(self, mapping) -> None:
+        """Copy values into parameters (and buffers) by name; host arrays are moved.
+
+        Every name and shape is checked before anything is written, so a mismatch
+        leaves the layer as it was.
+        """
+        targets = {**self.params(), **self.buffers()}
+        checked = []
+        for name, value in mapping.items():
+            if name not in targets:
+                raise KeyError(f"{self.describe()} has no parameter {name!r}; "
+                               f"it has {sorted(targets)}.")
+            if tuple(value.shape) != tuple(targets[name].shape):
+                raise ShapeError(f"{self.describe()}: parameter {name!r} has shape "
+                                 f"{tuple(targets[name].shape)}, the value given has {tuple(value.shape)}.")
+            checked.append((targets[name], value))
+        for target, value in checked:
+            target[...] = to_device(value, self.device).astype(target.dtype, copy=False)
+
+    def to(self, device) -> "Layer":
+        """Move parameters, gradients and buffers to ``device``; returns the layer."""
+        device = Device(device)
+        if device != self.device:
+            self._params = to_device(self._params, device)
+            self._grads = to_device(self._grads, device)
+            self._buffers = to_device(self._buffers, device)
+            self._work.clear()
+            self.device = device
+        self._version += 1
+        return self
+
+    def train(self, mode: bool = True) -> "Layer":
+        self.training = mode
+        return self
+
+    def eval(self) -> "Layer":
+        return self.train(False)
+
+    def describe(self) -> str:
+        """A short name for messages, such as ``Affine 784->100``."""
+        return type(self).__name__
+
+    def __repr__(self):
+        return f"{self.describe()} on {self.device}"
+
+
+class Sequential(Layer):
+    """Layers applied in order; parameters are named ``"<index>.<name>"`` (``"0.W"``).
+
+    ``backward`` returns the gradient with respect to the input only when built with
+    ``input_grad=True``: otherwise the first layers skip computing what nobody reads.
+    """
+
+    def __init__(self, *layers, input_grad: bool = False):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential item {i} is {type(layer).__name__}, not a layer.")
+        self.layers = list(layers)
+        self.input_grad = input_grad
+        if self.layers:
+            self.device = self.layers[0].device
+            for i, layer in enumerate(self.layers):
+                if layer.device != self.device:
+                    raise ImplicitTransferError(
+                        f"Sequential layer {i} ({layer.describe()}) is on {layer.device}, layer 0 "
+                        f"on {self.device}. Build them under one device or call model.to(device).")
+        self._configure()
+
+    def _configure(self):
+        last = len(self.layers) - 1
+        first_with_params = next((i for i, l in enumerate(self.layers) if l._params), last)
+        for i, layer in enumerate(self.layers):
+            layer._reuse = i < last            # the output handed back to the caller is fresh
+            layer._inplace = 0 < i < last      # never overwrite the caller's input or output
+            layer._need_dx = self.input_grad or i > first_with_params
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def forward(self, x):
+        i = 0
+        try:
+            for i, layer in enumerate(self.layers):
+                x = layer.forward(x)
+        except (ShapeError, DTypeError) as exc:
+            raise type(exc)(f"Sequential layer {i} ({self.layers[i].describe()}): {exc}") from None
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+            if dout is None:
+                break
+        return dout
+
+    def _named(self, getter):
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in getter(layer).items()}
+
+    def params(self):
+        return self._named(Layer.params)
+
+    def grads(self):
+        return self._named(Layer.grads)
+
+    def buffers(self):
+        return self._named(Layer.buffers)
+
+    def set_params(self, mapping):
+        per_layer = [dict() for _ in self.layers]
+        for name, value in mapping.items():
+            index, _, key = name.partition(".")
+            if not index.isdigit() or int(index) >= len(self.layers):
+                raise KeyError(f"Sequential has no parameter {name!r}; it has {sorted(self.params())}.")
+            per_layer[int(index)][key] = value
+        for i, (layer, values) in enumerate(zip(self.layers, per_layer)):  # check all first
+            targets = {**layer.params(), **layer.buffers()}
+            for key, value in values.items():
+                if key not in targets:
+                    raise KeyError(f"Sequential has no parameter '{i}.{key}'; it has {sorted(self.params())}.")
+                if tuple(value.shape) != tuple(targets[key].shape):
+                    raise ShapeError(f"parameter '{i}.{key}' has shape {tuple(targets[key].shape)}, "
+                                     f"the value given has {tuple(value.shape)}.")
+        for layer, values in zip(self.layers, per_layer):
+            if values:
+                layer.set_params(values)
+
+    def to(self, device):
+        device = Device(device)
+        for layer in self.layers:
+            layer.to(device)
+        self.device = device
+        self._version += 1
+        return self
+
+    def train(self, mode=True):
+        for layer in self.layers:
+            layer.train(mode)
+        self.training = mode
+        return self
+
+    def describe(self):
+        return "Sequential(" + ", ".join(l.describe() for l in self.layers) + ")"

@@ -1,0 +1,207 @@
+"""The book's layers (ch. 5 and 6): Affine, activations, Dropout, BatchNorm, Flatten."""
+from __future__ import annotations
+
+import numpy
+
+from ..errors import ShapeError
+from .init import initial_weights
+from .layer import Layer
+
+
+class Affine(Layer):
+    """y = x W + b, with W of shape (in_features, out_features) as in the book.
+
+    Inputs with more than two axes are flattened per sample, like the book's Affine.
+    """
+
+    def __init__(self, in_features: int, out_features: int, init="he", seed=None, dtype="float32"):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        dtype = numpy.dtype(dtype)
+        self._add_param("W", initial_weights(init, (in_features, out_features), in_features, dtype, seed))
+        self._add_param("b", numpy.zeros(out_features, dtype=dtype))
+        self.x = None
+
+    def describe(self):
+        return f"Affine {self.in_features}->{self.out_features}"
+
+    def forward(self, x):
+        W = self._params["W"]
+        self.x_shape = x.shape
+        if x.ndim != 2:
+            x = x.reshape(x.shape[0], -1) if x.ndim > 2 else x
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ShapeError(f"got input of shape {tuple(self.x_shape)}; expected (N, {self.in_features}).")
+        self._check_float(x, W.dtype)
+        self.x = x
+        out = self._buffer("y", (x.shape[0], self.out_features), W.dtype)
+        return self.backend.affine(x, W, self._params["b"], out=out)
+
+    def backward(self, dout):
+        W = self._params["W"]
+        dx = self._buffer("dx", self.x.shape, W.dtype) if self._need_dx else None
+        dx = self.backend.affine_backward(dout, self.x, W, self._grads["W"], self._grads["b"],
+                                          dx=dx, need_dx=self._need_dx)
+        if dx is not None and len(self.x_shape) != 2:
+            dx = dx.reshape(self.x_shape)
+        return dx
+
+
+class _Activation(Layer):
+    """An activation: works in place on what flows through it when inside a Sequential."""
+
+    def _out(self, x):
+        return x if self._inplace else None
+
+
+class ReLU(_Activation):
+    """max(x, 0). Backward multiplies by the mask of positive outputs."""
+
+    def forward(self, x):
+        self.y = self.backend.relu(x, out=self._out(x))
+        return self.y
+
+    def backward(self, dout):
+        return self.backend.relu_backward(dout, self.y, out=self._out(dout))
+
+
+class LeakyReLU(_Activation):
+    """x for x > 0, slope * x otherwise (0 <= slope <= 1)."""
+
+    def __init__(self, slope: float = 0.01):
+        super().__init__()
+        if not 0 <= slope <= 1:
+            raise ValueError(f"LeakyReLU(slope={slope}): slope must be in [0, 1].")
+        self.slope = float(slope)
+
+    def describe(self):
+        return f"LeakyReLU({self.slope})"
+
+    def forward(self, x):
+        self.x = x if not self._inplace else x.copy()
+        return self.backend.leaky_relu(x, self.slope, out=self._out(x))
+
+    def backward(self, dout):
+        return self.backend.leaky_relu_backward(dout, self.x, self.slope)
+
+
+class Sigmoid(_Activation):
+    def forward(self, x):
+        self.y = self.backend.sigmoid(x, out=self._out(x))
+        return self.y
+
+    def backward(self, dout):
+        return self.backend.sigmoid_backward(dout, self.y)
+
+
+class Tanh(_Activation):
+    def forward(self, x):
+        self.y = self.backend.tanh(x, out=self._out(x))
+        return self.y
+
+    def backward(self, dout):
+        return self.backend.tanh_backward(dout, self.y)
+
+
+class Softmax(_Activation):
+    """Softmax over ``axis`` (overflow-safe). For training, prefer SoftmaxCrossEntropy."""
+
+    def __init__(self, axis: int = -1):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x):
+        self.y = self.backend.softmax(x, axis=self.axis, out=self._out(x))
+        return self.y
+
+    def backward(self, dout):
+        return self.backend.softmax_backward(dout, self.y, axis=self.axis)
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, prod(...)); backward restores the shape."""
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self.x_shape)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability p and scale the rest
+    by 1/(1-p); in eval mode, the identity. The mask is drawn on the device."""
+
+    def __init__(self, p: float = 0.5, seed=None):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout(p={p}): p must be in [0, 1).")
+        self.p = float(p)
+        self.seed = seed
+        self._rng = None
+
+    def describe(self):
+        return f"Dropout({self.p})"
+
+    def to(self, device):
+        self._rng = None
+        return super().to(device)
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            self.mask = None
+            return x
+        if self._rng is None:
+            self._rng = self.backend.rng(self.seed)
+        self.mask = self.backend.dropout_mask(self._rng, x.shape, self.p, x.dtype)
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout if self.mask is None else dout * self.mask
+
+
+class BatchNorm(Layer):
+    """Batch normalisation (book ch. 6.3) over the features of (N, D) or channels of (N, C, H, W).
+
+    Running mean and variance (``momentum`` weighting the old value) are used in eval mode
+    and saved with the model.
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.9, eps: float = 1e-5, dtype="float32"):
+        super().__init__()
+        self.num_features, self.momentum, self.eps = num_features, momentum, eps
+        dtype = numpy.dtype(dtype)
+        self._add_param("gamma", numpy.ones(num_features, dtype=dtype))
+        self._add_param("beta", numpy.zeros(num_features, dtype=dtype))
+        self._buffers["running_mean"] = self.backend.xp.zeros(num_features, dtype=dtype)
+        self._buffers["running_var"] = self.backend.xp.ones(num_features, dtype=dtype)
+
+    def describe(self):
+        return f"BatchNorm({self.num_features})"
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        if x.ndim == 4:
+            x = x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise ShapeError(f"got input of shape {tuple(self.x_shape)}; expected "
+                             f"(N, {self.num_features}) or (N, {self.num_features}, H, W).")
+        y, self.xn, self.std = self.backend.batchnorm_forward(
+            x, self._params["gamma"], self._params["beta"], self._buffers["running_mean"],
+            self._buffers["running_var"], self.momentum, self.eps, self.training)
+        return self._restore(y)
+
+    def backward(self, dout):
+        if len(self.x_shape) == 4:
+            dout = dout.transpose(0, 2, 3, 1).reshape(-1, self.num_features)
+        dx = self.backend.batchnorm_backward(dout, self._params["gamma"], self.xn, self.std,
+                                             self._grads["gamma"], self._grads["beta"])
+        return self._restore(dx)
+
+    def _restore(self, y):
+        if len(self.x_shape) == 4:
+            n, c, h, w = self.x_shape
+            return y.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        return y
+

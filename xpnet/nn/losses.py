@@ -1,0 +1,68 @@
+"""Loss layers: ``loss = loss_fn(y, t)``, then ``loss_fn.backward()`` gives dL/dy.
+
+The loss comes back as a 0-d array on the device (reading it as a Python float is a
+device->host copy, so the training loop does that only now and then).
+"""
+from __future__ import annotations
+
+from ..device import common_device, device_of
+from ..errors import ShapeError
+
+
+class _Loss:
+    classification = False
+
+    def __init__(self):
+        self._work = {}
+
+    def _prepare(self, y, t, name):
+        device = common_device((y, t), name)  # refuses y and t on different devices
+        self.backend = (device or device_of(y)).backend
+        if t.shape[0] != y.shape[0]:
+            raise ShapeError(f"{name}: y has {y.shape[0]} samples but t has {t.shape[0]}.")
+
+    def _buffer(self, name, shape, dtype):
+        buf = self._work.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._work[name] = self.backend.xp.empty(shape, dtype=dtype)
+        return buf
+
+
+class SoftmaxCrossEntropy(_Loss):
+    """The book's SoftmaxWithLoss: mean cross-entropy of softmax(y) against labels t.
+
+    ``t`` is class indices, shape (N,), or one-hot, shape (N, C). ``probs`` holds
+    softmax(y) after the forward pass.
+    """
+
+    classification = True
+
+    def __call__(self, y, t):
+        self._prepare(y, t, "SoftmaxCrossEntropy")
+        if y.ndim != 2 or not (t.shape == y.shape or (t.ndim == 1 and t.dtype.kind in "iu")):
+            raise ShapeError(f"SoftmaxCrossEntropy got y of shape {tuple(y.shape)} and t of shape "
+                             f"{tuple(t.shape)} ({t.dtype}); expected y (N, C) and t as integer "
+                             f"class indices (N,) or one-hot (N, C).")
+        self.t = t
+        loss, self.probs = self.backend.softmax_cross_entropy(
+            y, t, out=self._buffer("probs", y.shape, y.dtype))
+        return loss
+
+    def backward(self, dout=1.0):
+        out = self._buffer("dy", self.probs.shape, self.probs.dtype)
+        return self.backend.softmax_cross_entropy_backward(self.probs, self.t, dout, out=out)
+
+
+class MeanSquaredError(_Loss):
+    """mean((y - t)^2) over every element, as Chainer's F.mean_squared_error."""
+
+    def __call__(self, y, t):
+        self._prepare(y, t, "MeanSquaredError")
+        if y.shape != t.shape:
+            raise ShapeError(f"MeanSquaredError got y of shape {tuple(y.shape)} and t of shape "
+                             f"{tuple(t.shape)}; they must match.")
+        self.y, self.t = y, t
+        return self.backend.mean_squared_error(y, t)
+
+    def backward(self, dout=1.0):
+        return self.backend.mean_squared_error_backward(dout, self.y, self.t)

@@ -1,0 +1,196 @@
+"""``fit`` and ``evaluate``: the book's training loop, on any device, with a progress bar.
+
+The whole dataset is copied to the device once per ``fit`` (one counted copy per array);
+each step gathers its batch on the device into a reused buffer. Per-step losses stay on
+the device and are read back in chunks a few times per epoch, to update the progress
+bar and stop on a NaN or infinite loss, so the training step itself copies nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+
+import numpy
+
+from .device import Device, use_device
+from .errors import ShapeError, TrainingError
+from .nn.losses import SoftmaxCrossEntropy
+from .transfer import to_device, to_host
+
+
+@dataclasses.dataclass
+class History:
+    """What ``fit`` saw: the loss of every step, and per-epoch means and validation."""
+
+    step_loss: list = dataclasses.field(default_factory=list)
+    epoch_loss: list = dataclasses.field(default_factory=list)
+    epoch_accuracy: list = dataclasses.field(default_factory=list)
+    val_loss: list = dataclasses.field(default_factory=list)
+    val_accuracy: list = dataclasses.field(default_factory=list)
+    epoch_seconds: list = dataclasses.field(default_factory=list)
+
+    def plot(self, path, title: str = "training") -> str:
+        """Write a PNG: loss per step with epoch means, and accuracy per epoch if known.
+
+        Needs matplotlib (``pip install 'xpnet[plot]'``).
+        """
+        from .plot import plot_history
+        return plot_history(self, path, title)
+
+
+def _check_data(data, what):
+    try:
+        x, t = data
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a pair (x, t) of arrays, got {type(data).__name__}.") from None
+    if len(x) != len(t):
+        raise ShapeError(f"{what}: x has {len(x)} samples but t has {len(t)}.")
+    if len(x) == 0:
+        raise ShapeError(f"{what} is empty.")
+    return x, t
+
+
+def _labels(t):
+    """Class indices from index or one-hot labels."""
+    return t if t.ndim == 1 else t.argmax(axis=1)
+
+
+class _Batches:
+    """Batches of a device-resident dataset, gathered into buffers reused across steps."""
+
+    def __init__(self, x, t, batch_size):
+        self.x, self.t, self.batch_size = x, t, batch_size
+        self.xp = None
+        self.buffers = {}
+
+    def gather(self, order, lo, hi, xp):
+        if order is None:
+            return self.x[lo:hi], self.t[lo:hi]
+        idx = order[lo:hi]
+        bufs = self.buffers.get(hi - lo)
+        if bufs is None:
+            bufs = self.buffers[hi - lo] = (
+                xp.empty((hi - lo,) + self.x.shape[1:], dtype=self.x.dtype),
+                xp.empty((hi - lo,) + self.t.shape[1:], dtype=self.t.dtype))
+        return xp.take(self.x, idx, axis=0, out=bufs[0]), xp.take(self.t, idx, axis=0, out=bufs[1])
+
+
+def _progress(total, desc, enabled):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is a dependency; a broken install only loses the bar
+        return None
+    return tqdm(total=total, desc=desc, unit="step", disable=not enabled, leave=True,
+                dynamic_ncols=True)
+
+
+def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
+        validation=None, device=None, shuffle: bool = True, seed=None, progress=None) -> History:
+    """Train ``model`` on ``data = (x, t)``; returns a ``History``.
+
+    ``device`` defaults to the model's; if given and different, the model is moved there
+    (its optimizer state follows on the next step). ``progress`` shows a bar (default:
+    when stderr is a terminal). Raises ``TrainingError`` naming the epoch and step where
+    the loss stopped being finite.
+    """
+    x, t = _check_data(data, "fit data")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"fit needs epochs >= 1 and batch_size >= 1, got epochs={epochs}, "
+                         f"batch_size={batch_size}.")
+    device = model.device if device is None else Device(device)
+    if model.device != device:
+        model.to(device)
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    history = History()
+    n = len(x)
+    steps = math.ceil(n / batch_size)
+    log_every = max(1, steps // 10)
+    rng = numpy.random.default_rng(seed)
+    classify = getattr(loss_fn, "classification", False)
+    with use_device(device):
+        xp = device.xp
+        batches = _Batches(*to_device((x, t), device), batch_size)
+        val = None if validation is None else to_device(_check_data(validation, "validation"), device)
+        losses = xp.empty(steps, dtype=numpy.float32)
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            model.train()
+            order = to_device(rng.permutation(n), device) if shuffle else None
+            correct = xp.zeros((), dtype=numpy.int64)
+            bar = _progress(steps, f"epoch {epoch}/{epochs}", show)
+            read = 0
+            for step in range(steps):
+                lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+                xb, tb = batches.gather(order, lo, hi, xp)
+                y = model.forward(xb)
+                losses[step] = loss_fn(y, tb)
+                model.backward(loss_fn.backward())
+                optimizer.step()
+                if classify:
+                    correct += (y.argmax(axis=1) == _labels(tb)).sum()
+                if step + 1 - read >= log_every or step + 1 == steps:
+                    chunk = to_host(losses[read:step + 1])
+                    _check_finite(chunk, epoch, read, optimizer)
+                    history.step_loss.extend(chunk.tolist())
+                    if bar is not None:
+                        bar.update(step + 1 - read)
+                        bar.set_postfix(loss=f"{chunk.mean():.4f}", refresh=False)
+                    read = step + 1
+            history.epoch_loss.append(float(numpy.mean(history.step_loss[-steps:])))
+            history.epoch_accuracy.append(float(to_host(correct)) / n if classify else None)
+            if val is not None:
+                result = evaluate(model, val, device=device, loss_fn=loss_fn)
+                history.val_loss.append(result["loss"])
+                history.val_accuracy.append(result["accuracy"])
+            history.epoch_seconds.append(time.perf_counter() - start)
+            if bar is not None:
+                post = {"loss": f"{history.epoch_loss[-1]:.4f}"}
+                if val is not None and history.val_accuracy[-1] is not None:
+                    post["val_acc"] = f"{history.val_accuracy[-1]:.4f}"
+                bar.set_postfix(post)
+                bar.close()
+    return history
+
+
+def _check_finite(chunk, epoch, first_step, optimizer):
+    bad = numpy.flatnonzero(~numpy.isfinite(chunk))
+    if bad.size:
+        step = first_step + int(bad[0]) + 1
+        raise TrainingError(
+            f"the loss became {chunk[bad[0]]} at epoch {epoch}, step {step}. Training stopped; "
+            f"try a smaller learning rate (lr={optimizer.lr}) or check the data for NaN/inf.")
+
+
+def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None) -> dict:
+    """Mean loss and accuracy of ``model`` on ``data = (x, t)`` in eval mode.
+
+    ``loss_fn`` defaults to SoftmaxCrossEntropy; accuracy is None for a loss that is not
+    a classification loss. The model's train/eval mode is restored afterwards.
+    """
+    x, t = _check_data(data, "evaluate data")
+    device = model.device if device is None else Device(device)
+    if model.device != device:
+        raise ValueError(f"evaluate: the model is on {model.device}, not {device}; "
+                         f"move it first with model.to('{device}').")
+    loss_fn = SoftmaxCrossEntropy() if loss_fn is None else loss_fn
+    classify = getattr(loss_fn, "classification", False)
+    was_training = model.training
+    model.eval()
+    try:
+        with use_device(device):
+            xp = device.xp
+            x, t = to_device((x, t), device)
+            total = xp.zeros((), dtype=numpy.float64)
+            correct = xp.zeros((), dtype=numpy.int64)
+            for lo in range(0, len(x), batch_size):
+                xb, tb = x[lo:lo + batch_size], t[lo:lo + batch_size]
+                y = model.forward(xb)
+                total += loss_fn(y, tb) * len(xb)
+                if classify:
+                    correct += (y.argmax(axis=1) == _labels(tb)).sum()
+            total, correct = to_host((total, correct))
+    finally:
+        model.train(was_training)
+    return {"loss": float(total) / len(x), "accuracy": float(correct) / len(x) if classify else None}
