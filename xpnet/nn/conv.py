@@ -17,10 +17,10 @@ def _pair(v):
     return (int(v), int(v)) if numpy.isscalar(v) else tuple(int(i) for i in v)
 
 
-def _output_size(size, kernel, stride, pad, what):
+def _output_size(size, kernel, stride, pad):
     out = (size + 2 * pad - kernel) // stride + 1
     if out < 1:
-        raise ShapeError(f"{what}: an input of {size} pixels with kernel {kernel}, stride {stride} "
+        raise ShapeError(f"an input of {size} pixels with kernel {kernel}, stride {stride} "
                          f"and pad {pad} leaves no output.")
     return out
 
@@ -51,8 +51,8 @@ class Conv2D(Layer):
         W = self._params["W"]
         self._check_float(x, W.dtype)
         n, _, h, w = x.shape
-        oh = _output_size(h, self.kh, self.stride, self.pad, self.describe())
-        ow = _output_size(w, self.kw, self.stride, self.pad, self.describe())
+        oh = _output_size(h, self.kh, self.stride, self.pad)
+        ow = _output_size(w, self.kw, self.stride, self.pad)
         self.x_shape = x.shape
         self.col = self.backend.im2col(x, self.kh, self.kw, self.stride, self.pad)
         self.col_W = W.reshape(self.out_channels, -1)
@@ -86,8 +86,8 @@ class _Pool2D(Layer):
         if x.ndim != 4:
             raise ShapeError(f"got input of shape {tuple(x.shape)}; expected (N, C, H, W).")
         n, c, h, w = x.shape
-        oh = _output_size(h, self.ph, self.stride, self.pad, self.describe())
-        ow = _output_size(w, self.pw, self.stride, self.pad, self.describe())
+        oh = _output_size(h, self.ph, self.stride, self.pad)
+        ow = _output_size(w, self.pw, self.stride, self.pad)
         self.x_shape = x.shape
         col = self.backend.im2col(x, self.ph, self.pw, self.stride, self.pad)
         return col.reshape(-1, self.ph * self.pw), (n, oh, ow, c)

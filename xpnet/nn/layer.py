@@ -31,7 +31,10 @@ class Layer:
     # -- running ----------------------------------------------------------------------
     def __call__(self, *inputs):
         self._check_device(inputs[0])
-        return self.forward(*inputs)
+        try:
+            return self.forward(*inputs)
+        except (ShapeError, DTypeError) as exc:
+            raise type(exc)(f"{self.describe()}: {exc}") from None
 
     def forward(self, x):
         raise NotImplementedError
@@ -56,7 +59,7 @@ class Layer:
 
     def _check_float(self, x, dtype):
         if x.dtype != dtype:
-            raise DTypeError(f"{self.describe()} got {x.dtype} input; its parameters are {dtype}. "
+            raise DTypeError(f"got {x.dtype} input; the parameters are {dtype}. "
                              f"Convert the input (x.astype('{dtype}')) or build the layer "
                              f"with dtype='{x.dtype}'.")
 
@@ -165,6 +168,10 @@ class Sequential(Layer):
             layer._reuse = i < last            # the output handed back to the caller is fresh
             layer._inplace = 0 < i < last      # never overwrite the caller's input or output
             layer._need_dx = self.input_grad or i > first_with_params
+
+    def __call__(self, x):
+        self._check_device(x)
+        return self.forward(x)  # forward names the failing layer itself
 
     def __len__(self):
         return len(self.layers)

@@ -1,0 +1,68 @@
+import importlib
+import shutil
+
+import numpy
+import pytest
+
+import xpnet as xn
+mnist_module = importlib.import_module("xpnet.datasets.mnist")  # the package re-exports the function
+
+# Label counts from ../shared/data/mnist/SOURCE.md.
+TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_mnist_shapes_dtypes_and_label_counts():
+    (x, t), (xt, tt) = xn.datasets.mnist()
+    assert x.shape == (60000, 784) and x.dtype == numpy.float32 and 0 <= x.min() and x.max() == 1
+    assert xt.shape == (10000, 784) and t.dtype == numpy.int64
+    assert numpy.bincount(t).tolist() == TRAIN_COUNTS and numpy.bincount(tt).tolist() == TEST_COUNTS
+
+
+def test_mnist_as_images_raw_and_one_hot():
+    (x, t), _ = xn.datasets.mnist(normalize=False, flatten=False, one_hot=True)
+    assert x.shape == (60000, 1, 28, 28) and x.dtype == numpy.uint8 and x.max() == 255
+    assert t.shape == (60000, 10) and (t.sum(axis=1) == 1).all()
+    assert t[:, 1].sum() == TRAIN_COUNTS[1]
+
+
+def test_missing_files_without_download_say_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("XPNET_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="XPNET_DATA_DIR"):
+        xn.datasets.mnist(download=False)
+
+
+def test_download_fetches_and_verifies(tmp_path, monkeypatch):
+    source = mnist_module.data_dir().resolve()
+    monkeypatch.setenv("XPNET_DATA_DIR", str(tmp_path))
+    mirrors = ("file:///nonexistent/", source.as_uri() + "/")  # the first mirror fails, the second works
+    (x, t), _ = xn.datasets.mnist(mirrors=mirrors)
+    assert x.shape == (60000, 784)
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == sorted(n for n, _ in mnist_module.FILES.values())
+
+
+def test_failed_download_lists_every_mirror(tmp_path, monkeypatch):
+    monkeypatch.setenv("XPNET_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="file:///a/.*file:///b/"):
+        xn.datasets.mnist(mirrors=("file:///a/", "file:///b/"))
+    assert list((tmp_path / "mnist").iterdir()) == []  # no partial files left
+
+
+def test_wrong_checksum_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "mnist"
+    shutil.copytree(mnist_module.data_dir(), folder)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b tampered")
+    monkeypatch.setenv("XPNET_DATA_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="SHA-256"):
+        xn.datasets.mnist()
+
+
+def test_synthetic_sets_are_seeded():
+    x1, t1 = xn.datasets.exp_regression(50, seed=0)
+    x2, t2 = xn.datasets.exp_regression(50, seed=0)
+    numpy.testing.assert_array_equal(x1, x2)
+    numpy.testing.assert_allclose(t1, numpy.exp(x1), rtol=1e-6)
+    x, t = xn.datasets.spiral(30, classes=3, seed=0)
+    assert x.shape == (90, 2) and numpy.bincount(t).tolist() == [30, 30, 30]
+    x, t = xn.datasets.two_moons(101, seed=0)
+    assert x.shape == (101, 2) and set(t.tolist()) == {0, 1}

@@ -1,0 +1,252 @@
+"""Every layer's and loss's backward against central differences, float64, on each device."""
+import numpy
+import pytest
+
+import xpnet as xn
+from tests.helpers import host_rand, numerical_grad, relative_error
+
+TOL = 1e-6  # the issue's bar; float64 central differences land near 1e-9
+
+
+def _check_layer(layer, x_host, rng, device):
+    x = xn.to_device(x_host, device)
+    y = layer(x)
+    w = xn.to_device(host_rand(rng, *y.shape), device)  # random projection: checks the full Jacobian
+    objective = lambda: (layer.forward(x) * w).sum()
+    layer.forward(x)
+    dx = layer.backward(w)
+    assert relative_error(dx, numerical_grad(objective, x)) < TOL
+    for name, p in layer.params().items():
+        layer.forward(x)
+        layer.backward(w)
+        analytic = xn.to_host(layer.grads()[name]).copy()
+        assert relative_error(analytic, numerical_grad(objective, p)) < TOL, name
+
+
+LAYERS = {
+    "affine": (lambda: xn.nn.Affine(5, 3, dtype="float64"), (4, 5)),
+    "affine_4d_input": (lambda: xn.nn.Affine(12, 3, dtype="float64"), (2, 3, 2, 2)),
+    "relu": (xn.nn.ReLU, (4, 5)),
+    "leaky_relu": (lambda: xn.nn.LeakyReLU(0.2), (4, 5)),
+    "sigmoid": (xn.nn.Sigmoid, (4, 5)),
+    "tanh": (xn.nn.Tanh, (4, 5)),
+    "softmax": (xn.nn.Softmax, (4, 5)),
+    "flatten": (xn.nn.Flatten, (2, 3, 2)),
+    "batchnorm": (lambda: xn.nn.BatchNorm(5, dtype="float64"), (6, 5)),
+    "batchnorm_4d": (lambda: xn.nn.BatchNorm(2, dtype="float64"), (3, 2, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_layer_backward_matches_numerical_gradient(name, device, rng):
+    make, shape = LAYERS[name]
+    _check_layer(make(), host_rand(rng, *shape), rng, device)
+
+
+def test_dropout_backward_uses_the_forward_mask(device, rng):
+    layer = xn.nn.Dropout(0.5, seed=3)
+    x = xn.to_device(host_rand(rng, 200, 10), device)
+    y = xn.to_host(layer(x))
+    kept = y != 0
+    assert 0.35 < kept.mean() < 0.65  # 2000 draws of p=0.5: 10 standard deviations of slack
+    numpy.testing.assert_allclose(y[kept], 2 * xn.to_host(x)[kept])
+    dx = xn.to_host(layer.backward(xn.xp.ones((200, 10))))
+    numpy.testing.assert_array_equal(dx != 0, kept)
+    layer.eval()
+    assert layer(x) is x
+
+
+def test_dropout_mask_is_the_same_on_every_device():
+    masks = []
+    for dev in ("cpu", "sim"):
+        with xn.use_device(dev):
+            layer = xn.nn.Dropout(0.3, seed=7)
+            masks.append(xn.to_host(layer(xn.xp.ones((4, 6), dtype="float32"))))
+    numpy.testing.assert_array_equal(*masks)
+
+
+def test_batchnorm_eval_uses_running_statistics(device, rng):
+    layer = xn.nn.BatchNorm(3, momentum=0.0, dtype="float64")
+    x = xn.to_device(host_rand(rng, 50, 3) * 4 + 2, device)
+    layer(x)
+    layer.eval()
+    y = xn.to_host(layer(x))
+    numpy.testing.assert_allclose(y.mean(axis=0), 0, atol=1e-6)
+    numpy.testing.assert_allclose(y.std(axis=0), 1, atol=1e-3)  # eps=1e-5 in the denominator
+
+
+@pytest.mark.parametrize("labels", ["indices", "onehot"])
+def test_softmax_cross_entropy_backward_matches_numerical_gradient(labels, device, rng):
+    z = xn.to_device(host_rand(rng, 4, 5), device)
+    t_host = numpy.array([0, 3, 1, 4])
+    t = xn.to_device(t_host if labels == "indices" else numpy.eye(5)[t_host], device)
+    loss = xn.nn.SoftmaxCrossEntropy()
+    objective = lambda: loss(z, t)
+    objective()
+    assert relative_error(loss.backward(), numerical_grad(objective, z)) < TOL
+
+
+def test_softmax_cross_entropy_value_matches_the_book(device):
+    z = xn.to_device(numpy.array([[0.1, 0.05, 0.6, 0.0, 0.05, 0.1, 0.0, 0.1, 0.0, 0.0]]), device)
+    p = numpy.array([[0.1, 0.05, 0.6, 0.0, 0.05, 0.1, 0.0, 0.1, 0.0, 0.0]])
+    expected = -numpy.log(numpy.exp(p[0, 2]) / numpy.exp(p).sum())
+    value = float(xn.to_host(xn.nn.SoftmaxCrossEntropy()(z, xn.to_device(numpy.array([2]), device))))
+    assert abs(value - expected) < 1e-12
+
+
+def test_softmax_survives_huge_logits(device):
+    z = xn.to_device(numpy.array([[1010.0, 1000.0, 990.0]], dtype=numpy.float32), device)
+    p = xn.to_host(xn.nn.Softmax()(z))
+    assert numpy.isfinite(p).all() and abs(p.sum() - 1) < 1e-6
+    loss = xn.nn.SoftmaxCrossEntropy()(z, xn.to_device(numpy.array([2]), device))
+    assert abs(float(xn.to_host(loss)) - 20.0) < 1e-3  # log-sum-exp: 20 + log(1 + e^-10 + e^-20)
+
+
+def test_mean_squared_error_backward_matches_numerical_gradient(device, rng):
+    y, t = (xn.to_device(host_rand(rng, 3, 4), device) for _ in range(2))
+    loss = xn.nn.MeanSquaredError()
+    objective = lambda: loss(y, t)
+    objective()
+    assert relative_error(loss.backward(), numerical_grad(objective, y)) < TOL
+
+
+def test_sequential_backward_matches_numerical_gradient(device, rng):
+    xn.seed(0)
+    model = xn.nn.Sequential(xn.nn.Affine(6, 5, dtype="float64"), xn.nn.Tanh(),
+                             xn.nn.Affine(5, 4, dtype="float64"), xn.nn.ReLU(),
+                             xn.nn.Affine(4, 3, dtype="float64"))
+    loss = xn.nn.SoftmaxCrossEntropy()
+    x = xn.to_device(host_rand(rng, 7, 6), device)
+    t = xn.to_device(numpy.array([0, 1, 2, 0, 1, 2, 0]), device)
+    objective = lambda: loss(model.forward(x), t)
+    for name, p in model.params().items():
+        objective()
+        model.backward(loss.backward())
+        analytic = xn.to_host(model.grads()[name]).copy()
+        assert relative_error(analytic, numerical_grad(objective, p)) < TOL, name
+
+
+def test_sequential_names_parameters_by_layer_index(device):
+    model = xn.nn.Sequential(xn.nn.Affine(4, 3), xn.nn.ReLU(), xn.nn.Affine(3, 2))
+    assert list(model.params()) == ["0.W", "0.b", "2.W", "2.b"]
+    assert list(model.grads()) == list(model.params())
+    assert list(xn.nn.Affine(2, 2).params()) == ["W", "b"]
+
+
+def test_sequential_output_is_not_overwritten_by_the_next_call(device, rng):
+    model = xn.nn.Sequential(xn.nn.Affine(4, 3), xn.nn.ReLU(), xn.nn.Affine(3, 2))
+    a = model(xn.to_device(host_rand(rng, 5, 4, dtype="float32"), device))
+    keep = xn.to_host(a).copy()
+    model(xn.to_device(host_rand(rng, 5, 4, dtype="float32"), device))
+    numpy.testing.assert_array_equal(xn.to_host(a), keep)
+
+
+def test_sequential_does_not_modify_its_input(device, rng):
+    model = xn.nn.Sequential(xn.nn.ReLU(), xn.nn.Affine(4, 3), xn.nn.ReLU(), xn.nn.Affine(3, 2))
+    host = host_rand(rng, 5, 4, dtype="float32")
+    x = xn.to_device(host, device)
+    model(x)
+    model.backward(xn.xp.ones((5, 2), dtype="float32"))
+    numpy.testing.assert_array_equal(xn.to_host(x), host)
+
+
+def test_input_gradient_on_request(device, rng):
+    model = xn.nn.Sequential(xn.nn.Affine(4, 3), xn.nn.ReLU(), xn.nn.Affine(3, 2), input_grad=True)
+    x = xn.to_device(host_rand(rng, 5, 4, dtype="float32"), device)
+    model(x)
+    assert model.backward(xn.xp.ones((5, 2), dtype="float32")).shape == (5, 4)
+    plain = xn.nn.Sequential(xn.nn.Affine(4, 3), xn.nn.ReLU(), xn.nn.Affine(3, 2))
+    plain(x)
+    assert plain.backward(xn.xp.ones((5, 2), dtype="float32")) is None
+
+
+def test_same_seed_same_weights_on_every_device():
+    weights = []
+    for dev in ("cpu", "sim"):
+        with xn.use_device(dev):
+            weights.append(xn.to_host(xn.nn.Affine(10, 4, seed=42).params()["W"]))
+    numpy.testing.assert_array_equal(*weights)
+    assert abs(weights[0].std() - numpy.sqrt(2 / 10)) < 0.15  # He init; 40 draws
+
+
+def test_float32_stays_float32(device, rng):
+    model = xn.nn.Sequential(xn.nn.Affine(4, 8), xn.nn.Sigmoid(), xn.nn.Affine(8, 8), xn.nn.ReLU(),
+                             xn.nn.BatchNorm(8), xn.nn.Dropout(0.1), xn.nn.Affine(8, 3))
+    loss = xn.nn.SoftmaxCrossEntropy()
+    opt = xn.optim.Adam(model, weight_decay=1e-4)
+    y = model(xn.to_device(host_rand(rng, 6, 4, dtype="float32"), device))
+    value = loss(y, xn.to_device(numpy.array([0, 1, 2, 0, 1, 2]), device))
+    model.backward(loss.backward())
+    opt.step()
+    assert y.dtype == numpy.float32 and value.dtype == numpy.float32
+    for arrays in (model.params(), model.grads(), *opt.state.values()):
+        assert all(a.dtype == numpy.float32 for a in arrays.values())
+
+
+def test_shape_error_names_the_layer_and_shapes(device):
+    model = xn.nn.Sequential(xn.nn.Affine(784, 100), xn.nn.ReLU(), xn.nn.Affine(100, 50))
+    with pytest.raises(xn.ShapeError, match=r"Sequential layer 0 \(Affine 784->100\).*\(32, 80\).*\(N, 784\)"):
+        model(xn.xp.zeros((32, 80), dtype="float32"))
+    with pytest.raises(xn.ShapeError, match="SoftmaxCrossEntropy"):
+        xn.nn.SoftmaxCrossEntropy()(xn.xp.zeros((3, 4)), xn.xp.zeros((3, 5)))
+    with pytest.raises(xn.ShapeError, match="3 samples but t has 2"):
+        xn.nn.SoftmaxCrossEntropy()(xn.xp.zeros((3, 4)), xn.xp.zeros(2, dtype="int64"))
+
+
+def test_dtype_error_names_the_layer(device):
+    with pytest.raises(xn.DTypeError, match=r"Affine 4->2: got float64 input.*float32"):
+        xn.nn.Affine(4, 2)(xn.xp.zeros((3, 4)))
+
+
+def test_wrong_device_input_gets_the_device_error(device):
+    other = "sim:1" if device.kind != "sim" or device.index != 1 else "cpu"
+    layer = xn.nn.Affine(4, 2)
+    x = xn.to_device(numpy.zeros((3, 4), dtype="float32"), other)
+    with pytest.raises(xn.ImplicitTransferError, match=f"lives on {device}.*{other}"):
+        layer(x)
+    with pytest.raises(xn.ImplicitTransferError):
+        xn.nn.SoftmaxCrossEntropy()(xn.xp.zeros((3, 4)), xn.to_device(numpy.zeros(3, dtype="int64"), other))
+
+
+def test_set_params_moves_host_values_and_checks_everything_first(device):
+    model = xn.nn.Sequential(xn.nn.Affine(3, 2), xn.nn.ReLU(), xn.nn.Affine(2, 2))
+    before = xn.to_host(model.params())
+    with pytest.raises(xn.ShapeError, match="'2.W'"):
+        model.set_params({"0.W": numpy.ones((3, 2)), "2.W": numpy.ones((5, 5))})
+    numpy.testing.assert_array_equal(xn.to_host(model.params()["0.W"]), before["0.W"])
+    with pytest.raises(KeyError, match="9.W"):
+        model.set_params({"9.W": numpy.ones(2)})
+    model.set_params({"0.W": numpy.ones((3, 2))})
+    assert xn.to_host(model.params()["0.W"]).tolist() == [[1, 1]] * 3
+
+
+def test_model_to_moves_parameters_and_gradients(rng):
+    with xn.use_device("cpu"):
+        model = xn.nn.Sequential(xn.nn.Affine(3, 2), xn.nn.BatchNorm(2))
+    model.to("sim")
+    assert model.device == xn.Device("sim")
+    for arrays in (model.params(), model.grads(), model.buffers()):
+        assert all(xn.device_of(a) == xn.Device("sim") for a in arrays.values())
+    y = model(xn.to_device(host_rand(rng, 4, 3, dtype="float32"), "sim"))
+    assert xn.device_of(y) == xn.Device("sim")
+
+
+def test_activation_values(device):
+    F = xn.functional
+    x = xn.to_device(numpy.array([-2.0, 0.0, 3.0]), device)
+    h = lambda a: xn.to_host(a).tolist()
+    assert h(F.step(x)) == [0, 0, 1]
+    assert h(F.relu(x)) == [0, 0, 3]
+    assert h(F.leaky_relu(x, 0.1)) == [-0.2, 0, 3]
+    numpy.testing.assert_allclose(h(F.sigmoid(x)), 1 / (1 + numpy.exp([2.0, 0.0, -3.0])), rtol=1e-15)
+    numpy.testing.assert_allclose(h(F.tanh(x)), numpy.tanh([-2.0, 0.0, 3.0]), rtol=1e-15)
+    assert F.identity(x) is x
+
+
+def test_book_loss_functions(device):
+    F = xn.functional
+    # The book's ch. 4 example: t = 2, y has 0.6 on it.
+    y = xn.to_device(numpy.array([0.1, 0.05, 0.6, 0.0, 0.05, 0.1, 0.0, 0.1, 0.0, 0.0]), device)
+    t = xn.to_device(numpy.eye(10)[2], device)
+    assert abs(float(xn.to_host(F.cross_entropy_error(y, t))) - 0.510825457099338) < 1e-9
+    assert abs(float(xn.to_host(F.sum_squared_error(y, t))) - 0.0975) < 1e-12

@@ -1,0 +1,90 @@
+"""One step of each optimizer against its formula evaluated by hand with NumPy on the host."""
+import math
+
+import numpy
+import pytest
+
+import xpnet as xn
+
+
+def _model(device):
+    layer = xn.nn.Affine(3, 2, seed=0, dtype="float64")
+    layer.grads()["W"][...] = xn.to_device(numpy.arange(6.0).reshape(3, 2) / 10 - 0.2, device)
+    layer.grads()["b"][...] = xn.to_device(numpy.array([0.5, -1.0]), device)
+    return layer
+
+
+def _expected(name, p, g, steps, wd=0.0):
+    p = p.copy()
+    m = numpy.zeros_like(p)
+    v = numpy.zeros_like(p)
+    for t in range(1, steps + 1):
+        gg = g + wd * p
+        if name == "SGD":
+            p -= 0.1 * gg
+        elif name == "Momentum":
+            m = 0.9 * m - 0.1 * gg
+            p += m
+        elif name == "AdaGrad":
+            v += gg * gg
+            p -= 0.1 * gg / (numpy.sqrt(v) + 1e-7)
+        elif name == "RMSProp":
+            v = 0.99 * v + 0.01 * gg * gg
+            p -= 0.1 * gg / (numpy.sqrt(v) + 1e-7)
+        elif name == "Adam":
+            lr_t = 0.1 * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+            m += 0.1 * (gg - m)
+            v += 0.001 * (gg * gg - v)
+            p -= lr_t * m / (numpy.sqrt(v) + 1e-7)
+    return p
+
+
+@pytest.mark.parametrize("name", ["SGD", "Momentum", "AdaGrad", "RMSProp", "Adam"])
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_optimizer_steps_follow_their_formula(name, wd, device):
+    model = _model(device)
+    # to_host returns cpu arrays themselves (no copy), and step() updates them in place
+    start = {k: numpy.array(v) for k, v in xn.to_host(model.params()).items()}
+    grads = {k: numpy.array(v) for k, v in xn.to_host(model.grads()).items()}
+    opt = getattr(xn.optim, name)(model, lr=0.1, weight_decay=wd)
+    for _ in range(3):
+        opt.step()
+    for key in ("W", "b"):
+        numpy.testing.assert_allclose(xn.to_host(model.params()[key]),
+                                      _expected(name, start[key], grads[key], 3, wd), rtol=1e-12)
+
+
+def test_optimizer_state_follows_the_model_to_another_device():
+    with xn.use_device("cpu"):
+        model = _model("cpu")
+    opt = xn.optim.Adam(model, lr=0.1)
+    opt.step()
+    model.to("sim")
+    before = xn.transfer_stats()
+    opt.step()
+    assert all(xn.device_of(a) == xn.Device("sim") for s in opt.state.values() for a in s.values())
+    assert (xn.transfer_stats() - before).h2d_count == 4  # m and v of W and b, once
+    opt.step()
+    assert (xn.transfer_stats() - before).h2d_count == 4  # and never again
+
+
+def test_step_copies_nothing_between_host_and_device():
+    with xn.use_device("sim"):
+        model = _model("sim")
+        opt = xn.optim.Adam(model, weight_decay=0.1)
+        opt.step()
+        before = xn.transfer_stats()
+        opt.step()
+        assert (xn.transfer_stats() - before).count == 0
+
+
+def test_zero_grad(device):
+    model = _model(device)
+    xn.optim.SGD(model, lr=0.1).zero_grad()
+    assert all(float(xn.to_host(abs(g).sum())) == 0 for g in model.grads().values())
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": 0}, {"lr": -1}, {"lr": 0.1, "weight_decay": -1}])
+def test_bad_hyperparameters_are_refused(kwargs):
+    with pytest.raises(ValueError, match="SGD"):
+        xn.optim.SGD(_model("cpu"), **kwargs)

@@ -1,0 +1,124 @@
+import numpy
+import pytest
+
+import xpnet as xn
+
+
+def _mlp(seed=0):
+    xn.seed(seed)
+    return xn.nn.Sequential(xn.nn.Affine(784, 100), xn.nn.ReLU(), xn.nn.Affine(100, 50), xn.nn.ReLU(),
+                            xn.nn.Affine(50, 10))
+
+
+def test_fit_learns_mnist_on_a_small_slice(device, mnist_small):
+    train, test = mnist_small
+    model = _mlp()
+    history = xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), train,
+                     epochs=2, batch_size=32, validation=test, seed=0)
+    assert history.epoch_loss[1] < history.epoch_loss[0] < 2.3  # chance is ln(10) = 2.30
+    assert numpy.mean(history.step_loss[-20:]) < 0.5 * numpy.mean(history.step_loss[:20])
+    assert history.val_accuracy[-1] > 0.85  # chance is 0.10
+    result = xn.evaluate(model, test)
+    assert result["accuracy"] == pytest.approx(history.val_accuracy[-1])
+    assert len(history.step_loss) == 2 * 157 and len(history.epoch_seconds) == 2
+
+
+def test_cpu_and_sim_train_to_bit_identical_parameters(mnist_small):
+    train, _ = mnist_small
+    params = []
+    for dev in ("cpu", "sim"):
+        with xn.use_device(dev):
+            model = _mlp()
+            xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), train,
+                   epochs=1, batch_size=32, seed=3)
+            params.append(xn.to_host(model.params()))
+    for name in params[0]:
+        assert numpy.array_equal(params[0][name], params[1][name]), name
+
+
+def test_training_step_copies_nothing_between_host_and_device(mnist_small):
+    (x, t), _ = mnist_small
+    with xn.use_device("sim"):
+        model = _mlp()
+        loss_fn, opt = xn.nn.SoftmaxCrossEntropy(), xn.optim.Adam(model)
+        xb, tb = xn.to_device((x[:100], t[:100]))
+        for _ in range(2):  # the first step allocates buffers and optimizer state
+            before = xn.transfer_stats()
+            loss_fn(model(xb), tb)
+            model.backward(loss_fn.backward())
+            opt.step()
+        assert (xn.transfer_stats() - before).count == 0
+
+
+def test_fit_copies_the_data_once_and_reads_losses_in_chunks(mnist_small):
+    train, _ = mnist_small
+    with xn.use_device("sim"):
+        model = _mlp()
+        before = xn.transfer_stats()
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), train,
+               epochs=2, batch_size=100, seed=0)
+        delta = xn.transfer_stats() - before
+    assert delta.h2d_count == 2 + 2          # x and t once, one shuffle order per epoch
+    assert delta.d2h_count <= 2 * (10 + 1)   # about ten loss reads and one count per epoch
+
+
+def test_fit_stops_on_nan_loss_naming_epoch_and_step(device, mnist_small):
+    (x, t), _ = mnist_small
+    x = x[:300].copy()
+    x[150] = numpy.nan
+    model = _mlp()
+    with pytest.raises(xn.TrainingError, match=r"epoch 1, step 4\b"):
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x, t[:300]),
+               batch_size=50, shuffle=False)
+
+
+def test_fit_moves_the_model_to_the_requested_device(mnist_small):
+    (x, t), _ = mnist_small
+    with xn.use_device("cpu"):
+        model = _mlp()
+    xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x[:200], t[:200]),
+           device="sim")
+    assert model.device == xn.Device("sim")
+
+
+def test_fit_regression_with_mse(device):
+    x, t = xn.datasets.exp_regression(512, seed=0)
+    xn.seed(0)
+    model = xn.nn.Sequential(xn.nn.Affine(1, 16), xn.nn.LeakyReLU(0.2), xn.nn.Affine(16, 32),
+                             xn.nn.LeakyReLU(0.2), xn.nn.Affine(32, 1))
+    loss = xn.nn.MeanSquaredError()
+    history = xn.fit(model, loss, xn.optim.Adam(model, lr=0.01), (x, t), epochs=30, batch_size=64, seed=0)
+    assert history.epoch_accuracy[0] is None
+    assert history.epoch_loss[-1] < 0.05 * history.epoch_loss[0]
+    assert xn.evaluate(model, (x, t), loss_fn=loss)["accuracy"] is None
+
+
+def test_bad_fit_arguments_are_refused(mnist_small):
+    (x, t), _ = mnist_small
+    model = _mlp()
+    opt = xn.optim.SGD(model, lr=0.1)
+    with pytest.raises(xn.ShapeError, match="100 samples but t has 99"):
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x[:100], t[:99]))
+    with pytest.raises(ValueError, match="batch_size"):
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x[:100], t[:100]), batch_size=0)
+    with pytest.raises(TypeError, match=r"pair \(x, t\)"):
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, x)
+
+
+def test_history_plot_writes_a_png(tmp_path, mnist_small):
+    pytest.importorskip("matplotlib", reason="plots need the plot extra")
+    train, test = mnist_small
+    model = _mlp()
+    history = xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1),
+                     (train[0][:1000], train[1][:1000]), epochs=2, validation=test)
+    path = history.plot(tmp_path / "curve.png")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_progress_bar_when_asked(capsys, mnist_small):
+    (x, t), _ = mnist_small
+    model = _mlp()
+    xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x[:500], t[:500]),
+           progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "loss=" in err
