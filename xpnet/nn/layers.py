@@ -62,7 +62,8 @@ class ReLU(_Activation):
         return self.y
 
     def backward(self, dout):
-        return self.backend.relu_backward(dout, self.y, out=self._out(dout))
+        mask = self._buffer("mask", self.y.shape, bool)
+        return self.backend.relu_backward(dout, self.y, out=self._out(dout), mask=mask)
 
 
 class LeakyReLU(_Activation):

@@ -1,0 +1,145 @@
+"""Turn a pytest-benchmark JSON into the CPU-vs-GPU report: a Markdown table per case,
+the GPU/CPU speedup and break-even size, reference ratios, and a log-log PNG chart.
+
+    python bench/report.py RESULTS.json OUT_DIR      (xpnet bench calls write_report)
+"""
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def _fmt_time(s):
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s * 1e9:.3g} ns"
+
+
+def _fmt_size(case, n):
+    if case.startswith("copy"):
+        for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+            if n >= scale:
+                return f"{n / scale:g} {unit}"
+    return f"{n:,}"
+
+
+def _rate(row):
+    median = row["median"]
+    if row["flop"]:
+        return f"{row['flop'] / median / 1e9:,.1f} GFLOP/s"
+    if row["nbytes"]:
+        return f"{row['nbytes'] / median / 1e9:,.2f} GB/s"
+    return ""
+
+
+def load_rows(path):
+    data = json.loads(Path(path).read_text())
+    rows = []
+    for b in data["benchmarks"]:
+        info = b["extra_info"]
+        rows.append({"case": info["case"], "size": info["size"], "device": info["device"],
+                     "impl": info.get("impl", "xpnet"), "flop": info.get("flop"),
+                     "nbytes": info.get("nbytes"), "median": b["stats"]["median"],
+                     "iqr": b["stats"]["iqr"], "rounds": b["stats"]["rounds"]})
+    return data, rows
+
+
+def tables(rows):
+    """Markdown lines: one table per case, columns per (device, implementation)."""
+    by_case = defaultdict(list)
+    for r in rows:
+        by_case[r["case"]].append(r)
+    lines = []
+    for case, items in by_case.items():
+        columns = sorted({(r["device"], r["impl"]) for r in items}, key=lambda c: (c[0] != "cpu", c[0], c[1] != "xpnet", c[1]))
+        cell = {(r["size"], r["device"], r["impl"]): r for r in items}
+        has_gpu = any(d.startswith("cuda") for d, _ in columns) and any(d == "cpu" for d, _ in columns)
+        has_ref = len({i for _, i in columns}) > 1
+        head = [f"{d} {i}" if has_ref else d for d, i in columns]
+        extra = (["GPU/CPU speedup"] if has_gpu else []) + (["ratio to xpnet (cpu)"] if has_ref else [])
+        lines += [f"### {case}", "", "| size | " + " | ".join(head + extra) + " |",
+                  "|" + " --- |" * (1 + len(head) + len(extra))]
+        breakeven = None
+        for size in sorted({r["size"] for r in items}):
+            row = [_fmt_size(case, size)]
+            for d, i in columns:
+                r = cell.get((size, d, i))
+                row.append("" if r is None else f"{_fmt_time(r['median'])} {_rate(r)}".strip())
+            if has_gpu:
+                cpu, gpu = cell.get((size, "cpu", "xpnet")), cell.get((size, "cuda:0", "xpnet"))
+                speedup = cpu["median"] / gpu["median"] if cpu and gpu else None
+                row.append(f"{speedup:.2f}x" if speedup else "")
+                if speedup and speedup > 1 and breakeven is None:
+                    breakeven = size
+            if has_ref:
+                base = cell.get((size, "cpu", "xpnet"))
+                ratios = [f"{i}: {cell[(size, 'cpu', i)]['median'] / base['median']:.2f}"
+                          for d, i in columns if d == "cpu" and i != "xpnet" and base and (size, "cpu", i) in cell]
+                row.append(", ".join(ratios))
+            lines.append("| " + " | ".join(row) + " |")
+        if has_gpu:
+            lines.append("")
+            lines.append(f"GPU wins from size {_fmt_size(case, breakeven)}." if breakeven is not None
+                         else "The GPU did not win at any size measured.")
+        lines.append("")
+    return lines
+
+
+def chart(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    cases = [c for c in dict.fromkeys(r["case"] for r in rows)
+             if len({r["size"] for r in rows if r["case"] == c}) > 1]
+    if not cases:
+        return None
+    cols = min(3, len(cases))
+    nrows = -(-len(cases) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
+    for ax, case in zip(axes.flat, cases):
+        series = defaultdict(list)
+        for r in rows:
+            if r["case"] == case:
+                series[(r["device"], r["impl"])].append((r["size"], r["median"]))
+        for (device, impl), pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-",
+                    label=device if impl == "xpnet" else f"{device} {impl}")
+        ax.set(xscale="log", yscale="log", title=case, xlabel="size", ylabel="median time (s)")
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(cases):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(raw, out, header=(), command=None):
+    out = Path(out)
+    data, rows = load_rows(raw)
+    machine = data.get("machine_info", {})
+    command = command or "make bench   (python -m xpnet bench --quick)"
+    lines = ["# xpnet benchmark report", "", f"Command: `{command}`", "",
+             f"Date: {data.get('datetime', '?')}; CPU: {machine.get('cpu', {}).get('brand_raw', '?')}", "",
+             "```", *header, "```", "",
+             "Median wall time of a call that ends with a device synchronize, after warm-up. "
+             "Rates are work divided by that median.", ""]
+    devices = sorted({r["device"] for r in rows})
+    if not any(d.startswith("cuda") for d in devices):
+        lines += ["No CUDA GPU was found: this report shows the CPU alone.", ""]
+    lines += tables(rows)
+    text = "\n".join(lines)
+    (out / "report.md").write_text(text)
+    png = chart(rows, out / "chart.png")
+    print(text)
+    print(f"\nwrote {out / 'report.md'}, {raw}" + (f", {png}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(write_report(sys.argv[1], sys.argv[2]))
