@@ -1,7 +1,7 @@
 """The TF2-without-Keras article's MNIST MLP: 784-100-50-10, ReLU, SGD lr 0.1, batch 32.
 
     python examples/mnist_mlp.py                     # the article's settings, 5 epochs
-    python examples/mnist_mlp.py --optimizer adam --hidden 300,100 --lr 0.001 --batch-size 100 --epochs 10
+    python examples/mnist_mlp.py --optimizer adam --hidden 512,256 --dropout 0.2 --lr 0.001 --batch-size 100 --epochs 10
     XPNET_DEVICE=cuda python examples/mnist_mlp.py   # the same script on a GPU
 
 Writes a training-curve PNG (needs matplotlib) and a checkpoint to --out.
@@ -21,6 +21,7 @@ def main():
     parser.add_argument("--hidden", default="100,50", help="hidden layer sizes")
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam"])
     parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="train on the first N images only")
     parser.add_argument("--out", default="out/mnist_mlp")
@@ -37,6 +38,8 @@ def main():
         layers = []
         for n_in, n_out in zip(sizes, sizes[1:]):
             layers += [xn.nn.Affine(n_in, n_out), xn.nn.ReLU()]
+            if args.dropout:
+                layers.append(xn.nn.Dropout(args.dropout, seed=args.seed))
         model = xn.nn.Sequential(*layers, xn.nn.Affine(sizes[-1], 10))
     optimizer = {"sgd": xn.optim.SGD, "momentum": xn.optim.Momentum, "adagrad": xn.optim.AdaGrad,
                  "rmsprop": xn.optim.RMSProp, "adam": xn.optim.Adam}[args.optimizer](model, lr=args.lr)

@@ -284,35 +284,34 @@ class Backend:
 
     # -- convolution and pooling (book ch. 7) ---------------------------------------------
     def im2col(self, x, kh, kw, stride, pad):
-        """(N, C, H, W) -> (N*OH*OW, C*kh*kw): one row per output pixel.
+        """(N, C, H, W) -> (N, C*kh*kw, OH*OW): each column holds one output pixel's patch.
 
-        One strided slice copy per kernel offset (kh*kw copies of the whole batch), so the
-        Python loop is over the kernel, never over pixels; works on any array module.
+        One strided slice copy per kernel offset into a contiguous block, so the Python
+        loop is over the kernel, never over pixels. This layout lets a convolution be one
+        batched matmul whose result is already NCHW (no transpose copies).
         """
         xp = self.xp
         n, c, h, w = x.shape
         oh = (h + 2 * pad - kh) // stride + 1
         ow = (w + 2 * pad - kw) // stride + 1
         img = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
-        col = xp.empty((n, oh, ow, c, kh, kw), dtype=x.dtype)
+        col = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
         for i in range(kh):
             for j in range(kw):
-                patch = img[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
-                col[:, :, :, :, i, j] = patch.transpose(0, 2, 3, 1)
-        return col.reshape(n * oh * ow, c * kh * kw)
+                col[:, :, i, j] = img[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+        return col.reshape(n, c * kh * kw, oh * ow)
 
     def col2im(self, col, x_shape, kh, kw, stride, pad):
-        """Adjoint of im2col: sums each row's entries back onto the image."""
+        """Adjoint of im2col: adds each column's entries back onto the image."""
         xp = self.xp
         n, c, h, w = x_shape
         oh = (h + 2 * pad - kh) // stride + 1
         ow = (w + 2 * pad - kw) // stride + 1
-        col = col.reshape(n, oh, ow, c, kh, kw)
+        col = col.reshape(n, c, kh, kw, oh, ow)
         img = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype)
         for i in range(kh):
             for j in range(kw):
-                img[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += \
-                    col[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+                img[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += col[:, :, i, j]
         return img[:, :, pad:pad + h, pad:pad + w] if pad else img
 
     # -- optimizer updates, in place (book ch. 6) -----------------------------------------

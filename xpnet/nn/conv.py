@@ -54,20 +54,22 @@ class Conv2D(Layer):
         oh = _output_size(h, self.kh, self.stride, self.pad)
         ow = _output_size(w, self.kw, self.stride, self.pad)
         self.x_shape = x.shape
-        self.col = self.backend.im2col(x, self.kh, self.kw, self.stride, self.pad)
-        self.col_W = W.reshape(self.out_channels, -1)
-        y = self.backend.affine(self.col, self.col_W.T, self._params["b"])
-        return y.reshape(n, oh, ow, self.out_channels).transpose(0, 3, 1, 2)
+        self.col = self.backend.im2col(x, self.kh, self.kw, self.stride, self.pad)  # (N, K, P)
+        self.col_W = W.reshape(self.out_channels, -1)                               # (F, K)
+        y = self.backend.xp.matmul(self.col_W, self.col)                            # (N, F, P)
+        y += self._params["b"].reshape(1, -1, 1)
+        return y.reshape(n, self.out_channels, oh, ow)
 
     def backward(self, dout):
         xp = self.backend.xp
-        dout = dout.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)
-        dW = self._grads["W"].reshape(self.out_channels, -1)
-        xp.dot(dout.T, self.col, out=dW)  # dW as (FN, C*kh*kw): a view of the grad array
-        dout.sum(axis=0, out=self._grads["b"])
+        n = dout.shape[0]
+        dout = dout.reshape(n, self.out_channels, -1)                               # (N, F, P)
+        dW = self._grads["W"].reshape(self.out_channels, -1)  # a view of the grad array
+        dW[...] = xp.tensordot(dout, self.col, axes=([0, 2], [0, 2]))
+        dout.sum(axis=(0, 2), out=self._grads["b"])
         if not self._need_dx:
             return None
-        dcol = xp.dot(dout, self.col_W)
+        dcol = xp.matmul(self.col_W.T, dout)                                        # (N, K, P)
         return self.backend.col2im(dcol, self.x_shape, self.kh, self.kw, self.stride, self.pad)
 
 
@@ -81,8 +83,8 @@ class _Pool2D(Layer):
     def describe(self):
         return f"{type(self).__name__}({self.ph}x{self.pw}, stride {self.stride})"
 
-    def _columns(self, x):
-        """Pooling windows as rows: (N*OH*OW*C, ph*pw), plus the output shape."""
+    def _windows(self, x):
+        """Pooling windows as (N, C, ph*pw, OH*OW), plus the output shape."""
         if x.ndim != 4:
             raise ShapeError(f"got input of shape {tuple(x.shape)}; expected (N, C, H, W).")
         n, c, h, w = x.shape
@@ -90,39 +92,37 @@ class _Pool2D(Layer):
         ow = _output_size(w, self.pw, self.stride, self.pad)
         self.x_shape = x.shape
         col = self.backend.im2col(x, self.ph, self.pw, self.stride, self.pad)
-        return col.reshape(-1, self.ph * self.pw), (n, oh, ow, c)
+        return col.reshape(n, c, self.ph * self.pw, oh * ow), (n, c, oh, ow)
 
-    def _image(self, dcol):
-        return self.backend.col2im(dcol.reshape(-1, self.x_shape[1] * self.ph * self.pw),
-                                   self.x_shape, self.ph, self.pw, self.stride, self.pad)
+    def _image(self, dwin):
+        return self.backend.col2im(dwin, self.x_shape, self.ph, self.pw, self.stride, self.pad)
 
 
 class MaxPool2D(_Pool2D):
-    """Max over each window; backward routes the gradient to the arg-max."""
+    """Max over each window; backward routes the gradient to the (first) arg-max."""
 
     def forward(self, x):
-        col, shape = self._columns(x)
-        self.arg = col.argmax(axis=1)
-        y = col.max(axis=1)
-        return y.reshape(shape).transpose(0, 3, 1, 2)
+        win, shape = self._windows(x)
+        self.arg = win.argmax(axis=2)
+        return win.max(axis=2).reshape(shape)
 
     def backward(self, dout):
-        xp = self.backend.xp
-        flat = dout.transpose(0, 2, 3, 1).reshape(-1)
-        dcol = xp.zeros((flat.size, self.ph * self.pw), dtype=dout.dtype)
-        dcol[self.backend.arange(flat.size), self.arg] = flat
-        return self._image(dcol)
+        n, c = dout.shape[:2]
+        k = self.ph * self.pw
+        hit = self.backend.arange(k).reshape(1, 1, k, 1) == self.arg[:, :, None, :]
+        return self._image(hit * dout.reshape(n, c, 1, -1))
 
 
 class AvgPool2D(_Pool2D):
     """Mean over each window; backward spreads the gradient evenly."""
 
     def forward(self, x):
-        col, shape = self._columns(x)
-        return col.mean(axis=1).reshape(shape).transpose(0, 3, 1, 2)
+        win, shape = self._windows(x)
+        return win.mean(axis=2).reshape(shape)
 
     def backward(self, dout):
         xp = self.backend.xp
-        flat = dout.transpose(0, 2, 3, 1).reshape(-1, 1)
-        dcol = xp.broadcast_to(flat / (self.ph * self.pw), (flat.shape[0], self.ph * self.pw))
-        return self._image(xp.ascontiguousarray(dcol))
+        n, c = dout.shape[:2]
+        k = self.ph * self.pw
+        share = dout.reshape(n, c, 1, -1) * (1.0 / k)
+        return self._image(xp.broadcast_to(share, (n, c, k, share.shape[-1])))
