@@ -183,7 +183,7 @@ class Backend:
             weight = t.sum(axis=1)
         p = xp.exp(shifted, out=shifted)
         total = p.sum(axis=1, keepdims=True)
-        loss = (xp.log(total[:, 0]) * weight - picked).mean()
+        loss = (xp.log(total[:, 0]) * weight - picked).sum() * (1.0 / n)  # .mean() costs ~6 us more in NumPy
         p /= total
         return loss, p
 
