@@ -5,10 +5,9 @@ is never a speed device; ``--devices=sim`` runs every case once as a smoke check
 (with ``--benchmark-disable``), which the test suite does.
 """
 import pytest
+from _timing import time_on
 
 import xpnet as xn
-
-from _timing import time_on
 
 
 def pytest_addoption(parser):

@@ -52,12 +52,15 @@ def tables(rows):
         by_case[r["case"]].append(r)
     lines = []
     for case, items in by_case.items():
-        columns = sorted({(r["device"], r["impl"]) for r in items}, key=lambda c: (c[0] != "cpu", c[0], c[1] != "xpnet", c[1]))
+        columns = sorted({(r["device"], r["impl"]) for r in items},
+                         key=lambda c: (c[0] != "cpu", c[0], c[1] != "xpnet", c[1]))
         cell = {(r["size"], r["device"], r["impl"]): r for r in items}
         has_gpu = any(d.startswith("cuda") for d, _ in columns) and any(d == "cpu" for d, _ in columns)
-        has_ref = len({i for _, i in columns}) > 1
+        impls = {i for _, i in columns}
+        has_ref = len(impls) > 1
+        base_impl = next((i for i in ("xpnet", "backward") if i in impls), min(impls))
         head = [f"{d} {i}" if has_ref else d for d, i in columns]
-        extra = (["GPU/CPU speedup"] if has_gpu else []) + (["ratio to xpnet (cpu)"] if has_ref else [])
+        extra = (["GPU/CPU speedup"] if has_gpu else []) + ([f"time / {base_impl} (cpu)"] if has_ref else [])
         lines += [f"### {case}", "", "| size | " + " | ".join(head + extra) + " |",
                   "|" + " --- |" * (1 + len(head) + len(extra))]
         breakeven = None
@@ -73,9 +76,9 @@ def tables(rows):
                 if speedup and speedup > 1 and breakeven is None:
                     breakeven = size
             if has_ref:
-                base = cell.get((size, "cpu", "xpnet"))
+                base = cell.get((size, "cpu", base_impl))
                 ratios = [f"{i}: {cell[(size, 'cpu', i)]['median'] / base['median']:.2f}"
-                          for d, i in columns if d == "cpu" and i != "xpnet" and base and (size, "cpu", i) in cell]
+                          for d, i in columns if d == "cpu" and i != base_impl and base and (size, "cpu", i) in cell]
                 row.append(", ".join(ratios))
             lines.append("| " + " | ".join(row) + " |")
         if has_gpu:
@@ -105,10 +108,11 @@ def chart(rows, path):
         for r in rows:
             if r["case"] == case:
                 series[(r["device"], r["impl"])].append((r["size"], r["median"]))
+        several = len({impl for _, impl in series}) > 1
         for (device, impl), pts in sorted(series.items()):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-",
-                    label=device if impl == "xpnet" else f"{device} {impl}")
+                    label=f"{device} {impl}" if several else device)
         ax.set(xscale="log", yscale="log", title=case, xlabel="size", ylabel="median time (s)")
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(cases):]:

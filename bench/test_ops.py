@@ -1,9 +1,9 @@
 """Array operations and single layers, each on every speed device."""
 import numpy
 import pytest
+from conftest import sizes
 
 import xpnet as xn
-from conftest import sizes
 
 
 def _rand(device, *shape, dtype=numpy.float32, seed=0):

@@ -3,10 +3,10 @@ the GPU win?), a large MLP, the book's CNN, autodiff against backward, and, for 
 xpnet against a hand-tuned NumPy floor and PyTorch eager, side by side in one run."""
 import numpy
 import pytest
-
-import xpnet as xn
 from conftest import sizes
 from floor import FloorMLP
+
+import xpnet as xn
 
 MLP = [784, 100, 50, 10]
 LARGE = [784, 1024, 1024, 10]

@@ -49,7 +49,7 @@ def main():
         params = xn.to_device(host)
         x, t = xn.to_device((x_train, t_train))
         start = time.perf_counter()
-        for epoch in range(args.epochs):
+        for _ in range(args.epochs):
             order = xn.to_device(rng.permutation(len(x_train)))
             for lo in range(0, len(x_train), args.batch_size):
                 idx = order[lo:lo + args.batch_size]

@@ -2,8 +2,8 @@ import numpy
 import pytest
 
 import xpnet as xn
-from xpnet import autodiff as ad
 from tests.helpers import host_rand, numerical_grad, relative_error
+from xpnet import autodiff as ad
 
 TOL = 1e-6
 
@@ -32,7 +32,8 @@ def _unary(name):
         "exp": ad.exp, "log": lambda x: ad.log(x * x + 1), "sqrt": lambda x: ad.sqrt(x * x + 1),
         "tanh": ad.tanh, "sigmoid": ad.sigmoid, "relu": ad.relu, "leaky_relu": lambda x: ad.leaky_relu(x, 0.1),
         "softmax": lambda x: ad.softmax(x, axis=1), "neg": lambda x: -x, "pow": lambda x: (x * x + 1) ** 1.5,
-        "rpow": lambda x: 2.0 ** x, "sum_axis": lambda x: x.sum(axis=0), "mean_keepdims": lambda x: x.mean(axis=1, keepdims=True),
+        "rpow": lambda x: 2.0 ** x, "sum_axis": lambda x: x.sum(axis=0),
+        "mean_keepdims": lambda x: x.mean(axis=1, keepdims=True),
         "max_axis": lambda x: x.max(axis=1), "max_all": lambda x: x.max(), "reshape": lambda x: x.reshape(4, 3),
         "transpose": lambda x: x.T, "index": lambda x: x[1:, ::2], "index_int": lambda x: x[2],
         "where": lambda x: ad.where(x > 0, x * x, -x), "stop_gradient": lambda x: x * ad.stop_gradient(x),

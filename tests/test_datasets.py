@@ -5,6 +5,7 @@ import numpy
 import pytest
 
 import xpnet as xn
+
 mnist_module = importlib.import_module("xpnet.datasets.mnist")  # the package re-exports the function
 
 # Label counts from ../shared/data/mnist/SOURCE.md.

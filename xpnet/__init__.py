@@ -7,10 +7,8 @@ from . import autodiff, datasets, functional, nn, optim
 from .autodiff import grad, value_and_grad
 from .backends import cuda_unavailable_reason
 from .backends.base import TransferStats
-from .device import (Device, available_devices, current_device, device_of, get_array_module,
-                     use_device)
-from .errors import (CheckpointError, DeviceError, DTypeError, ImplicitTransferError, ShapeError,
-                     TrainingError)
+from .device import Device, available_devices, current_device, device_of, get_array_module, use_device
+from .errors import CheckpointError, DeviceError, DTypeError, ImplicitTransferError, ShapeError, TrainingError
 from .io import load, save
 from .nn.init import seed
 from .train import History, evaluate, fit

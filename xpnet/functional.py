@@ -6,8 +6,21 @@ formulas are the backend's, shared with the layers.
 """
 from __future__ import annotations
 
-from .autodiff import (exp, leaky_relu, log, mean_squared_error, relu, sigmoid, softmax,
-                       softmax_cross_entropy, sqrt, stop_gradient, sum_squared_error, tanh, where)
+from .autodiff import (
+    exp,
+    leaky_relu,
+    log,
+    mean_squared_error,
+    relu,
+    sigmoid,
+    softmax,
+    softmax_cross_entropy,
+    sqrt,
+    stop_gradient,
+    sum_squared_error,
+    tanh,
+    where,
+)
 from .device import device_of
 
 

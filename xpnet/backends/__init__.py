@@ -11,7 +11,7 @@ import importlib.util
 import sys
 import threading
 
-from .base import Backend, TRANSFERS
+from .base import TRANSFERS, Backend
 from .numpy import NumpyBackend
 from .sim import SimArray, SimBackend
 

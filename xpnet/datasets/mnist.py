@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import os
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import numpy
@@ -43,6 +42,7 @@ def _sha256(path: Path) -> str:
 
 
 def _download(name: str, dest: Path, sha: str, mirrors) -> None:
+    import urllib.request  # only when downloading: it pulls in http and ssl (~25 ms)
     errors = []
     dest.parent.mkdir(parents=True, exist_ok=True)
     for mirror in mirrors:

@@ -182,7 +182,7 @@ class Sequential(Layer):
     def forward(self, x):
         i = 0
         try:
-            for i, layer in enumerate(self.layers):
+            for i, layer in enumerate(self.layers):  # noqa: B007 (i names the failing layer)
                 x = layer.forward(x)
         except (ShapeError, DTypeError) as exc:
             raise type(exc)(f"Sequential layer {i} ({self.layers[i].describe()}): {exc}") from None
