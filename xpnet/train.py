@@ -62,19 +62,19 @@ class _Batches:
 
     def __init__(self, x, t, batch_size):
         self.x, self.t, self.batch_size = x, t, batch_size
-        self.xp = None
         self.buffers = {}
 
-    def gather(self, order, lo, hi, xp):
+    def gather(self, order, lo, hi, backend):
         if order is None:
             return self.x[lo:hi], self.t[lo:hi]
         idx = order[lo:hi]
         bufs = self.buffers.get(hi - lo)
         if bufs is None:
+            xp = backend.xp
             bufs = self.buffers[hi - lo] = (
                 xp.empty((hi - lo,) + self.x.shape[1:], dtype=self.x.dtype),
                 xp.empty((hi - lo,) + self.t.shape[1:], dtype=self.t.dtype))
-        return xp.take(self.x, idx, axis=0, out=bufs[0]), xp.take(self.t, idx, axis=0, out=bufs[1])
+        return backend.gather_rows(self.x, idx, bufs[0]), backend.gather_rows(self.t, idx, bufs[1])
 
 
 def _progress(total, desc, enabled):
@@ -123,7 +123,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
             read = 0
             for step in range(steps):
                 lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-                xb, tb = batches.gather(order, lo, hi, xp)
+                xb, tb = batches.gather(order, lo, hi, device.backend)
                 y = model.forward(xb)
                 losses[step] = loss_fn(y, tb)
                 model.backward(loss_fn.backward())

@@ -102,6 +102,10 @@ class Backend:
             a = self._aranges[n] = self.xp.arange(n)
         return a
 
+    def gather_rows(self, x, idx, out=None):
+        """x[idx] along the first axis, into ``out`` when given (fit's batches)."""
+        return self.xp.take(x, idx, axis=0, out=out)
+
     # -- activations (book ch. 3 and 5) ---------------------------------------------------
     def step(self, x):
         return (x > 0).astype(x.dtype)

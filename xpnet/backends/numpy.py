@@ -10,6 +10,12 @@ class NumpyBackend(Backend):
     kind = "cpu"
     xp = numpy
 
+    def gather_rows(self, x, idx, out=None):
+        # With out= and the default mode='raise', NumPy gathers into a temporary and
+        # copies it over: 23 us against 8 us for 100 MNIST rows. Indices come from a
+        # permutation, so clipping never changes one.
+        return numpy.take(x, idx, axis=0, out=out, mode="clip")
+
     def describe(self):
         return {"array module": f"NumPy {numpy.__version__}", "BLAS": blas_summary()}
 
