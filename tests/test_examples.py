@@ -1,0 +1,46 @@
+"""The examples and the command line run end to end (on small slices, on sim)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args, device="sim"):
+    env = {**os.environ, "XPNET_DEVICE": device, "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+@pytest.mark.parametrize("args", [
+    ["examples/mnist_mlp.py", "--epochs", "1", "--limit", "2000", "--dropout", "0.1"],
+    ["examples/mnist_cnn.py", "--epochs", "1", "--limit", "300"],
+    ["examples/exp_regression.py", "--steps", "200"],
+    ["examples/mnist_autodiff.py", "--epochs", "1"],
+], ids=["mlp", "cnn", "regression", "autodiff"])
+def test_example_runs_on_sim(args, tmp_path):
+    if "--out" not in args and "autodiff" not in args[0]:
+        args = args + ["--out", str(tmp_path)]
+    result = _run(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "sim:0:" in result.stdout
+
+
+def test_autodiff_example_prints_the_articles_check_values():
+    result = _run("examples/mnist_autodiff.py", "--epochs", "1", device="cpu")
+    assert "grad at 3: 40.0" in result.stdout and "partials: [36.0, 10.0]" in result.stdout
+    accuracy = float(result.stdout.rsplit("test accuracy", 1)[1])
+    assert accuracy > 0.9  # one epoch of the article's MLP; chance is 0.1
+
+
+def test_train_command_runs_an_example_by_name(tmp_path):
+    result = _run("-m", "xpnet", "train", "exp_regression", "--steps", "100", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "fit.png").exists()
+
+
+def test_train_command_lists_examples_for_an_unknown_name():
+    result = _run("-m", "xpnet", "train", "nonexistent")
+    assert result.returncode == 2 and "mnist_mlp" in result.stderr
