@@ -49,7 +49,7 @@ class CupyBackend(Backend):
     def from_peer(self, array):
         TRANSFERS.record("d2d", array.nbytes)
         with self._device:
-            return cupy.array(array, copy=True)  # a peer copy onto this device
+            return array.copy()  # CuPy copies onto the current device, from any device
 
     def synchronize(self):
         self._device.synchronize()
