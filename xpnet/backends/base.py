@@ -328,25 +328,15 @@ class Backend:
         p += v
 
     def adagrad_update(self, p, g, h, lr, eps, scratch):
-        xp = self.xp
-        h += xp.multiply(g, g, out=scratch)
-        xp.sqrt(h, out=scratch)
-        scratch += eps
-        xp.divide(g, scratch, out=scratch)
-        scratch *= lr
-        p -= scratch
+        h += self.xp.multiply(g, g, out=scratch)
+        self._rms_step(p, g, h, lr, eps, scratch)
 
     def rmsprop_update(self, p, g, h, lr, decay, eps, scratch):
-        xp = self.xp
         h *= decay
-        xp.multiply(g, g, out=scratch)
+        self.xp.multiply(g, g, out=scratch)
         scratch *= 1 - decay
         h += scratch
-        xp.sqrt(h, out=scratch)
-        scratch += eps
-        xp.divide(g, scratch, out=scratch)
-        scratch *= lr
-        p -= scratch
+        self._rms_step(p, g, h, lr, eps, scratch)
 
     def adam_update(self, p, g, m, v, lr_t, beta1, beta2, eps, scratch):
         """The book's Adam: m, v moments; lr_t already carries the bias correction."""
@@ -358,8 +348,13 @@ class Backend:
         scratch -= v
         scratch *= 1 - beta2
         v += scratch
-        xp.sqrt(v, out=scratch)
+        self._rms_step(p, m, v, lr_t, eps, scratch)
+
+    def _rms_step(self, p, step, sq, lr, eps, scratch):
+        """p -= lr * step / (sqrt(sq) + eps): the update AdaGrad, RMSProp and Adam share."""
+        xp = self.xp
+        xp.sqrt(sq, out=scratch)
         scratch += eps
-        xp.divide(m, scratch, out=scratch)
-        scratch *= lr_t
+        xp.divide(step, scratch, out=scratch)
+        scratch *= lr
         p -= scratch
