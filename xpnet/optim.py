@@ -35,6 +35,7 @@ class Optimizer:
             return self._slots
         params, grads = self.model.params(), self.model.grads()
         slots = []
+        scratch = self._scratch(params.values())
         for name, p in params.items():
             backend = device_of(p).backend
             xp = backend.xp
@@ -45,9 +46,23 @@ class Optimizer:
                 state = to_device(state, device_of(p))  # follow the parameters
             self.state[name] = state
             decayed = xp.empty_like(p) if self.weight_decay else None
-            slots.append((backend, p, grads[name], state, xp.empty_like(p), decayed))
+            work = scratch[(device_of(p), p.dtype)][:p.size].reshape(p.shape)
+            slots.append((backend, p, grads[name], state, work, decayed))
         self._slots, self._version = slots, self.model._version
         return slots
+
+    @staticmethod
+    def _scratch(params):
+        """One flat scratch buffer per device and dtype, as long as the largest parameter.
+
+        Updates run one parameter at a time, so they can share it; one buffer instead of
+        a copy of the model keeps more of the step in cache (a few % on the CPU).
+        """
+        sizes = {}
+        for p in params:
+            key = (device_of(p), p.dtype)
+            sizes[key] = max(sizes.get(key, 0), p.size)
+        return {key: key[0].xp.empty(size, dtype=key[1]) for key, size in sizes.items()}
 
     def step(self) -> None:
         """Update every parameter from its gradient."""
