@@ -43,8 +43,13 @@ class Layer:
         raise NotImplementedError
 
     @property
-    def backend(self):
-        return self.device.backend
+    def device(self):
+        return self._device
+
+    @device.setter
+    def device(self, device):
+        self._device = device
+        self.backend = device.backend  # the hot path reads this attribute every call
 
     def _check_device(self, x):
         try:

@@ -5,7 +5,8 @@ device->host copy, so the training loop does that only now and then).
 """
 from __future__ import annotations
 
-from ..device import common_device, device_of
+from ..backends import array_device, get_backend
+from ..device import common_device
 from ..errors import ShapeError
 
 
@@ -16,8 +17,12 @@ class _Loss:
         self._work = {}
 
     def _prepare(self, y, t, name):
-        device = common_device((y, t), name)  # refuses y and t on different devices
-        self.backend = (device or device_of(y)).backend
+        where, t_where = array_device(y), array_device(t)
+        if where is None or t_where is None:
+            raise TypeError(f"{name} takes arrays y and t, got {type(y).__name__} and {type(t).__name__}.")
+        if t_where != where:
+            common_device((y, t), name)  # raises ImplicitTransferError naming both devices
+        self.backend = get_backend(*where)
         if t.shape[0] != y.shape[0]:
             raise ShapeError(f"{name}: y has {y.shape[0]} samples but t has {t.shape[0]}.")
 
