@@ -141,6 +141,15 @@ def test_sequential_output_is_not_overwritten_by_the_next_call(device, rng):
     numpy.testing.assert_array_equal(xn.to_host(a), keep)
 
 
+@pytest.mark.parametrize("tail", [xn.nn.Dropout, xn.nn.Flatten])
+def test_output_stays_fresh_when_the_last_layer_passes_its_input_through(device, rng, tail):
+    model = xn.nn.Sequential(xn.nn.Affine(4, 3), xn.nn.ReLU(), xn.nn.Affine(3, 2), tail()).eval()
+    a = model(xn.to_device(host_rand(rng, 5, 4, dtype="float32"), device))
+    keep = xn.to_host(a).copy()
+    model(xn.to_device(host_rand(rng, 5, 4, dtype="float32"), device))
+    numpy.testing.assert_array_equal(xn.to_host(a), keep)
+
+
 def test_sequential_does_not_modify_its_input(device, rng):
     model = xn.nn.Sequential(xn.nn.ReLU(), xn.nn.Affine(4, 3), xn.nn.ReLU(), xn.nn.Affine(3, 2))
     host = host_rand(rng, 5, 4, dtype="float32")

@@ -62,6 +62,19 @@ def test_fit_copies_the_data_once_and_reads_losses_in_chunks(mnist_small):
     assert delta.d2h_count <= 2 * (10 + 1)   # about ten loss reads and one count per epoch
 
 
+def test_predict_batches_inference_in_eval_mode(device, mnist_small):
+    _, (x, t) = mnist_small
+    model = _mlp()
+    model.layers.insert(1, xn.nn.Dropout(0.5))
+    model._configure()
+    out = xn.predict(model, x[:250], batch_size=100)
+    assert out.shape == (250, 10) and xn.device_of(out) == device and model.training
+    with xn.use_device(device):
+        model.eval()
+        whole = model(xn.to_device(x[:250]))
+    numpy.testing.assert_allclose(xn.to_host(out), xn.to_host(whole), rtol=1e-5, atol=1e-6)
+
+
 def test_fit_stops_on_nan_loss_naming_epoch_and_step(device, mnist_small):
     (x, t), _ = mnist_small
     x = x[:300].copy()

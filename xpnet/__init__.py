@@ -11,7 +11,7 @@ from .device import Device, available_devices, current_device, device_of, get_ar
 from .errors import CheckpointError, DeviceError, DTypeError, ImplicitTransferError, ShapeError, TrainingError
 from .io import load, save
 from .nn.init import seed
-from .train import History, evaluate, fit
+from .train import History, evaluate, fit, predict
 from .transfer import asarray, reset_transfer_stats, to_device, to_host, transfer_stats
 
 __version__ = "0.1.0"
@@ -21,7 +21,7 @@ __all__ = [
     "to_device", "to_host", "asarray", "transfer_stats", "reset_transfer_stats", "TransferStats",
     "DeviceError", "ImplicitTransferError", "ShapeError", "DTypeError", "CheckpointError",
     "TrainingError", "cuda_unavailable_reason", "nn", "optim", "autodiff", "functional",
-    "datasets", "fit", "evaluate", "History", "save", "load", "grad", "value_and_grad", "seed",
+    "datasets", "fit", "evaluate", "predict", "History", "save", "load", "grad", "value_and_grad", "seed",
 ]
 
 

@@ -163,6 +163,21 @@ def _check_finite(chunk, epoch, first_step, optimizer):
             f"try a smaller learning rate (lr={optimizer.lr}) or check the data for NaN/inf.")
 
 
+def predict(model, x, batch_size: int = 1000):
+    """The model's outputs for ``x`` in eval mode, batch by batch, as one array on the
+    model's device (host input is copied there once). Move it with ``xn.to_host``."""
+    device = model.device
+    was_training = model.training
+    model.eval()
+    try:
+        with use_device(device):
+            x = to_device(x, device)
+            outputs = [model.forward(x[lo:lo + batch_size]) for lo in range(0, len(x), batch_size)]
+            return device.xp.concatenate(outputs)
+    finally:
+        model.train(was_training)
+
+
 def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None) -> dict:
     """Mean loss and accuracy of ``model`` on ``data = (x, t)`` in eval mode.
 

@@ -16,6 +16,8 @@ from ..transfer import to_device
 class Layer:
     """Base class: parameters, gradients, buffers, device moves and train/eval mode."""
 
+    returns_input = False  # True for layers whose output may be their input or a view of it
+
     def __init__(self):
         self.device = current_device()
         self.training = True
@@ -167,7 +169,9 @@ class Sequential(Layer):
         self._configure()
 
     def _configure(self):
-        last = len(self.layers) - 1
+        # The layer that produces the returned array must allocate it fresh; layers after it
+        # (Flatten, Dropout in eval mode) may hand back their input or a view of it.
+        last = next((i for i in range(len(self.layers) - 1, -1, -1) if not self.layers[i].returns_input), 0)
         first_with_params = next((i for i, l in enumerate(self.layers) if l._params), last)
         for i, layer in enumerate(self.layers):
             layer._reuse = i < last            # the output handed back to the caller is fresh

@@ -122,6 +122,8 @@ class Softmax(_Activation):
 class Flatten(Layer):
     """(N, ...) -> (N, prod(...)); backward restores the shape."""
 
+    returns_input = True
+
     def forward(self, x):
         self.x_shape = x.shape
         return x.reshape(x.shape[0], -1)
@@ -133,6 +135,8 @@ class Flatten(Layer):
 class Dropout(Layer):
     """Inverted dropout: in training, zero each unit with probability p and scale the rest
     by 1/(1-p); in eval mode, the identity. The mask is drawn on the device."""
+
+    returns_input = True  # in eval mode
 
     def __init__(self, p: float = 0.5, seed=None):
         super().__init__()
