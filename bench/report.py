@@ -145,5 +145,36 @@ def write_report(raw, out, header=(), command=None):
     return 0
 
 
+def repeat_table(paths, case, base=None):
+    """Markdown: for each run (JSON file), each size's time ratio of every implementation
+    to ``base``, then the median over runs. For noisy shared machines, where one run's
+    ratio can be off by 20%."""
+    import statistics
+    per = defaultdict(list)
+    impls = set()
+    for path in paths:
+        _, rows = load_rows(path)
+        if base is None:
+            present = {r["impl"] for r in rows if r["case"] == case}
+            base = "xpnet" if "xpnet" in present else "backward"
+        cell = {(r["size"], r["impl"]): r["median"] for r in rows if r["case"] == case and r["device"] == "cpu"}
+        for (size, impl), t in cell.items():
+            if impl != base and (size, base) in cell:
+                per[(size, impl)].append(t / cell[(size, base)])
+                impls.add(impl)
+    impls = sorted(impls)
+    lines = ["| size | " + " | ".join(f"{i} / {base}, each run" for i in impls) + " | "
+             + " | ".join(f"{i} / {base}, median" for i in impls) + " |",
+             "|" + " --- |" * (1 + 2 * len(impls))]
+    for size in sorted({s for s, _ in per}):
+        runs = [", ".join(f"{v:.2f}" for v in per[(size, i)]) for i in impls]
+        medians = [f"{statistics.median(per[(size, i)]):.2f}" if per[(size, i)] else "" for i in impls]
+        lines.append(f"| {size} | " + " | ".join(runs + medians) + " |")
+    return lines
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--repeat":  # report.py --repeat CASE RUN1.json RUN2.json ...
+        print("\n".join(repeat_table(sys.argv[3:], sys.argv[2])))
+        sys.exit(0)
     sys.exit(write_report(sys.argv[1], sys.argv[2]))
