@@ -130,6 +130,18 @@ def test_host_inputs_are_copied_and_counted():
         assert xn.device_of(g) == xn.Device("sim")
 
 
+def test_numpy_ufuncs_on_traced_values_are_recorded_or_refused(device):
+    x = xn.to_device(numpy.array([0.5, 1.5]), device)
+    g = xn.grad(lambda v: (numpy.exp(v) * numpy.tanh(v)).sum())(x)
+    host = xn.to_host(x)
+    expected = numpy.exp(host) * numpy.tanh(host) + numpy.exp(host) * (1 - numpy.tanh(host) ** 2)
+    numpy.testing.assert_allclose(xn.to_host(g), expected, rtol=1e-12)
+    with pytest.raises(TypeError, match="cannot differentiate numpy.sin.*Use an operation it knows"):
+        xn.grad(lambda v: numpy.sin(v).sum())(x)
+    with pytest.raises(TypeError, match="traced value cannot become a plain array"):
+        xn.grad(lambda v: numpy.asarray(v).sum())(numpy.ones(2))
+
+
 def test_clear_errors():
     with pytest.raises(ValueError, match=r"scalar.*shape \(3,\)"):
         xn.grad(lambda x: x * 2)(numpy.ones(3))

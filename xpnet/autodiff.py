@@ -36,7 +36,22 @@ class Tensor:
     reshape and transpose, and mixes with plain numbers and same-device arrays."""
 
     __slots__ = ("data", "parents")
-    __array_ufunc__ = None  # NumPy arrays on the left defer to our reflected operators
+    __array_priority__ = 1000  # CuPy arrays on the left defer to our reflected operators
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """NumPy ufuncs on traced values: the differentiable ones are recorded, the rest
+        are refused by name (rather than silently dropping out of the trace)."""
+        op = _UFUNCS.get(ufunc.__name__) if method == "__call__" and not kwargs else None
+        if op is None:
+            raise TypeError(
+                f"xpnet.autodiff cannot differentiate numpy.{ufunc.__name__}"
+                f"{'' if method == '__call__' else '.' + method}{' with ' + ', '.join(kwargs) if kwargs else ''}. "
+                f"Use an operation it knows: {', '.join(SUPPORTED)}; or wrap a constant in stop_gradient.")
+        return op(*inputs)
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("a traced value cannot become a plain array inside grad; use xpnet.autodiff "
+                        "operations on it, or stop_gradient(x).data for its value as a constant.")
 
     def __init__(self, data, parents=()):
         self.data = data
@@ -313,6 +328,18 @@ def _scatter(g, shape, key, dtype):
     zeros = _backend(g).xp.zeros(shape, dtype=dtype)
     zeros[key] = _data(g)
     return _node(zeros, (g, lambda h: getitem(h, key)))
+
+
+_UFUNCS = {
+    "add": add, "subtract": lambda a, b: add(a, negative(b)), "multiply": multiply, "divide": divide,
+    "true_divide": divide, "power": power, "negative": negative, "matmul": matmul, "exp": exp, "log": log,
+    "sqrt": sqrt, "tanh": tanh,
+    "greater": lambda a, b: _data(a) > _data(b), "less": lambda a, b: _data(a) < _data(b),
+    "greater_equal": lambda a, b: _data(a) >= _data(b), "less_equal": lambda a, b: _data(a) <= _data(b),
+}
+SUPPORTED = ("+ - * / ** @", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "leaky_relu", "softmax",
+             "softmax_cross_entropy", "mean_squared_error", "sum_squared_error", "sum", "mean", "max",
+             "reshape", "transpose", "indexing", "where", "stop_gradient")
 
 
 # -- grad ------------------------------------------------------------------------------------

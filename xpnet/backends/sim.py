@@ -123,6 +123,11 @@ class SimArray(NDArrayOperatorsMixin):
             f"allowed (CuPy refuses it too). Use xn.to_host(x) to copy it to the host explicitly.")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        for x in inputs:  # NEP 13: a type with its own __array_ufunc__ (a traced value) goes first
+            override = getattr(type(x), "__array_ufunc__", None)
+            if override is not None and type(x) not in (SimArray, numpy.ndarray) \
+                    and not isinstance(x, numpy.generic):
+                return NotImplemented
         name = f"numpy.{ufunc.__name__}" if method == "__call__" else f"numpy.{ufunc.__name__}.{method}"
         out = kwargs.get("out")
         if out is not None and len(out) == 1:
