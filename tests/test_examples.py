@@ -35,6 +35,28 @@ def test_autodiff_example_prints_the_articles_check_values():
     assert accuracy > 0.9  # one epoch of the article's MLP; chance is 0.1
 
 
+def test_book_inference_reads_the_books_pickle_and_converts_it(tmp_path):
+    """A pickle in the book's format (random weights: accuracy near chance) round-trips."""
+    import pickle
+
+    import numpy
+    rng = numpy.random.default_rng(0)
+    sizes = [(784, 50), (50, 100), (100, 10)]
+    book = {}
+    for i, (a, b) in enumerate(sizes, 1):
+        book[f"W{i}"] = rng.standard_normal((a, b)).astype(numpy.float32) * 0.1
+        book[f"b{i}"] = rng.standard_normal(b).astype(numpy.float32) * 0.1
+    with open(tmp_path / "sample_weight.pkl", "wb") as f:
+        pickle.dump(book, f)
+    first = _run("examples/book_inference.py", str(tmp_path / "sample_weight.pkl"),
+                 "--save", str(tmp_path / "w.npz"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = _run("examples/book_inference.py", str(tmp_path / "w.npz"), device="cpu")
+    assert again.returncode == 0, again.stderr[-2000:]
+    accuracy = first.stdout.split("accuracy ")[1].split()[0]
+    assert "sim:0: accuracy" in first.stdout and f"cpu: accuracy {accuracy}" in again.stdout
+
+
 def test_train_command_runs_an_example_by_name(tmp_path):
     result = _run("-m", "xpnet", "train", "exp_regression", "--steps", "100", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
