@@ -181,13 +181,14 @@ class Backend:
         shifted = xp.subtract(z, z.max(axis=1, keepdims=True), out=out)
         if t.ndim == 1:
             picked = shifted[self.arange(n), t]
-            weight = 1.0
-        else:
+        else:  # sum_j t_j (lse - z_j) = lse * sum_j t_j - sum_j t_j z_j, for soft labels too
             picked = (shifted * t).sum(axis=1)
-            weight = t.sum(axis=1)
         p = xp.exp(shifted, out=shifted)
         total = p.sum(axis=1, keepdims=True)
-        loss = (xp.log(total[:, 0]) * weight - picked).sum() * (1.0 / n)  # .mean() costs ~6 us more in NumPy
+        lse = xp.log(total[:, 0])
+        if t.ndim != 1:
+            lse *= t.sum(axis=1)
+        loss = (lse - picked).sum() * (1.0 / n)  # .mean() costs ~6 us more in NumPy
         p /= total
         return loss, p
 
