@@ -13,6 +13,14 @@ from ..errors import DTypeError, ImplicitTransferError, ShapeError
 from ..transfer import to_device
 
 
+def reusable(cache: dict, name, shape, dtype, xp):
+    """``cache[name]`` if it has this shape and dtype, else a new empty array kept there."""
+    buf = cache.get(name)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = cache[name] = xp.empty(shape, dtype=dtype)
+    return buf
+
+
 class Layer:
     """Base class: parameters, gradients, buffers, device moves and train/eval mode."""
 
@@ -72,12 +80,7 @@ class Layer:
 
     def _buffer(self, name, shape, dtype):
         """A reusable buffer when inside a Sequential, else None (the routine allocates)."""
-        if not self._reuse:
-            return None
-        buf = self._work.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self._work[name] = self.backend.xp.empty(shape, dtype=dtype)
-        return buf
+        return reusable(self._work, name, shape, dtype, self.backend.xp) if self._reuse else None
 
     def _add_param(self, name, host_array):
         array = to_device(host_array, self.device)
@@ -103,17 +106,25 @@ class Layer:
         Every name and shape is checked before anything is written, so a mismatch
         leaves the layer as it was.
         """
+        self._write(self._checked(mapping))
+
+    def _checked(self, mapping, owner=None, prefix=""):
+        """(target, value) pairs for ``mapping``; raises before anything is written."""
         targets = {**self.params(), **self.buffers()}
-        checked = []
+        owner = owner or self
+        pairs = []
         for name, value in mapping.items():
             if name not in targets:
-                raise KeyError(f"{self.describe()} has no parameter {name!r}; "
-                               f"it has {sorted(targets)}.")
+                raise KeyError(f"{owner.describe()} has no parameter '{prefix}{name}'; "
+                               f"it has {sorted(owner.params())}.")
             if tuple(value.shape) != tuple(targets[name].shape):
-                raise ShapeError(f"{self.describe()}: parameter {name!r} has shape "
+                raise ShapeError(f"{owner.describe()}: parameter '{prefix}{name}' has shape "
                                  f"{tuple(targets[name].shape)}, the value given has {tuple(value.shape)}.")
-            checked.append((targets[name], value))
-        for target, value in checked:
+            pairs.append((targets[name], value))
+        return pairs
+
+    def _write(self, pairs):
+        for target, value in pairs:
             target[...] = to_device(value, self.device).astype(target.dtype, copy=False)
 
     def to(self, device) -> "Layer":
@@ -223,17 +234,9 @@ class Sequential(Layer):
             if not index.isdigit() or int(index) >= len(self.layers):
                 raise KeyError(f"Sequential has no parameter {name!r}; it has {sorted(self.params())}.")
             per_layer[int(index)][key] = value
-        for i, (layer, values) in enumerate(zip(self.layers, per_layer)):  # check all first
-            targets = {**layer.params(), **layer.buffers()}
-            for key, value in values.items():
-                if key not in targets:
-                    raise KeyError(f"Sequential has no parameter '{i}.{key}'; it has {sorted(self.params())}.")
-                if tuple(value.shape) != tuple(targets[key].shape):
-                    raise ShapeError(f"parameter '{i}.{key}' has shape {tuple(targets[key].shape)}, "
-                                     f"the value given has {tuple(value.shape)}.")
-        for layer, values in zip(self.layers, per_layer):
-            if values:
-                layer.set_params(values)
+        pairs = [pair for i, (layer, values) in enumerate(zip(self.layers, per_layer))
+                 for pair in layer._checked(values, owner=self, prefix=f"{i}.")]  # check all first
+        self._write(pairs)
 
     def to(self, device):
         device = Device(device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..backends import array_device, get_backend
 from ..device import common_device
 from ..errors import ShapeError
+from .layer import reusable
 
 
 class _Loss:
@@ -27,10 +28,7 @@ class _Loss:
             raise ShapeError(f"{name}: y has {y.shape[0]} samples but t has {t.shape[0]}.")
 
     def _buffer(self, name, shape, dtype):
-        buf = self._work.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self._work[name] = self.backend.xp.empty(shape, dtype=dtype)
-        return buf
+        return reusable(self._work, name, shape, dtype, self.backend.xp)
 
 
 class SoftmaxCrossEntropy(_Loss):
