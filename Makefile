@@ -2,9 +2,10 @@
 BACKEND ?= cpu
 VENV ?= .venv
 PY := $(VENV)/bin/python
-export XPNET_DATA_DIR ?= $(abspath ../shared/data)
+# MNIST from ../shared/data when the checkout sits beside it; else ~/.cache/xpnet (downloaded).
+export XPNET_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),)
 
-.PHONY: setup test test-cuda bench bench-quick demo lint clean
+.PHONY: setup test test-cuda bench bench-full demo lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
