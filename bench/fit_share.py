@@ -1,9 +1,9 @@
 """What share of ``fit``'s time is the training step itself (issue 7)?
 
 Times forward, loss, backward and the optimizer step inside three epochs of ``fit`` on
-full MNIST with the TF2 MLP at batch 100, against the whole of ``fit``.
+full MNIST with the TF2 MLP at batch 100 (or --batch-size), against the whole of ``fit``.
 
-    XPNET_DATA_DIR=../shared/data python bench/fit_share.py [--no-shuffle]
+    XPNET_DATA_DIR=../shared/data python bench/fit_share.py [--no-shuffle] [--batch-size N]
 """
 import sys
 import time
@@ -25,6 +25,7 @@ def _timed(fn):
 
 def main():
     shuffle = "--no-shuffle" not in sys.argv
+    batch = int(sys.argv[sys.argv.index("--batch-size") + 1]) if "--batch-size" in sys.argv else 100
     (x, t), _ = xn.datasets.mnist()
     xn.seed(0)
     model = xn.nn.Sequential(xn.nn.Affine(784, 100), xn.nn.ReLU(), xn.nn.Affine(100, 50), xn.nn.ReLU(),
@@ -37,9 +38,9 @@ def main():
         "backward": _timed(xn.nn.SoftmaxCrossEntropy.backward)})
     inside[0] = 0.0
     start = time.perf_counter()
-    xn.fit(model, cls(), opt, (x, t), epochs=3, batch_size=100, seed=0, shuffle=shuffle)
+    xn.fit(model, cls(), opt, (x, t), epochs=3, batch_size=batch, seed=0, shuffle=shuffle)
     total = time.perf_counter() - start
-    print(f"fit, 3 epochs, shuffle={shuffle}: {total:.3f} s; inside the training step {inside[0]:.3f} s "
+    print(f"fit, 3 epochs, batch {batch}, shuffle={shuffle}: {total:.3f} s; inside the training step {inside[0]:.3f} s "
           f"= {inside[0] / total:.1%}")
 
 
