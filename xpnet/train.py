@@ -7,6 +7,7 @@ bar and stop on a NaN or infinite loss, so the training step itself copies nothi
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -60,8 +61,8 @@ def _labels(t):
 class _Batches:
     """Batches of a device-resident dataset, gathered into buffers reused across steps."""
 
-    def __init__(self, x, t, batch_size):
-        self.x, self.t, self.batch_size = x, t, batch_size
+    def __init__(self, x, t):
+        self.x, self.t = x, t
         self.buffers = {}
 
     def gather(self, order, lo, hi, backend):
@@ -111,7 +112,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     classify = getattr(loss_fn, "classification", False)
     with use_device(device):
         xp = device.xp
-        batches = _Batches(*to_device((x, t), device), batch_size)
+        batches = _Batches(*to_device((x, t), device))
         val = None if validation is None else to_device(_check_data(validation, "validation"), device)
         losses = xp.empty(steps, dtype=numpy.float32)
         for epoch in range(1, epochs + 1):
@@ -163,19 +164,25 @@ def _check_finite(chunk, epoch, first_step, optimizer):
             f"try a smaller learning rate (lr={optimizer.lr}) or check the data for NaN/inf.")
 
 
-def predict(model, x, batch_size: int = 1000):
-    """The model's outputs for ``x`` in eval mode, batch by batch, as one array on the
-    model's device (host input is copied there once). Move it with ``xn.to_host``."""
-    device = model.device
+@contextlib.contextmanager
+def _evaluating(model):
+    """Eval mode on the model's device inside the block; the train/eval mode is restored."""
     was_training = model.training
     model.eval()
     try:
-        with use_device(device):
-            x = to_device(x, device)
-            outputs = [model.forward(x[lo:lo + batch_size]) for lo in range(0, len(x), batch_size)]
-            return device.xp.concatenate(outputs)
+        with use_device(model.device) as device:
+            yield device
     finally:
         model.train(was_training)
+
+
+def predict(model, x, batch_size: int = 1000):
+    """The model's outputs for ``x`` in eval mode, batch by batch, as one array on the
+    model's device (host input is copied there once). Move it with ``xn.to_host``."""
+    with _evaluating(model) as device:
+        x = to_device(x, device)
+        outputs = [model.forward(x[lo:lo + batch_size]) for lo in range(0, len(x), batch_size)]
+        return device.xp.concatenate(outputs)
 
 
 def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None) -> dict:
@@ -191,21 +198,16 @@ def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None) -> 
                          f"move it first with model.to('{device}').")
     loss_fn = SoftmaxCrossEntropy() if loss_fn is None else loss_fn
     classify = getattr(loss_fn, "classification", False)
-    was_training = model.training
-    model.eval()
-    try:
-        with use_device(device):
-            xp = device.xp
-            x, t = to_device((x, t), device)
-            total = xp.zeros((), dtype=numpy.float64)
-            correct = xp.zeros((), dtype=numpy.int64)
-            for lo in range(0, len(x), batch_size):
-                xb, tb = x[lo:lo + batch_size], t[lo:lo + batch_size]
-                y = model.forward(xb)
-                total += loss_fn(y, tb) * len(xb)
-                if classify:
-                    correct += (y.argmax(axis=1) == _labels(tb)).sum()
-            total, correct = to_host((total, correct))
-    finally:
-        model.train(was_training)
+    with _evaluating(model):
+        xp = device.xp
+        x, t = to_device((x, t), device)
+        total = xp.zeros((), dtype=numpy.float64)
+        correct = xp.zeros((), dtype=numpy.int64)
+        for lo in range(0, len(x), batch_size):
+            xb, tb = x[lo:lo + batch_size], t[lo:lo + batch_size]
+            y = model.forward(xb)
+            total += loss_fn(y, tb) * len(xb)
+            if classify:
+                correct += (y.argmax(axis=1) == _labels(tb)).sum()
+        total, correct = to_host((total, correct))
     return {"loss": float(total) / len(x), "accuracy": float(correct) / len(x) if classify else None}
