@@ -36,18 +36,19 @@ class Optimizer:
         params, grads = self.model.params(), self.model.grads()
         slots = []
         scratch = self._scratch(params.values())
+        decay = self._scratch(params.values()) if self.weight_decay else None
         for name, p in params.items():
-            backend = device_of(p).backend
-            xp = backend.xp
+            device = device_of(p)
             state = self.state.get(name)
             if state is None:
-                state = {k: xp.zeros_like(p) for k in self.state_names}
+                state = {k: device.xp.zeros_like(p) for k in self.state_names}
             else:
-                state = to_device(state, device_of(p))  # follow the parameters
+                state = to_device(state, device)  # follow the parameters
             self.state[name] = state
-            decayed = xp.empty_like(p) if self.weight_decay else None
-            work = scratch[(device_of(p), p.dtype)][:p.size].reshape(p.shape)
-            slots.append((backend, p, grads[name], state, work, decayed))
+            key = (device, p.dtype)
+            work = scratch[key][:p.size].reshape(p.shape)
+            decayed = None if decay is None else decay[key][:p.size].reshape(p.shape)
+            slots.append((device.backend, p, grads[name], state, work, decayed))
         self._slots, self._version = slots, self.model._version
         return slots
 
@@ -56,7 +57,8 @@ class Optimizer:
         """One flat scratch buffer per device and dtype, as long as the largest parameter.
 
         Updates run one parameter at a time, so they can share it; one buffer instead of
-        a copy of the model keeps more of the step in cache (a few % on the CPU).
+        a copy of the model keeps more of the step in cache (a few % on the CPU). With
+        weight decay, a second such buffer holds the decayed gradient.
         """
         sizes = {}
         for p in params:

@@ -116,7 +116,7 @@ class Layer:
         for name, value in mapping.items():
             if name not in targets:
                 raise KeyError(f"{owner.describe()} has no parameter '{prefix}{name}'; "
-                               f"it has {sorted(owner.params())}.")
+                               f"it has {sorted({**owner.params(), **owner.buffers()})}.")
             if tuple(value.shape) != tuple(targets[name].shape):
                 raise ShapeError(f"{owner.describe()}: parameter '{prefix}{name}' has shape "
                                  f"{tuple(targets[name].shape)}, the value given has {tuple(value.shape)}.")
