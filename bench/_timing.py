@@ -1,9 +1,19 @@
-"""How every benchmark is timed: warm up, then time calls that end with a synchronize.
+"""How every benchmark is timed: settle, warm up, then time calls that end with a synchronize.
 
 On a GPU, a call returns once its kernels are queued; without ``synchronize()`` the
 timer measures launch time, not work (the mistake behind the matmul figure in the
 article xpnet grew from). On cpu and sim, synchronize is a no-op.
+
+On the CPU, each case first waits ``SETTLE`` seconds. After its last call, a BLAS or
+OpenMP library's worker threads keep spinning for a while (OpenBLAS's the longest), and
+a case timed while another library's workers still spin on the second core is slowed by
+them. On the 2-core development machine, PyTorch's MLP step at batch 100 took
+1.16-1.26 ms when timed right after NumPy's OpenBLAS had run and 0.68-0.87 ms after a
+0.5 s pause, which made ratios against PyTorch look better for xpnet than they are.
 """
+import time
+
+SETTLE = 0.5  # seconds: longer than any library's spin-wait, short beside a case
 
 
 def synchronized(fn, device):
@@ -20,8 +30,9 @@ def auto_rounds(seconds_per_call):
 
 
 def time_on(benchmark, device, fn, rounds=None, warmup=2):
-    import time
     run = synchronized(fn, device)
+    if device.kind == "cpu" and not getattr(benchmark, "disabled", False):
+        time.sleep(SETTLE)
     start = time.perf_counter()
     for _ in range(warmup):  # context creation, kernel compilation, pool growth, buffers
         run()
