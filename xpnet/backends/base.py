@@ -106,6 +106,12 @@ class Backend:
         """x[idx] along the first axis, into ``out`` when given (fit's batches)."""
         return self.xp.take(x, idx, axis=0, out=out)
 
+    def matmul(self, a, b, out=None):
+        """a @ b, into ``out`` when given: 2-D products, and stacks of them (convolution)."""
+        if a.ndim == 2 and b.ndim == 2:
+            return self.xp.dot(a, b, out=out)  # np.dot hands transposed views to BLAS as they are
+        return self.xp.matmul(a, b, out=out)
+
     # -- activations (book ch. 3 and 5) ---------------------------------------------------
     def step(self, x):
         return (x > 0).astype(x.dtype)
@@ -237,17 +243,16 @@ class Backend:
 
     # -- affine (book ch. 5) --------------------------------------------------------------
     def affine(self, x, W, b, out=None):
-        y = self.xp.dot(x, W, out=out)
+        y = self.matmul(x, W, out=out)
         y += b
         return y
 
     def affine_backward(self, dout, x, W, dW, db, dx=None, need_dx=True):
         """Writes dW and db in place; returns dx (into ``dx`` when given) or None."""
-        xp = self.xp
-        xp.dot(x.T, dout, out=dW)  # np.dot hands the transposed view to BLAS as is
+        self.matmul(x.T, dout, out=dW)
         dout.sum(axis=0, out=db)
         if need_dx:
-            return xp.dot(dout, W.T, out=dx)
+            return self.matmul(dout, W.T, out=dx)
         return None
 
     # -- regularisation (book ch. 6) ------------------------------------------------------

@@ -56,7 +56,7 @@ class Conv2D(Layer):
         self.x_shape = x.shape
         self.col = self.backend.im2col(x, self.kh, self.kw, self.stride, self.pad)  # (N, K, P)
         self.col_W = W.reshape(self.out_channels, -1)                               # (F, K)
-        y = self.backend.xp.matmul(self.col_W, self.col)                            # (N, F, P)
+        y = self.backend.matmul(self.col_W, self.col)                               # (N, F, P)
         y += self._params["b"].reshape(1, -1, 1)
         return y.reshape(n, self.out_channels, oh, ow)
 
@@ -69,7 +69,7 @@ class Conv2D(Layer):
         dout.sum(axis=(0, 2), out=self._grads["b"])
         if not self._need_dx:
             return None
-        dcol = xp.matmul(self.col_W.T, dout)                                        # (N, K, P)
+        dcol = self.backend.matmul(self.col_W.T, dout)                              # (N, K, P)
         return self.backend.col2im(dcol, self.x_shape, self.kh, self.kw, self.stride, self.pad)
 
 
