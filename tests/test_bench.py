@@ -36,3 +36,12 @@ def test_every_benchmark_case_runs_on_sim():
          "--benchmark-disable", "--size=quick"], capture_output=True, text=True, cwd=BENCH.parent)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
+
+
+def test_side_by_side_comparison_times_every_implementation_it_has(monkeypatch):
+    """bench/compare.py on a tiny batch: xpnet and the floor always, PyTorch where installed."""
+    import compare
+    monkeypatch.setattr(compare, "SETTLE", 0.0)
+    times = compare.compare(compare.MLP, batch=4, rounds=2, block_seconds=0.005)
+    assert {"xpnet", "numpy-floor"} <= set(times) <= set(compare.IMPLS)
+    assert all(t > 0 for t in times.values())
