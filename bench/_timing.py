@@ -13,7 +13,7 @@ them. On the 2-core development machine, PyTorch's MLP step at batch 100 took
 """
 import time
 
-SETTLE = 0.5  # seconds: longer than any library's spin-wait, short beside a case
+SETTLE = 0.5  # seconds: enough on the development machine (measured above), short beside a case
 
 
 def synchronized(fn, device):
