@@ -8,7 +8,8 @@ import xpnet as xn
 
 
 def _model(device):
-    layer = xn.nn.Affine(3, 2, seed=0, dtype="float64")
+    with xn.use_device(device):  # not the process default, which XPNET_DEVICE may set
+        layer = xn.nn.Affine(3, 2, seed=0, dtype="float64")
     layer.grads()["W"][...] = xn.to_device(numpy.arange(6.0).reshape(3, 2) / 10 - 0.2, device)
     layer.grads()["b"][...] = xn.to_device(numpy.array([0.5, -1.0]), device)
     return layer
