@@ -60,7 +60,9 @@ def tables(rows):
         has_ref = len(impls) > 1
         base_impl = next((i for i in ("xpnet", "backward") if i in impls), min(impls))
         head = [f"{d} {i}" if has_ref else d for d, i in columns]
-        extra = (["GPU/CPU speedup"] if has_gpu else []) + ([f"time / {base_impl} (cpu)"] if has_ref else [])
+        ratio_devices = [d for d in dict.fromkeys(d for d, _ in columns)
+                         if sum(1 for dd, _ in columns if dd == d) > 1]
+        extra = (["GPU/CPU speedup"] if has_gpu else []) + [f"time / {base_impl} ({d})" for d in ratio_devices]
         lines += [f"### {case}", "", "| size | " + " | ".join(head + extra) + " |",
                   "|" + " --- |" * (1 + len(head) + len(extra))]
         breakeven = None
@@ -75,10 +77,10 @@ def tables(rows):
                 row.append(f"{speedup:.2f}x" if speedup else "")
                 if speedup and speedup > 1 and breakeven is None:
                     breakeven = size
-            if has_ref:
-                base = cell.get((size, "cpu", base_impl))
-                ratios = [f"{i}: {cell[(size, 'cpu', i)]['median'] / base['median']:.2f}"
-                          for d, i in columns if d == "cpu" and i != base_impl and base and (size, "cpu", i) in cell]
+            for device in ratio_devices:
+                base = cell.get((size, device, base_impl))
+                ratios = [f"{i}: {cell[(size, device, i)]['median'] / base['median']:.2f}"
+                          for d, i in columns if d == device and i != base_impl and base and (size, d, i) in cell]
                 row.append(", ".join(ratios))
             lines.append("| " + " | ".join(row) + " |")
         if has_gpu:

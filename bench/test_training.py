@@ -50,7 +50,7 @@ def _blas_threads():
         return 1
 
 
-def _torch_step(device, layers, batch):
+def _torch_step(device, layers, batch, graph=False):
     if device.kind == "sim":
         pytest.skip("sim is a correctness device; PyTorch has no counterpart")
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (reference column only)")
@@ -75,7 +75,23 @@ def _torch_step(device, layers, batch):
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), t).backward()
         opt.step()
-    return step
+    if not graph:
+        return step
+    if device.kind != "cuda":
+        pytest.skip("torch records CUDA graphs on CUDA devices only")
+    # PyTorch's documented whole-network capture: warm up on a side stream, then record.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    recorded = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(recorded):
+        loss_fn(model(x), t).backward()
+        opt.step()
+    return recorded.replay
 
 
 @sizes(quick=[1, 32, 100, 1024], full=[1, 8, 32, 100, 256, 1024, 4096])
@@ -85,7 +101,7 @@ def test_mlp_step(timed, speed_device, size):
 
 
 @sizes(quick=[32, 100, 256], full=[32, 100, 256])
-@pytest.mark.parametrize("impl", ["xpnet", "numpy-floor", "torch"])
+@pytest.mark.parametrize("impl", ["xpnet", "xpnet-graph", "numpy-floor", "torch", "torch-graph"])
 def test_mlp_step_against_references(timed, speed_device, size, impl):
     """Issue 7: xpnet vs the hand-tuned NumPy floor vs PyTorch eager, same net, same batch."""
     step = _reference(impl, speed_device, MLP, size)
@@ -93,7 +109,7 @@ def test_mlp_step_against_references(timed, speed_device, size, impl):
 
 
 @sizes(quick=[256], full=[256, 1024])
-@pytest.mark.parametrize("impl", ["xpnet", "numpy-floor", "torch"])
+@pytest.mark.parametrize("impl", ["xpnet", "xpnet-graph", "numpy-floor", "torch", "torch-graph"])
 def test_large_mlp_step(timed, speed_device, size, impl):
     """784-1024-1024-10 with SGD: compute-bound where the small MLP is overhead-bound."""
     step = _reference(impl, speed_device, LARGE, size)
@@ -103,8 +119,13 @@ def test_large_mlp_step(timed, speed_device, size, impl):
 def _reference(impl, device, layers, batch):
     if impl == "xpnet":
         return _xpnet_step(device, layers, batch)
-    if impl == "torch":
-        return _torch_step(device, layers, batch)
+    if impl == "xpnet-graph":  # issue 8: the same step recorded once, replayed as one launch
+        _, replay = device.backend.capture(_xpnet_step(device, layers, batch))
+        if replay is None:
+            pytest.skip(f"{device.name} does not record CUDA graphs")
+        return replay
+    if impl in ("torch", "torch-graph"):
+        return _torch_step(device, layers, batch, graph=impl == "torch-graph")
     if device.kind != "cpu":
         pytest.skip("the NumPy floor runs on the CPU only")
     floor = FloorMLP(layers, batch)
@@ -154,7 +175,8 @@ def test_autodiff_overhead(timed, speed_device, size, impl):
     vg = xn.value_and_grad(loss)
 
     def step():
-        _, grads = vg(params)
+        with xn.use_device(speed_device):  # host numbers in f go to the current device
+            _, grads = vg(params)
         for k in params:
             params[k] -= 0.1 * grads[k]
     timed("MLP gradients: autodiff vs backward", step, size, reference=impl)

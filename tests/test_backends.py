@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy
 import pytest
 
 import xpnet as xn
@@ -66,3 +67,42 @@ def test_info_command_runs():
     out = subprocess.run([sys.executable, "-m", "xpnet", "info"], capture_output=True, text=True,
                          check=True, env={**os.environ, "XPNET_DEVICE": "cpu"}).stdout
     assert "NumPy" in out and "devices: cpu, sim:0" in out and "BLAS" in out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_matmul_takes_every_operand_layout(device, rng, dtype):
+    # The CUDA backend calls cuBLAS itself for 2-D products: C- and F-ordered operands
+    # (x.T in backward), with and without out=, must all agree with NumPy.
+    a = rng.standard_normal((7, 5)).astype(dtype)
+    b = rng.standard_normal((5, 3)).astype(dtype)
+    backend = device.backend
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for left in (a, numpy.asfortranarray(a)):
+        for right in (b, numpy.asfortranarray(b)):
+            dl, dr = xn.to_device((left, right), device)
+            got = backend.matmul(dl, dr)
+            numpy.testing.assert_allclose(xn.to_host(got), a @ b, rtol=tol, atol=tol)
+            out = device.xp.full((7, 3), numpy.nan, dtype=dtype)
+            assert backend.matmul(dl, dr, out=out) is out
+            numpy.testing.assert_allclose(xn.to_host(out), a @ b, rtol=tol, atol=tol)
+    da, db = xn.to_device((a, b), device)
+    numpy.testing.assert_allclose(xn.to_host(backend.matmul(da.T.T, db[:, :2])), a @ b[:, :2], rtol=tol, atol=tol)
+    numpy.testing.assert_allclose(xn.to_host(backend.matmul(db.T, da.T)), b.T @ a.T, rtol=tol, atol=tol)
+
+
+def test_a_replay_reruns_the_recorded_work_on_new_inputs(device):
+    xp = device.xp
+    x = xp.ones(4, dtype=xp.float32)
+    y = xp.empty(4, dtype=xp.float32)
+
+    def fn():
+        xp.multiply(x, 3, out=y)
+        return y
+    first, replay = device.backend.capture(fn)
+    assert first is y and float(xn.to_host(y.sum())) == 12
+    if device.kind != "cuda":
+        assert replay is None  # only CUDA records
+        return
+    x[...] = 2
+    assert replay() is y
+    numpy.testing.assert_array_equal(xn.to_host(y), [6, 6, 6, 6])

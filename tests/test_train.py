@@ -135,3 +135,62 @@ def test_progress_bar_when_asked(capsys, mnist_small):
            progress=True)
     err = capsys.readouterr().err
     assert "epoch 1/1" in err and "loss=" in err
+
+
+def _fit_recording(device, monkeypatch, model, opt, train, **kwargs):
+    """fit, and what each of its calls to the backend's capture gave back."""
+    backend = device.backend
+    real = type(backend).capture
+    replays = []
+
+    def spy(self, fn):
+        result, replay = real(self, fn)
+        replays.append(replay)
+        return result, replay
+    monkeypatch.setattr(type(backend), "capture", spy)
+    history = xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, train, seed=5, **kwargs)
+    return history, replays
+
+
+def _batchnorm_net(seed=0):
+    xn.seed(seed)
+    return xn.nn.Sequential(xn.nn.Affine(784, 64), xn.nn.BatchNorm(64), xn.nn.ReLU(), xn.nn.Affine(64, 10))
+
+
+@pytest.mark.parametrize("net, shuffle", [("mlp", True), ("mlp", False), ("batchnorm", True)])
+def test_a_recorded_step_trains_exactly_like_the_step_by_step_run(device, mnist_small, monkeypatch, net, shuffle):
+    # 1000 samples in batches of 96: ten full batches and a last one of 40, two batch
+    # sizes to record; validation between epochs runs batches of another shape through
+    # the same layers, which must not disturb the recorded steps.
+    (x, t), test = mnist_small
+    train = (x[:1000], t[:1000])
+    runs = []
+    for graph in (True, False):
+        model = _mlp() if net == "mlp" else _batchnorm_net()
+        opt = xn.optim.Momentum(model, lr=0.05)
+        history, replays = _fit_recording(device, monkeypatch, model, opt, train, epochs=3,
+                                          batch_size=96, validation=test, shuffle=shuffle, graph=graph)
+        runs.append((history, xn.to_host({**model.params(), **model.buffers()}), opt.t, replays))
+    (h1, p1, t1, replays), (h0, p0, t0, none) = runs  # params and, for BatchNorm, running stats
+    assert none == [] and len(replays) == 2  # one recording per batch size, none without graph
+    if device.kind == "cuda":
+        assert all(r is not None for r in replays), "the step should record on CUDA"
+    assert t1 == t0 == 3 * 11
+    assert h1.epoch_accuracy == h0.epoch_accuracy and h1.val_accuracy == h0.val_accuracy
+    numpy.testing.assert_allclose(h1.step_loss, h0.step_loss, rtol=1e-6)
+    for name in p0:
+        numpy.testing.assert_allclose(p1[name], p0[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert h1.epoch_loss[-1] < h1.epoch_loss[0]
+
+
+@pytest.mark.parametrize("case", ["dropout", "adam"])
+def test_steps_that_change_between_calls_are_never_recorded(device, mnist_small, monkeypatch, case):
+    (x, t), _ = mnist_small
+    xn.seed(0)
+    layers = [xn.nn.Affine(784, 50), xn.nn.ReLU()]
+    if case == "dropout":
+        layers.append(xn.nn.Dropout(0.2, seed=0))
+    model = xn.nn.Sequential(*layers, xn.nn.Affine(50, 10))
+    opt = xn.optim.Adam(model) if case == "adam" else xn.optim.SGD(model, lr=0.1)
+    _, replays = _fit_recording(device, monkeypatch, model, opt, (x[:500], t[:500]), batch_size=100)
+    assert replays == []

@@ -16,6 +16,7 @@ class Optimizer:
     """Base: tracks the model's parameters, their gradients and per-parameter state."""
 
     state_names: tuple = ()
+    graph_safe = True  # every step launches the same work with the same scalars
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0):
         if not lr > 0:
@@ -146,6 +147,7 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba), in the book's form with the bias correction folded into lr."""
 
     state_names = ("m", "v")
+    graph_safe = False  # the bias-corrected rate is computed on the host for each step
 
     def __init__(self, model, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)

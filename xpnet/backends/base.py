@@ -91,6 +91,17 @@ class Backend:
         """Facts about this device for ``xpnet info`` (name, memory, versions)."""
         return {}
 
+    def capture(self, fn):
+        """Run ``fn()`` once and record it for replay; returns ``(result, replay)``.
+
+        ``replay()`` redoes fn's device work in one launch and returns the arrays fn
+        returned while being recorded, rewritten. It reruns no Python: inputs must be fed
+        by writing into the buffers fn reads, and fn must not depend on host values that
+        change between calls. ``replay`` is None where the backend cannot record (here:
+        every backend but CUDA), and the caller runs fn itself each time.
+        """
+        return fn(), None
+
     def rng(self, seed):
         """A random generator that lives on this device."""
         return self.xp.random.default_rng(seed)

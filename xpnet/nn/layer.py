@@ -25,6 +25,7 @@ class Layer:
     """Base class: parameters, gradients, buffers, device moves and train/eval mode."""
 
     returns_input = False  # True for layers whose output may be their input or a view of it
+    graph_safe = True      # a training step through it can be recorded once and replayed
 
     def __init__(self):
         self.device = current_device()
@@ -81,6 +82,11 @@ class Layer:
     def _buffer(self, name, shape, dtype):
         """A reusable buffer when inside a Sequential, else None (the routine allocates)."""
         return reusable(self._work, name, shape, dtype, self.backend.xp) if self._reuse else None
+
+    def _drop_work(self):
+        """Forget the reusable buffers, so the next call allocates them anew (``fit`` does
+        this before recording a step, so that the recording owns every buffer it uses)."""
+        self._work.clear()
 
     def _add_param(self, name, host_array):
         array = to_device(host_array, self.device)
@@ -195,6 +201,14 @@ class Sequential(Layer):
 
     def __len__(self):
         return len(self.layers)
+
+    @property
+    def graph_safe(self):
+        return all(layer.graph_safe for layer in self.layers)
+
+    def _drop_work(self):
+        for layer in self.layers:
+            layer._drop_work()
 
     def __getitem__(self, i):
         return self.layers[i]

@@ -137,6 +137,7 @@ class Dropout(Layer):
     by 1/(1-p); in eval mode, the identity. The mask is drawn on the device."""
 
     returns_input = True  # in eval mode
+    graph_safe = False    # each step draws a new mask; a replayed step would not
 
     def __init__(self, p: float = 0.5, seed=None):
         super().__init__()

@@ -13,6 +13,7 @@ from .layer import reusable
 
 class _Loss:
     classification = False
+    graph_safe = True  # fit may record a step through it as a CUDA graph
 
     def __init__(self):
         self._work = {}
@@ -29,6 +30,9 @@ class _Loss:
 
     def _buffer(self, name, shape, dtype):
         return reusable(self._work, name, shape, dtype, self.backend.xp)
+
+    def _drop_work(self):
+        self._work.clear()
 
 
 class SoftmaxCrossEntropy(_Loss):
