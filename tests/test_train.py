@@ -194,3 +194,28 @@ def test_steps_that_change_between_calls_are_never_recorded(device, mnist_small,
     opt = xn.optim.Adam(model) if case == "adam" else xn.optim.SGD(model, lr=0.1)
     _, replays = _fit_recording(device, monkeypatch, model, opt, (x[:500], t[:500]), batch_size=100)
     assert replays == []
+
+
+def test_a_step_cuda_cannot_record_warns_and_trains_kernel_by_kernel(device, mnist_small, monkeypatch):
+    # Convolutions use batched products, which CuPy refuses while recording: on CUDA, fit
+    # says so once and goes on step by step, with the same results as graph=False.
+    (x, t), _ = mnist_small
+    train = (x[:200].reshape(-1, 1, 28, 28), t[:200])
+    runs = []
+    for graph in (True, False):
+        xn.seed(0)
+        model = xn.nn.Sequential(xn.nn.Conv2D(1, 4, 3), xn.nn.ReLU(), xn.nn.MaxPool2D(2), xn.nn.Flatten(),
+                                 xn.nn.Affine(4 * 13 * 13, 10))
+        fit = lambda: _fit_recording(device, monkeypatch, model, xn.optim.SGD(model, lr=0.05), train,  # noqa: B023
+                                     epochs=2, batch_size=50, graph=graph)
+        if graph and device.kind == "cuda":
+            with pytest.warns(RuntimeWarning, match="cannot be recorded as a CUDA graph"):
+                history, replays = fit()
+        else:
+            history, replays = fit()
+        runs.append((history.step_loss, xn.to_host(model.params()), replays))
+    (l1, p1, replays), (l0, p0, _) = runs
+    assert replays == [None]  # tried once, for the one batch size, and not recorded
+    numpy.testing.assert_allclose(l1, l0, rtol=1e-6)
+    for name in p0:
+        numpy.testing.assert_allclose(p1[name], p0[name], rtol=1e-5, atol=1e-6, err_msg=name)
