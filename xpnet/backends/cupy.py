@@ -4,7 +4,7 @@ device is first used, so ``import xpnet`` never loads CuPy or touches the driver
 Two things here go past the portable routines in base.py:
 
 - ``matmul`` calls cuBLAS's gemm itself for 2-D float32/float64 products, through
-  ctypes on the libcublas CuPy loaded. CuPy's cuBLAS bindings refuse every call while a
+  ctypes on the libcublas CuPy loaded, with a handle of its own. CuPy's cuBLAS bindings refuse every call while a
   stream is being captured into a CUDA graph; cuBLAS itself supports capture, so calling
   it directly is what lets a training step be recorded.
 - ``capture`` records a function's device work as a CUDA graph and replays it with one
@@ -24,12 +24,12 @@ import numpy
 from .base import TRANSFERS, Backend
 
 _OP_N, _OP_T = 0, 1                # cublasOperation_t
-_POINTER_MODE_HOST = 0             # cublasPointerMode_t: alpha and beta are host values
 _RELAXED = getattr(cupy.cuda.runtime, "streamCaptureModeRelaxed", 2)
 
 
 class _Blas:
-    """The gemm entry points of the libcublas this process already loaded (for CuPy)."""
+    """gemm through ctypes, on a handle of our own (so the library and the handle always
+    belong together, whichever copy of libcublas this process has loaded)."""
 
     def __init__(self, lib):
         ptr, i = ctypes.c_void_p, ctypes.c_int
@@ -40,22 +40,30 @@ class _Blas:
             fn.argtypes, fn.restype = gemm_args, i
             one, zero = numpy.ones((), dtype), numpy.zeros((), dtype)  # kept alive: passed by address
             self.gemm[numpy.dtype(dtype)] = (fn, one, zero, one.ctypes.data, zero.ctypes.data)
-        self.set_stream, self.set_pointer_mode = lib.cublasSetStream_v2, lib.cublasSetPointerMode_v2
+        self.set_stream = lib.cublasSetStream_v2
         self.set_stream.argtypes, self.set_stream.restype = [ptr, ptr], i
-        self.set_pointer_mode.argtypes, self.set_pointer_mode.restype = [ptr, i], i
+        self._create = lib.cublasCreate_v2
+        self._create.argtypes, self._create.restype = [ctypes.POINTER(ptr)], i
+
+    def create_handle(self):
+        """A handle on the current device (host pointer mode, the default)."""
+        handle = ctypes.c_void_p()
+        _check(self._create(ctypes.byref(handle)), "create")
+        return handle.value
 
     @staticmethod
     def find():
-        """None where libcublas is not found in this process's memory map (not Linux)."""
-        cupy.cuda.device.get_cublas_handle()  # makes CuPy load libcublas
+        """None where no libcublas is found in this process's memory map (not Linux)."""
+        cupy.cuda.device.get_cublas_handle()  # makes CuPy load its libcublas
         try:
             with open("/proc/self/maps") as maps:  # address perms offset dev inode [path]
                 paths = {fields[5].strip() for fields in (line.split(None, 5) for line in maps)
                          if len(fields) == 6}
         except OSError:
             return None
-        found = sorted(p for p in paths if "/libcublas.so" in p)
-        return _Blas(ctypes.CDLL(found[0])) if found else None
+        major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+        found = sorted((f"/libcublas.so.{major}" not in path, path) for path in paths if "/libcublas.so" in path)
+        return _Blas(ctypes.CDLL(found[0][1])) if found else None  # CuPy's CUDA major first
 
 
 def _check(status, what):
@@ -93,7 +101,7 @@ class CupyBackend(Backend):
         super().__init__()
         self.index = index
         self._device = cupy.cuda.Device(index)
-        self._blas = None  # found on the first product
+        self._blas = self._handle = None  # found, and created, on the first product
 
     def describe(self):
         rt = cupy.cuda.runtime
@@ -119,6 +127,8 @@ class CupyBackend(Backend):
     def matmul(self, a, b, out=None):
         if self._blas is None:
             self._blas = _Blas.find() or False
+            with self._device:
+                self._handle = self._blas and self._blas.create_handle()
         gemm = self._blas and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and self._blas.gemm.get(a.dtype)
         la, lb = (_gemm_layout(a), _gemm_layout(b)) if gemm else (None, None)
         m, k = a.shape if gemm else (0, 0)
@@ -130,11 +140,9 @@ class CupyBackend(Backend):
         if out is None:
             out = cupy.empty((m, n), dtype=a.dtype)
         fn, _, _, one, zero = gemm
-        blas, handle = self._blas, cupy.cuda.device.get_cublas_handle()
-        _check(blas.set_stream(handle, cupy.cuda.get_current_stream().ptr), "set stream")
-        _check(blas.set_pointer_mode(handle, _POINTER_MODE_HOST), "set pointer mode")
+        _check(self._blas.set_stream(self._handle, cupy.cuda.get_current_stream().ptr), "set stream")
         # Row-major C = A @ B is column-major C^T = B^T @ A^T: swap the operands.
-        _check(fn(handle, lb[0], la[0], n, m, k, one, b.data.ptr, lb[1], a.data.ptr, la[1],
+        _check(fn(self._handle, lb[0], la[0], n, m, k, one, b.data.ptr, lb[1], a.data.ptr, la[1],
                   zero, out.data.ptr, n), "gemm")
         return out
 
