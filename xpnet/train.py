@@ -156,12 +156,12 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
                 lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
                 size = hi - lo
                 replay = replays.get(size)
-                xb, tb = batches.gather(order, lo, hi, device.backend,
-                                        into_buffers=record and (replay is not None or size not in replays))
+                first = record and size not in replays
+                xb, tb = batches.gather(order, lo, hi, device.backend, into_buffers=first or replay is not None)
                 if replay is not None:
                     losses[step] = replay()
                     optimizer.t += 1  # the replay ran no Python
-                elif record and size not in replays:
+                elif first:
                     # Recording owns every buffer it uses: the layers allocate theirs anew.
                     model._drop_work()
                     loss_fn._drop_work()

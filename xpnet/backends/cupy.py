@@ -34,12 +34,14 @@ class _Blas:
     def __init__(self, lib):
         ptr, i = ctypes.c_void_p, ctypes.c_int
         gemm_args = [ptr, i, i, i, i, i, ptr, ptr, i, ptr, i, ptr, ptr, i]
-        self.gemm = {}
+        self.gemm = {}      # dtype -> (function, address of 1, address of 0)
+        self._scalars = []  # alpha and beta, passed by address, so kept alive here
         for dtype, name in ((numpy.float32, "cublasSgemm_v2"), (numpy.float64, "cublasDgemm_v2")):
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = gemm_args, i
-            one, zero = numpy.ones((), dtype), numpy.zeros((), dtype)  # kept alive: passed by address
-            self.gemm[numpy.dtype(dtype)] = (fn, one, zero, one.ctypes.data, zero.ctypes.data)
+            one, zero = numpy.ones((), dtype), numpy.zeros((), dtype)
+            self._scalars += [one, zero]
+            self.gemm[numpy.dtype(dtype)] = (fn, one.ctypes.data, zero.ctypes.data)
         self.set_stream = lib.cublasSetStream_v2
         self.set_stream.argtypes, self.set_stream.restype = [ptr, ptr], i
         self._create = lib.cublasCreate_v2
@@ -124,22 +126,29 @@ class CupyBackend(Backend):
     def activate(self):
         return self._device  # cupy.cuda.Device is a context manager
 
-    def matmul(self, a, b, out=None):
+    def _gemm(self, a, b, out):
+        """(gemm, alpha, beta) for a product cuBLAS can take as it is, else None."""
         if self._blas is None:
             self._blas = _Blas.find() or False
             with self._device:
                 self._handle = self._blas and self._blas.create_handle()
-        gemm = self._blas and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and self._blas.gemm.get(a.dtype)
+        if not (self._blas and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype
+                and a.shape[1] == b.shape[0] and a.size and b.size):
+            return None
+        if out is not None and (out.shape != (a.shape[0], b.shape[1]) or out.dtype != a.dtype
+                                or not out.flags.c_contiguous):
+            return None
+        return self._blas.gemm.get(a.dtype)
+
+    def matmul(self, a, b, out=None):
+        gemm = self._gemm(a, b, out)
         la, lb = (_gemm_layout(a), _gemm_layout(b)) if gemm else (None, None)
-        m, k = a.shape if gemm else (0, 0)
-        n = b.shape[-1]
-        if (la is None or lb is None or b.shape[0] != k or not (m and n and k)
-                or (out is not None and (out.shape != (m, n) or out.dtype != a.dtype
-                                         or not out.flags.c_contiguous))):
+        if la is None or lb is None:
             return super().matmul(a, b, out=out)  # CuPy's own (and its error messages)
+        (m, k), n = a.shape, b.shape[1]
         if out is None:
             out = cupy.empty((m, n), dtype=a.dtype)
-        fn, _, _, one, zero = gemm
+        fn, one, zero = gemm
         _check(self._blas.set_stream(self._handle, cupy.cuda.get_current_stream().ptr), "set stream")
         # Row-major C = A @ B is column-major C^T = B^T @ A^T: swap the operands.
         _check(fn(self._handle, lb[0], la[0], n, m, k, one, b.data.ptr, lb[1], a.data.ptr, la[1],
