@@ -24,13 +24,19 @@ def _batch(device, batch, shape=(784,), seed=0):
     return xn.to_device((x, t), device)
 
 
+def mlp(layers=MLP, seed=0):
+    """Affine layers of these widths with ReLU between them, drawn from ``seed``, on the
+    current device (the benchmarks' and bench scripts' model)."""
+    xn.seed(seed)
+    parts = []
+    for a, b in zip(layers, layers[1:]):
+        parts += [xn.nn.Affine(a, b), xn.nn.ReLU()]
+    return xn.nn.Sequential(*parts[:-1])
+
+
 def _xpnet_step(device, layers, batch, optimizer="SGD"):
     with xn.use_device(device):
-        xn.seed(0)
-        parts = []
-        for a, b in zip(layers, layers[1:]):
-            parts += [xn.nn.Affine(a, b), xn.nn.ReLU()]
-        model = xn.nn.Sequential(*parts[:-1])
+        model = mlp(layers)
         opt = getattr(xn.optim, optimizer)(model, lr=0.1 if optimizer == "SGD" else 0.001)
         loss = xn.nn.SoftmaxCrossEntropy()
         x, t = _batch(device, batch)
