@@ -34,18 +34,23 @@ def mlp(layers=MLP, seed=0):
     return xn.nn.Sequential(*parts[:-1])
 
 
-def _xpnet_step(device, layers, batch, optimizer="SGD"):
-    with xn.use_device(device):
-        model = mlp(layers)
-        opt = getattr(xn.optim, optimizer)(model, lr=0.1 if optimizer == "SGD" else 0.001)
-        loss = xn.nn.SoftmaxCrossEntropy()
-        x, t = _batch(device, batch)
+def _train_step(model, opt, x, t):
+    """One training step of ``model`` on (x, t) with softmax cross-entropy, as a callable."""
+    loss = xn.nn.SoftmaxCrossEntropy()
 
     def step():
         loss(model.forward(x), t)
         model.backward(loss.backward())
         opt.step()
     return step
+
+
+def _xpnet_step(device, layers, batch, optimizer="SGD"):
+    with xn.use_device(device):
+        model = mlp(layers)
+        opt = getattr(xn.optim, optimizer)(model, lr=0.1 if optimizer == "SGD" else 0.001)
+        x, t = _batch(device, batch)
+    return _train_step(model, opt, x, t)
 
 
 def _blas_threads():
@@ -147,15 +152,9 @@ def test_cnn_step(timed, speed_device, size):
         model = xn.nn.Sequential(xn.nn.Conv2D(1, 30, 5), xn.nn.ReLU(), xn.nn.MaxPool2D(2),
                                  xn.nn.Affine(4320, 100), xn.nn.ReLU(), xn.nn.Affine(100, 10))
         opt = xn.optim.Adam(model)
-        loss = xn.nn.SoftmaxCrossEntropy()
         x, t = _batch(speed_device, size, shape=(1, 28, 28))
-
-    def step():
-        loss(model.forward(x), t)
-        model.backward(loss.backward())
-        opt.step()
     flop = 6 * size * (24 * 24 * 30 * 25 + 4320 * 100 + 100 * 10)
-    timed("CNN step", step, size, flop=flop)
+    timed("CNN step", _train_step(model, opt, x, t), size, flop=flop)
 
 
 @sizes(quick=[100], full=[32, 100, 1024])
