@@ -64,9 +64,8 @@ def test_fit_copies_the_data_once_and_reads_losses_in_chunks(mnist_small):
 
 def test_predict_batches_inference_in_eval_mode(device, mnist_small):
     _, (x, t) = mnist_small
-    model = _mlp()
-    model.layers.insert(1, xn.nn.Dropout(0.5))
-    model._configure()
+    mlp = _mlp()
+    model = xn.nn.Sequential(mlp[0], xn.nn.Dropout(0.5), *mlp.layers[1:])
     out = xn.predict(model, x[:250], batch_size=100)
     assert out.shape == (250, 10) and xn.device_of(out) == device and model.training
     with xn.use_device(device):

@@ -19,6 +19,7 @@ import numpy
 
 from .device import common_device, current_device, device_of
 from .transfer import to_device
+from .tree import map_tree, tree_leaves
 
 _state = threading.local()
 
@@ -128,6 +129,15 @@ def _backend(*xs):
     return (device or current_device()).backend
 
 
+def _operand(x):
+    """A Python or NumPy number as a 0-d float array on the current device (counted, as
+    any copy to a device is); arrays and traced values pass through."""
+    if isinstance(x, (int, float, numpy.generic)) and not isinstance(x, bool):
+        value = numpy.asarray(x)
+        return to_device(value if value.dtype.kind in "fc" else value.astype(numpy.float64), current_device())
+    return x
+
+
 def _sum_to(g, shape):
     """Sum a broadcast gradient back to ``shape`` (NumPy broadcasting in reverse)."""
     shape = tuple(shape)
@@ -180,38 +190,45 @@ def matmul(a, b):
 
 # -- elementwise functions ----------------------------------------------------------------
 def exp(x):
+    x = _operand(x)
     out = _node(_backend(x).xp.exp(_data(x)), (x, lambda g: g * out))
     return out
 
 
 def log(x):
+    x = _operand(x)
     return _node(_backend(x).xp.log(_data(x)), (x, lambda g: g / x))
 
 
 def sqrt(x):
+    x = _operand(x)
     out = _node(_backend(x).xp.sqrt(_data(x)), (x, lambda g: g / (2.0 * out)))
     return out
 
 
 def tanh(x):
+    x = _operand(x)
     backend = _backend(x)
     out = _node(backend.tanh(_data(x)), (x, lambda g: backend.tanh_backward(g, out)))
     return out
 
 
 def sigmoid(x):
+    x = _operand(x)
     backend = _backend(x)
     out = _node(backend.sigmoid(_data(x)), (x, lambda g: backend.sigmoid_backward(g, out)))
     return out
 
 
 def relu(x):
+    x = _operand(x)
     backend = _backend(x)
     y = backend.relu(_data(x))
     return _node(y, (x, lambda g: backend.relu_backward(g, y)))
 
 
 def leaky_relu(x, slope=0.01):
+    x = _operand(x)
     backend = _backend(x)
     xd = _data(x)
     return _node(backend.leaky_relu(xd, slope), (x, lambda g: backend.leaky_relu_backward(g, xd, slope)))
@@ -316,17 +333,29 @@ def transpose(x, axes=None):
 
 
 def getitem(x, key):
-    """Basic indexing (ints, slices, None, Ellipsis)."""
+    """Indexing: basic (ints, slices, None, Ellipsis) and advanced (integer or boolean
+    arrays and lists). A repeated index gets the sum of its gradients (scatter-add)."""
     xd = _data(x)
+    key = tuple(_data(k) for k in key) if type(key) is tuple else _data(key)
 
     def vjp(g):
         return _scatter(g, xd.shape, key, xd.dtype)
     return _node(xd[key], (x, vjp))
 
 
+def _is_basic(key) -> bool:
+    parts = key if type(key) is tuple else (key,)
+    return all(k is None or k is Ellipsis or isinstance(k, (int, slice)) and not isinstance(k, bool)
+               for k in parts)
+
+
 def _scatter(g, shape, key, dtype):
-    zeros = _backend(g).xp.zeros(shape, dtype=dtype)
-    zeros[key] = _data(g)
+    backend = _backend(g)
+    zeros = backend.xp.zeros(shape, dtype=dtype)
+    if _is_basic(key):  # each element is picked at most once: a plain write will do
+        zeros[key] = _data(g)
+    else:
+        backend.scatter_add(zeros, key, _data(g))
     return _node(zeros, (g, lambda h: getitem(h, key)))
 
 
@@ -343,29 +372,13 @@ SUPPORTED = ("+ - * / ** @", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "l
 
 
 # -- grad ------------------------------------------------------------------------------------
-def _leaves(tree, fn):
-    if isinstance(tree, dict):
-        return type(tree)((k, _leaves(v, fn)) for k, v in tree.items())
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_leaves(v, fn) for v in tree)
-    return fn(tree)
-
-
-def _flatten(tree):
-    if isinstance(tree, dict):
-        return [leaf for v in tree.values() for leaf in _flatten(v)]
-    if isinstance(tree, (list, tuple)):
-        return [leaf for v in tree for leaf in _flatten(v)]
-    return [tree]
-
-
 def _input(x, device):
     """A fresh traced leaf for an argument: numbers and host arrays are copied to ``device``."""
     if type(x) is Tensor:
         return _node(x.data, (x, lambda g: g))  # a new node: the outer variable stays apart
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        x = numpy.asarray(float(x))
-    if isinstance(x, (numpy.ndarray, numpy.generic)):
+    if isinstance(x, (int, float, numpy.generic)) and not isinstance(x, bool):
+        x = numpy.asarray(x)
+    if isinstance(x, numpy.ndarray):
         if x.dtype.kind not in "fc":
             x = x.astype(numpy.float64)
         x = to_device(numpy.asarray(x), device)
@@ -424,11 +437,11 @@ def value_and_grad(f, argnums=0):
     def wrapped(*args):
         nested = _depth() > 0
         host_types = (int, float, numpy.ndarray, numpy.generic, Tensor)
-        on_device = [a for a in _flatten(list(args)) if not isinstance(a, host_types)]
+        on_device = [a for a in tree_leaves(list(args)) if not isinstance(a, host_types)]
         device = common_device(on_device, "grad") or current_device()
         inputs = list(args)
         for i in nums:
-            inputs[i] = _leaves(args[i], lambda a: _input(a, device))
+            inputs[i] = map_tree(lambda a: _input(a, device), args[i])
         _state.depth = _depth() + 1
         try:
             out = f(*inputs)
@@ -440,10 +453,10 @@ def value_and_grad(f, argnums=0):
         if out.size != 1:
             raise ValueError(f"grad needs f to return a scalar, but it returned shape {out.shape}; "
                              f"reduce it first (for example .sum() or .mean()).")
-        leaves = [leaf for i in nums for leaf in _flatten(inputs[i])]
+        leaves = [leaf for i in nums for leaf in tree_leaves(inputs[i])]
         found = iter(_backward(out, leaves, create_graph=nested))
         unwrap = (lambda t: t) if nested else (lambda t: t.data)
-        grads = tuple(_leaves(inputs[i], lambda _: unwrap(next(found))) for i in nums)
+        grads = tuple(map_tree(lambda _: unwrap(next(found)), inputs[i]) for i in nums)
         value = out if nested else out.data
         return value, (grads[0] if isinstance(argnums, int) else grads)
     return wrapped

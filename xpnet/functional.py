@@ -7,6 +7,8 @@ formulas are the backend's, shared with the layers.
 from __future__ import annotations
 
 from .autodiff import (
+    _backend,
+    _operand,
     exp,
     leaky_relu,
     log,
@@ -30,7 +32,8 @@ def identity(x):
 
 def step(x):
     """1 where x > 0, else 0 (the perceptron's activation; it has no useful gradient)."""
-    return device_of(x).backend.step(x)
+    x = _operand(x)
+    return _backend(x).step(x)
 
 
 def cross_entropy_error(y, t):

@@ -35,6 +35,8 @@ def save(model, path, optimizer=None) -> Path:
     The model stays where it is; its arrays are copied to the host for writing.
     """
     from . import __version__
+    if optimizer is not None:
+        optimizer.check_model(model, "save")
     path = Path(path)
     params = to_host(model.params())
     buffers = to_host(model.buffers())
@@ -109,6 +111,8 @@ def load(model, path, optimizer=None):
     Raises ``CheckpointError`` naming every difference when the file does not fit; the
     model and optimizer are left unchanged then.
     """
+    if optimizer is not None:
+        optimizer.check_model(model, "load")
     data, meta = _read(path)
     problems = (_differences("param", model.params(), data)
                 + _differences("buffer", model.buffers(), data))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from . import _validate
 from .device import device_of
 from .transfer import to_device
 
@@ -19,17 +20,25 @@ class Optimizer:
     graph_safe = True  # every step launches the same work with the same scalars
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0):
-        if not lr > 0:
-            raise ValueError(f"{type(self).__name__}(lr={lr}): the learning rate must be positive.")
-        if weight_decay < 0:
-            raise ValueError(f"{type(self).__name__}(weight_decay={weight_decay}) must be >= 0.")
         self.model = model
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
+        self.lr = self._check("lr", lr, low=0, low_open=True)
+        self.weight_decay = self._check("weight_decay", weight_decay, low=0)
         self.t = 0
         self.state: dict = {}  # parameter name -> {state name: array}
         self._slots = None
         self._version = None
+
+    def _check(self, name, value, **bounds) -> float:
+        return _validate.real(type(self).__name__, name, value, **bounds)
+
+    def check_model(self, model, where: str) -> None:
+        """Refuse to train or save ``model`` with an optimizer built for another model."""
+        if self.model is not model:
+            raise ValueError(
+                f"{where}: the optimizer {type(self).__name__} was built for another model "
+                f"({self.model.describe()}, parameters {sorted(self.model.params())}), not for "
+                f"{model.describe()} (parameters {sorted(model.params())}); it would update the "
+                f"other model's weights. Build it for this one: {type(self).__name__}(model, ...).")
 
     def _prepare(self):
         if self._slots is not None and self._version == self.model._version:
@@ -111,7 +120,7 @@ class Momentum(Optimizer):
 
     def __init__(self, model, lr=0.01, momentum=0.9, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        self.momentum = momentum
+        self.momentum = self._check("momentum", momentum, low=0, high=1, high_open=True)
 
     def _update(self, backend, p, g, state, scratch):
         backend.momentum_update(p, g, state["v"], self.lr, self.momentum, scratch)
@@ -124,7 +133,7 @@ class AdaGrad(Optimizer):
 
     def __init__(self, model, lr=0.01, eps=1e-7, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        self.eps = eps
+        self.eps = self._check("eps", eps, low=0, low_open=True)
 
     def _update(self, backend, p, g, state, scratch):
         backend.adagrad_update(p, g, state["h"], self.lr, self.eps, scratch)
@@ -137,7 +146,8 @@ class RMSProp(Optimizer):
 
     def __init__(self, model, lr=0.01, decay=0.99, eps=1e-7, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        self.decay, self.eps = decay, eps
+        self.decay = self._check("decay", decay, low=0, high=1, high_open=True)
+        self.eps = self._check("eps", eps, low=0, low_open=True)
 
     def _update(self, backend, p, g, state, scratch):
         backend.rmsprop_update(p, g, state["h"], self.lr, self.decay, self.eps, scratch)
@@ -151,7 +161,9 @@ class Adam(Optimizer):
 
     def __init__(self, model, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.beta1 = self._check("beta1", beta1, low=0, high=1, high_open=True)
+        self.beta2 = self._check("beta2", beta2, low=0, high=1, high_open=True)
+        self.eps = self._check("eps", eps, low=0, low_open=True)
 
     def step(self):
         self._lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** (self.t + 1)) / (1.0 - self.beta1 ** (self.t + 1))

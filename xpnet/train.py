@@ -20,6 +20,7 @@ import time
 
 import numpy
 
+from . import _validate
 from .device import Device, use_device
 from .errors import ShapeError, TrainingError
 from .nn.losses import SoftmaxCrossEntropy
@@ -63,6 +64,35 @@ def _labels(t):
     return t if t.ndim == 1 else t.argmax(axis=1)
 
 
+class _LabelCheck:
+    """Integer class labels checked once, before training or evaluation: a negative label
+    fails at once (NumPy and CuPy would read -1 as the last class); the largest is checked
+    against the model's output width on the first batch (a shape, so no device read)."""
+
+    def __init__(self, t, what):
+        self.what, self.top = what, None
+        if t.ndim != 1 or t.dtype.kind not in "iu":
+            return  # one-hot, soft or regression targets
+        host = isinstance(t, numpy.ndarray)
+        low, high = (t.min(), t.max()) if host else (int(v) for v in to_host((t.min(), t.max())))
+        if low < 0:
+            where = int(numpy.argmax((t if host else to_host(t)) < 0))
+            raise ValueError(f"{what}: label {int(low)} at position {where} is not a class index; "
+                             f"labels must be 0, 1, ..., classes-1. Fix or drop that sample.")
+        self.top = int(high)
+        self._t = t
+
+    def against(self, classes: int) -> None:
+        """Raise if the largest label is not below ``classes`` (the output's width)."""
+        if self.top is not None and self.top >= classes:
+            t = self._t if isinstance(self._t, numpy.ndarray) else to_host(self._t)
+            where = int(numpy.argmax(t >= classes))
+            raise ValueError(f"{self.what}: label {int(t[where])} at position {where} is not a class "
+                             f"index for a model with {classes} outputs (valid: 0..{classes - 1}). "
+                             f"Fix the labels, or give the last layer more outputs.")
+        self.top = None  # checked: later batches skip it
+
+
 class _Batches:
     """Batches of a device-resident dataset, gathered into buffers reused across steps
     (one pair per batch size, so a recorded step always reads the same two buffers)."""
@@ -99,13 +129,15 @@ def _progress(total, desc, enabled):
 
 def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         validation=None, device=None, shuffle: bool = True, seed=None, progress=None,
-        graph: bool = True) -> History:
+        graph: bool = True, drop_last: bool = False) -> History:
     """Train ``model`` on ``data = (x, t)``; returns a ``History``.
 
     ``device`` defaults to the model's; if given and different, the model is moved there
     (its optimizer state follows on the next step). ``progress`` shows a bar (default:
     when stderr is a terminal). Raises ``TrainingError`` naming the epoch and step where
-    the loss stopped being finite.
+    the loss stopped being finite. When ``batch_size`` does not divide the data, the last
+    batch of each epoch is the short remainder; ``drop_last=True`` leaves it out (useful
+    with BatchNorm, which cannot train on a batch of one).
 
     ``graph``: on CUDA, record the step as a CUDA graph and replay it (see the module's
     notes); ``graph=False`` runs every step kernel by kernel. A step that cannot be
@@ -113,16 +145,23 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     and Adam's bias correction changes each step.
     """
     x, t = _check_data(data, "fit data")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"fit needs epochs >= 1 and batch_size >= 1, got epochs={epochs}, "
-                         f"batch_size={batch_size}.")
+    epochs = _validate.integer("fit", "epochs", epochs)
+    batch_size = _validate.integer("fit", "batch_size", batch_size)
+    optimizer.check_model(model, "fit")
+    labels = _LabelCheck(t, "fit data")
+    if validation is not None:
+        validation = _check_data(validation, "validation")
+        _LabelCheck(validation[1], "validation")
+    n = len(x)
+    steps = n // batch_size if drop_last else math.ceil(n / batch_size)
+    if steps == 0:
+        raise ShapeError(f"fit: drop_last=True with batch_size={batch_size} leaves no batch of the "
+                         f"{n} samples; use a batch_size of at most {n}.")
     device = model.device if device is None else Device(device)
     if model.device != device:
         model.to(device)
     show = sys.stderr.isatty() if progress is None else bool(progress)
     history = History()
-    n = len(x)
-    steps = math.ceil(n / batch_size)
     log_every = max(1, steps // 10)
     rng = numpy.random.default_rng(seed)
     classify = getattr(loss_fn, "classification", False)
@@ -131,13 +170,15 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     with use_device(device):
         xp = device.xp
         batches = _Batches(*to_device((x, t), device))
-        val = None if validation is None else to_device(_check_data(validation, "validation"), device)
+        val = None if validation is None else to_device(validation, device)
         losses = xp.empty(steps, dtype=numpy.float32)
         correct = xp.zeros((), dtype=numpy.int64)
         replays = {}  # batch size -> recorded step, or None where it runs kernel by kernel
 
         def train_step(xb, tb):
             y = model.forward(xb)
+            if classify:
+                labels.against(y.shape[1])
             loss = loss_fn(y, tb)
             model.backward(loss_fn.backward())
             optimizer.step()
@@ -219,6 +260,9 @@ def _evaluating(model):
 def predict(model, x, batch_size: int = 1000):
     """The model's outputs for ``x`` in eval mode, batch by batch, as one array on the
     model's device (host input is copied there once). Move it with ``xn.to_host``."""
+    batch_size = _validate.integer("predict", "batch_size", batch_size)
+    if len(x) == 0:
+        raise ShapeError("predict got no samples (an input of length 0); pass at least one.")
     with _evaluating(model) as device:
         x = to_device(x, device)
         outputs = [model.forward(x[lo:lo + batch_size]) for lo in range(0, len(x), batch_size)]
@@ -232,6 +276,8 @@ def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None) -> 
     a classification loss. The model's train/eval mode is restored afterwards.
     """
     x, t = _check_data(data, "evaluate data")
+    batch_size = _validate.integer("evaluate", "batch_size", batch_size)
+    labels = _LabelCheck(t, "evaluate data")
     device = model.device if device is None else Device(device)
     if model.device != device:
         raise ValueError(f"evaluate: the model is on {model.device}, not {device}; "
@@ -246,6 +292,8 @@ def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None) -> 
         for lo in range(0, len(x), batch_size):
             xb, tb = x[lo:lo + batch_size], t[lo:lo + batch_size]
             y = model.forward(xb)
+            if classify:
+                labels.against(y.shape[1])
             total += loss_fn(y, tb) * len(xb)
             if classify:
                 correct += (y.argmax(axis=1) == _labels(tb)).sum()

@@ -12,16 +12,7 @@ import numpy
 from . import backends
 from .backends.base import TRANSFERS, TransferStats
 from .device import CPU, Device, current_device, device_of
-
-
-def _map_tree(fn, tree):
-    if isinstance(tree, dict):
-        return type(tree)((k, _map_tree(fn, v)) for k, v in tree.items())
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # namedtuple
-        return type(tree)(*(_map_tree(fn, v) for v in tree))
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_map_tree(fn, v) for v in tree)
-    return fn(tree)
+from .tree import map_tree
 
 
 def _array_to(array, target: Device):
@@ -48,14 +39,14 @@ def to_device(tree, device=None):
 
     def move(leaf):
         return _array_to(leaf, target) if backends.array_device(leaf) is not None else leaf
-    return _map_tree(move, tree)
+    return map_tree(move, tree)
 
 
 def to_host(tree):
     """Copy every device array in ``tree`` to a NumPy array; NumPy arrays stay as they are."""
     def move(leaf):
         return _array_to(leaf, CPU) if backends.array_device(leaf) is not None else leaf
-    return _map_tree(move, tree)
+    return map_tree(move, tree)
 
 
 def asarray(obj, dtype=None, device=None):

@@ -117,6 +117,11 @@ class Backend:
         """x[idx] along the first axis, into ``out`` when given (fit's batches)."""
         return self.xp.take(x, idx, axis=0, out=out)
 
+    def scatter_add(self, target, key, values):
+        """target[key] += values, where an index repeated in ``key`` adds every time
+        (``target[key] += values`` would add once): the backward of advanced indexing."""
+        self.xp.add.at(target, key, values)
+
     def matmul(self, a, b, out=None):
         """a @ b, into ``out`` when given: 2-D products, and stacks of them (convolution)."""
         if a.ndim == 2 and b.ndim == 2:
@@ -130,7 +135,10 @@ class Backend:
     def sigmoid(self, x, out=None):
         # 1/(1+exp(-x)) overflows exp for large -x; the tanh form never does.
         xp = self.xp
-        out = xp.multiply(x, 0.5, out=out)
+        if out is None:  # NumPy hands back a scalar for a 0-d input; the steps below need an array
+            out = xp.asarray(xp.multiply(x, 0.5))
+        else:
+            xp.multiply(x, 0.5, out=out)
         xp.tanh(out, out=out)
         out += 1
         out *= 0.5
@@ -275,12 +283,14 @@ class Backend:
     def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, momentum, eps, training):
         """x: (N, D). Updates the running statistics in place when training.
 
-        Returns (y, xn, std); xn and std are what backward needs (None in eval mode).
+        Returns (y, xn, std), xn and std being what backward needs. In eval mode the
+        running statistics stand in for the batch's.
         """
         xp = self.xp
         if not training:
-            xn = (x - running_mean) / xp.sqrt(running_var + eps)
-            return gamma * xn + beta, None, None
+            std = xp.sqrt(running_var + eps)
+            xn = (x - running_mean) / std
+            return gamma * xn + beta, xn, std
         mu = x.mean(axis=0)
         xc = x - mu
         var = (xc * xc).mean(axis=0)
@@ -292,48 +302,55 @@ class Backend:
         running_var += (1 - momentum) * var
         return gamma * xn + beta, xn, std
 
-    def batchnorm_backward(self, dout, gamma, xn, std, dgamma, dbeta):
+    def batchnorm_backward(self, dout, gamma, xn, std, dgamma, dbeta, training=True):
         """Writes dgamma, dbeta in place; returns dx.
 
-        dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std, the book's chain of steps
-        collapsed into one expression.
+        After a training forward, dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std, the
+        book's chain of steps collapsed into one expression. After an eval forward the
+        statistics are constants, and dx = dout * gamma / std.
         """
         dout.sum(axis=0, out=dbeta)
         (xn * dout).sum(axis=0, out=dgamma)
         dxn = gamma * dout
+        if not training:
+            return dxn / std
         return (dxn - dxn.mean(axis=0) - xn * (dxn * xn).mean(axis=0)) / std
 
     # -- convolution and pooling (book ch. 7) ---------------------------------------------
-    def im2col(self, x, kh, kw, stride, pad):
+    def im2col(self, x, kh, kw, stride, pad, fill=0):
         """(N, C, H, W) -> (N, C*kh*kw, OH*OW): each column holds one output pixel's patch.
 
-        One strided slice copy per kernel offset into a contiguous block, so the Python
-        loop is over the kernel, never over pixels. This layout lets a convolution be one
-        batched matmul whose result is already NCHW (no transpose copies).
+        ``stride`` and ``pad`` are (height, width) pairs; the border is padded with
+        ``fill`` (max pooling pads with -inf, so padding never wins a window). One strided
+        slice copy per kernel offset into a contiguous block, so the Python loop is over
+        the kernel, never over pixels. This layout lets a convolution be one batched
+        matmul whose result is already NCHW (no transpose copies).
         """
         xp = self.xp
         n, c, h, w = x.shape
-        oh = (h + 2 * pad - kh) // stride + 1
-        ow = (w + 2 * pad - kw) // stride + 1
-        img = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+        (sh, sw), (ph, pw) = stride, pad
+        oh = (h + 2 * ph - kh) // sh + 1
+        ow = (w + 2 * pw - kw) // sw + 1
+        img = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill) if ph or pw else x
         col = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
         for i in range(kh):
             for j in range(kw):
-                col[:, :, i, j] = img[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+                col[:, :, i, j] = img[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
         return col.reshape(n, c * kh * kw, oh * ow)
 
     def col2im(self, col, x_shape, kh, kw, stride, pad):
         """Adjoint of im2col: adds each column's entries back onto the image."""
         xp = self.xp
         n, c, h, w = x_shape
-        oh = (h + 2 * pad - kh) // stride + 1
-        ow = (w + 2 * pad - kw) // stride + 1
+        (sh, sw), (ph, pw) = stride, pad
+        oh = (h + 2 * ph - kh) // sh + 1
+        ow = (w + 2 * pw - kw) // sw + 1
         col = col.reshape(n, c, kh, kw, oh, ow)
-        img = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype)
+        img = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
         for i in range(kh):
             for j in range(kw):
-                img[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += col[:, :, i, j]
-        return img[:, :, pad:pad + h, pad:pad + w] if pad else img
+                img[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += col[:, :, i, j]
+        return img[:, :, ph:ph + h, pw:pw + w]
 
     # -- optimizer updates, in place (book ch. 6) -----------------------------------------
     def sgd_update(self, p, g, lr, scratch):

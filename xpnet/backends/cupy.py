@@ -19,6 +19,7 @@ import ctypes
 import warnings
 
 import cupy
+import cupyx
 import numpy
 
 from .base import TRANSFERS, Backend
@@ -139,6 +140,9 @@ class CupyBackend(Backend):
                                 or not out.flags.c_contiguous):
             return None
         return self._blas.gemm.get(a.dtype)
+
+    def scatter_add(self, target, key, values):
+        cupyx.scatter_add(target, key, values)
 
     def matmul(self, a, b, out=None):
         gemm = self._gemm(a, b, out)

@@ -23,6 +23,38 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 from ..errors import ImplicitTransferError
 from .base import TRANSFERS, Backend
 
+# What ``cupy.ndarray`` has (CuPy 13/14), so sim code cannot lean on a NumPy-only name.
+# Methods that compute on the device, called on the NumPy data, sim in and sim out:
+_METHODS = frozenset("""
+    all any argmax argmin argpartition argsort astype byteswap choose clip compress conj conjugate
+    copy cumprod cumsum diagonal dot fill flatten max mean min nonzero partition prod put ravel
+    repeat reshape round searchsorted sort squeeze std sum swapaxes take trace transpose var view
+""".split())
+# Plain attributes (base, real and imag are arrays and come back as sim arrays):
+_ATTRIBUTES = frozenset("base dtype flags imag itemsize mT nbytes ndim real shape size strides".split())
+# Methods that read the data on the host: a device->host copy, counted.
+_HOST_READS = frozenset("tobytes tofile dump dumps".split())
+# CuPy accepts these kinds of dtype; strings, objects, records and datetimes it refuses.
+_DTYPE_KINDS = "biufc"
+
+
+def _device_dtype(dtype):
+    """Refuse a dtype CuPy cannot hold, as ``cupy.asarray`` does (ValueError)."""
+    if dtype.kind not in _DTYPE_KINDS:
+        raise ValueError(f"Unsupported dtype {dtype} on a CUDA device (and so on sim): only bool, "
+                         f"integer, float and complex arrays live on a device. Convert the data "
+                         f"to numbers on the host first.")
+    return dtype
+
+
+def _ufunc_operands(inputs, index, name):
+    """CuPy's ufuncs take device arrays and scalars only: a list or tuple is a TypeError."""
+    for x in inputs:
+        if type(x) in (list, tuple) or isinstance(x, (str, bytes)):
+            raise TypeError(f"{name}: unsupported operand type {type(x).__name__} for an array on "
+                            f"sim:{index} (CuPy refuses it too). Make it an array on the device first: "
+                            f"xn.asarray(value, device='sim:{index}').")
+
 
 def _mixing_error(index, what, op):
     return ImplicitTransferError(
@@ -64,7 +96,7 @@ def _wrap(obj, index):
     if cls is numpy.ndarray:
         return SimArray(obj, index)
     if isinstance(obj, numpy.generic):  # CuPy returns 0-d arrays where NumPy gives scalars
-        return SimArray(numpy.asarray(obj), index)
+        return SimArray(numpy.asarray(obj), index, numpy_scalar=True)
     if cls is tuple or cls is list:
         return cls(_wrap(o, index) for o in obj)
     if isinstance(obj, numpy.random.Generator):
@@ -73,6 +105,12 @@ def _wrap(obj, index):
 
 
 def _call(func, index, name, args, kwargs, out=None):
+    for o in (out if type(out) is tuple else (out,)):
+        if type(o) is SimArray and o._numpy_scalar:
+            raise TypeError(
+                f"{name}: out= is the result of an operation that NumPy returns as a scalar, not an "
+                f"array (a 0-d input or a full reduction), so on the cpu device this call fails "
+                f"('return arrays must be of ArrayType'). Allocate the output with xp.empty(...).")
     result = func(*_unwrap(args, index, name), **_unwrap(kwargs, index, name))
     if out is not None:
         return out  # callers that pass out= get the very same sim array back
@@ -82,11 +120,12 @@ def _call(func, index, name, args, kwargs, out=None):
 class SimArray(NDArrayOperatorsMixin):
     """An array on a simulated device: NumPy data that refuses to meet host arrays."""
 
-    __slots__ = ("_data", "_index")
+    __slots__ = ("_data", "_index", "_numpy_scalar")
 
-    def __init__(self, data: numpy.ndarray, index: int = 0):
+    def __init__(self, data: numpy.ndarray, index: int = 0, numpy_scalar: bool = False):
         self._data = data
         self._index = index
+        self._numpy_scalar = numpy_scalar  # NumPy gave a scalar here: not usable as out= on cpu
 
     # -- what an array is -----------------------------------------------------------
     shape = property(lambda self: self._data.shape)
@@ -129,6 +168,7 @@ class SimArray(NDArrayOperatorsMixin):
                     and not isinstance(x, numpy.generic):
                 return NotImplemented
         name = f"numpy.{ufunc.__name__}" if method == "__call__" else f"numpy.{ufunc.__name__}.{method}"
+        _ufunc_operands(inputs if method != "at" else inputs[2:], self._index, name)
         out = kwargs.get("out")
         if out is not None and len(out) == 1:
             out = out[0]
@@ -180,13 +220,24 @@ class SimArray(NDArrayOperatorsMixin):
     def __format__(self, spec):
         return format(self._scalar().item() if self._data.ndim == 0 else self._data, spec)
 
-    # -- every other ndarray method: same name, same arguments, sim in and sim out -----
+    def _host_read(self, name):
+        TRANSFERS.record("d2h", self._data.nbytes)
+        return getattr(self._data, name)
+
+    tobytes = property(lambda self: self._host_read("tobytes"))
+    tofile = property(lambda self: self._host_read("tofile"))
+    dump = property(lambda self: self._host_read("dump"))
+    dumps = property(lambda self: self._host_read("dumps"))
+
+    # -- every other cupy.ndarray method: same name, same arguments, sim in and sim out --
     def __getattr__(self, name):
-        if name.startswith("__"):  # never hand NumPy the data's __array_interface__ & co.
-            raise AttributeError(f"'SimArray' object has no attribute {name!r}")
+        if name in _ATTRIBUTES:
+            return _wrap(getattr(self._data, name), self._index)
+        if name not in _METHODS:
+            raise AttributeError(
+                f"'SimArray' object has no attribute {name!r}: cupy.ndarray has none either, so "
+                f"code that needs it would fail on a GPU. Copy to the host first (xn.to_host(x)).")
         attr = getattr(self._data, name)
-        if not callable(attr):
-            return _wrap(attr, self._index)
         index = self._index
 
         def method(*args, **kwargs):
@@ -211,6 +262,26 @@ class _SimGenerator:
         return lambda *a, **k: _call(attr, index, f"Generator.{name}", a, k)
 
 
+class _SimUfunc:
+    """A NumPy ufunc on the sim device: calls and ``.at``/``.reduce``/... take sim arrays."""
+
+    def __init__(self, ufunc, index):
+        self._ufunc, self._index = ufunc, index
+        self.__name__ = ufunc.__name__
+
+    def __call__(self, *args, **kwargs):
+        name = f"numpy.{self.__name__}"
+        _ufunc_operands(args, self._index, name)
+        return _call(self._ufunc, self._index, name, args, kwargs, kwargs.get("out"))
+
+    def __getattr__(self, method):
+        attr = getattr(self._ufunc, method)
+        if not callable(attr):
+            return attr
+        index, name = self._index, f"numpy.{self.__name__}.{method}"
+        return lambda *a, **k: _call(attr, index, name, a, k, k.get("out"))
+
+
 class SimNamespace(types.SimpleNamespace):
     """The ``xp`` of a sim device: NumPy's API, creating and taking sim arrays only."""
 
@@ -224,6 +295,8 @@ class SimNamespace(types.SimpleNamespace):
         attr = getattr(self._module, name)
         if isinstance(attr, types.ModuleType):
             wrapped = SimNamespace(attr, self._index)
+        elif isinstance(attr, numpy.ufunc):
+            wrapped = _SimUfunc(attr, self._index)
         elif isinstance(attr, type) or not callable(attr):
             wrapped = attr  # dtypes, classes, constants (float32, newaxis, pi) pass through
         else:
@@ -243,6 +316,8 @@ class SimNamespace(types.SimpleNamespace):
     def asarray(self, obj, dtype=None, order=None):
         if type(obj) is SimArray:
             _unwrap(obj, self._index, "asarray")
+            if obj._numpy_scalar:  # numpy.asarray turns NumPy's scalar into an array
+                obj = SimArray(obj._data, self._index)
             return obj if dtype is None or obj.dtype == dtype else obj.astype(dtype)
         return self.array(obj, dtype=dtype, order=order)
 
@@ -252,6 +327,7 @@ class SimNamespace(types.SimpleNamespace):
             return SimArray(numpy.array(data, dtype=dtype, copy=copy, order=order, ndmin=ndmin), self._index)
         _other_device_check(obj, self._index, "array")
         host = numpy.array(obj, dtype=dtype, order=order, ndmin=ndmin)
+        _device_dtype(host.dtype)
         TRANSFERS.record("h2d", host.nbytes)
         return SimArray(host, self._index)
 
@@ -270,6 +346,7 @@ class SimBackend(Backend):
 
     def from_host(self, array):
         # A real device holds its own copy: later writes to the host array must not show.
+        _device_dtype(array.dtype)
         TRANSFERS.record("h2d", array.nbytes)
         return SimArray(numpy.array(array, copy=True), self.index)
 

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import numpy
 
+from .. import _validate
 from ..errors import ShapeError
 from .init import initial_weights
 from .layer import Layer
-
-
-def _pair(v):
-    return (int(v), int(v)) if numpy.isscalar(v) else tuple(int(i) for i in v)
 
 
 def _output_size(size, kernel, stride, pad):
@@ -28,12 +25,15 @@ def _output_size(size, kernel, stride, pad):
 class Conv2D(Layer):
     """2-D convolution. W: (out_channels, in_channels, kh, kw), b: (out_channels,)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
-                 pad: int = 0, init="he", seed=None, dtype="float32"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, pad=0,
+                 init="he", seed=None, dtype="float32"):
         super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kh, self.kw = _pair(kernel_size)
-        self.stride, self.pad = int(stride), int(pad)
+        name = type(self).__name__
+        self.in_channels = _validate.integer(name, "in_channels", in_channels)
+        self.out_channels = _validate.integer(name, "out_channels", out_channels)
+        self.kh, self.kw = _validate.pair(name, "kernel_size", kernel_size)
+        self.stride = _validate.pair(name, "stride", stride)
+        self.pad = _validate.pair(name, "pad", pad, minimum=0)
         dtype = numpy.dtype(dtype)
         fan_in = in_channels * self.kh * self.kw
         self._add_param("W", initial_weights(init, (out_channels, in_channels, self.kh, self.kw),
@@ -42,7 +42,7 @@ class Conv2D(Layer):
 
     def describe(self):
         return (f"Conv2D {self.in_channels}->{self.out_channels} {self.kh}x{self.kw}"
-                f"{f' stride {self.stride}' if self.stride != 1 else ''}{f' pad {self.pad}' if self.pad else ''}")
+                f"{_geometry(self.stride, self.pad, (1, 1))}")
 
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -51,8 +51,8 @@ class Conv2D(Layer):
         W = self._params["W"]
         self._check_float(x, W.dtype)
         n, _, h, w = x.shape
-        oh = _output_size(h, self.kh, self.stride, self.pad)
-        ow = _output_size(w, self.kw, self.stride, self.pad)
+        oh = _output_size(h, self.kh, self.stride[0], self.pad[0])
+        ow = _output_size(w, self.kw, self.stride[1], self.pad[1])
         self.x_shape = x.shape
         self.col = self.backend.im2col(x, self.kh, self.kw, self.stride, self.pad)  # (N, K, P)
         self.col_W = W.reshape(self.out_channels, -1)                               # (F, K)
@@ -73,25 +73,39 @@ class Conv2D(Layer):
         return self.backend.col2im(dcol, self.x_shape, self.kh, self.kw, self.stride, self.pad)
 
 
+def _geometry(stride, pad, default_stride):
+    """' stride 2 pad 1' for messages, leaving out what is the default."""
+    def text(v):
+        return str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"
+    return ((f" stride {text(stride)}" if stride != default_stride else "")
+            + (f" pad {text(pad)}" if pad != (0, 0) else ""))
+
+
 class _Pool2D(Layer):
-    def __init__(self, size, stride=None, pad: int = 0):
+    """Pooling over ``size`` windows; ``stride`` defaults to the window (no overlap), and
+    ``size``, ``stride`` and ``pad`` take an int or a (height, width) pair."""
+
+    fill = 0  # what the padded border holds
+
+    def __init__(self, size, stride=None, pad=0):
         super().__init__()
-        self.ph, self.pw = _pair(size)
-        self.stride = self.ph if stride is None else int(stride)
-        self.pad = int(pad)
+        name = type(self).__name__
+        self.ph, self.pw = _validate.pair(name, "size", size)
+        self.stride = (self.ph, self.pw) if stride is None else _validate.pair(name, "stride", stride)
+        self.pad = _validate.pair(name, "pad", pad, minimum=0)
 
     def describe(self):
-        return f"{type(self).__name__}({self.ph}x{self.pw}, stride {self.stride})"
+        return f"{type(self).__name__}({self.ph}x{self.pw}{_geometry(self.stride, self.pad, (self.ph, self.pw))})"
 
     def _windows(self, x):
         """Pooling windows as (N, C, ph*pw, OH*OW), plus the output shape."""
         if x.ndim != 4:
             raise ShapeError(f"got input of shape {tuple(x.shape)}; expected (N, C, H, W).")
         n, c, h, w = x.shape
-        oh = _output_size(h, self.ph, self.stride, self.pad)
-        ow = _output_size(w, self.pw, self.stride, self.pad)
+        oh = _output_size(h, self.ph, self.stride[0], self.pad[0])
+        ow = _output_size(w, self.pw, self.stride[1], self.pad[1])
         self.x_shape = x.shape
-        col = self.backend.im2col(x, self.ph, self.pw, self.stride, self.pad)
+        col = self.backend.im2col(x, self.ph, self.pw, self.stride, self.pad, fill=self.fill)
         return col.reshape(n, c, self.ph * self.pw, oh * ow), (n, c, oh, ow)
 
     def _image(self, dwin):
@@ -99,7 +113,10 @@ class _Pool2D(Layer):
 
 
 class MaxPool2D(_Pool2D):
-    """Max over each window; backward routes the gradient to the (first) arg-max."""
+    """Max over each window; backward routes the gradient to the (first) arg-max. The
+    padded border holds -inf, so a window's max is always one of its real inputs."""
+
+    fill = -numpy.inf
 
     def forward(self, x):
         win, shape = self._windows(x)

@@ -160,11 +160,34 @@ class Layer:
         return f"{self.describe()} on {self.device}"
 
 
+class _Layers(tuple):
+    """Sequential's layers: a tuple, since the buffer plan and the optimizers' slots are
+    built for one structure. Changing it says what to do instead."""
+
+    def _fixed(self, *args, **kwargs):
+        raise TypeError("a Sequential's layers are fixed once it is built (its buffer reuse and "
+                        "its optimizer depend on them). Build a new one instead, for example "
+                        "Sequential(*model.layers[:2], Dropout(0.5), *model.layers[2:]), and a new "
+                        "optimizer for it.")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = __setitem__ = __delitem__ = _fixed
+    __iadd__ = __imul__ = _fixed
+
+
+def _leaf_layers(layers):
+    for layer in layers:
+        if isinstance(layer, Sequential):
+            yield from _leaf_layers(layer.layers)
+        yield layer
+
+
 class Sequential(Layer):
     """Layers applied in order; parameters are named ``"<index>.<name>"`` (``"0.W"``).
 
     ``backward`` returns the gradient with respect to the input only when built with
     ``input_grad=True``: otherwise the first layers skip computing what nobody reads.
+    ``layers`` is fixed once built; a layer may appear only once (a layer keeps the
+    input of its last call for backward, so a second use would overwrite the first's).
     """
 
     def __init__(self, *layers, input_grad: bool = False):
@@ -174,7 +197,16 @@ class Sequential(Layer):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential item {i} is {type(layer).__name__}, not a layer.")
-        self.layers = list(layers)
+        seen = {}
+        for layer in _leaf_layers(layers):
+            if id(layer) in seen:
+                raise ValueError(
+                    f"Sequential: the same {layer.describe()} layer object is used twice. A layer "
+                    f"keeps what its backward needs from its last call, so a second use would give "
+                    f"the first wrong gradients. Use two layers; to share weights, write a layer "
+                    f"that applies one weight twice, or use xn.grad.")
+            seen[id(layer)] = layer
+        self.layers = _Layers(layers)
         self.input_grad = input_grad
         if self.layers:
             self.device = self.layers[0].device

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy
 
+from .. import _validate
 from ..errors import ShapeError
 from .init import initial_weights
 from .layer import Layer
@@ -16,7 +17,8 @@ class Affine(Layer):
 
     def __init__(self, in_features: int, out_features: int, init="he", seed=None, dtype="float32"):
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features = _validate.integer("Affine", "in_features", in_features)
+        self.out_features = _validate.integer("Affine", "out_features", out_features)
         dtype = numpy.dtype(dtype)
         self._add_param("W", initial_weights(init, (in_features, out_features), in_features, dtype, seed))
         self._add_param("b", numpy.zeros(out_features, dtype=dtype))
@@ -71,9 +73,7 @@ class LeakyReLU(_Activation):
 
     def __init__(self, slope: float = 0.01):
         super().__init__()
-        if not 0 <= slope <= 1:
-            raise ValueError(f"LeakyReLU(slope={slope}): slope must be in [0, 1].")
-        self.slope = float(slope)
+        self.slope = _validate.real("LeakyReLU", "slope", slope, low=0, high=1)
 
     def describe(self):
         return f"LeakyReLU({self.slope})"
@@ -141,9 +141,7 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5, seed=None):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout(p={p}): p must be in [0, 1).")
-        self.p = float(p)
+        self.p = _validate.real("Dropout", "p", p, low=0, high=1, high_open=True)
         self.seed = seed
         self._rng = None
 
@@ -176,7 +174,9 @@ class BatchNorm(Layer):
 
     def __init__(self, num_features: int, momentum: float = 0.9, eps: float = 1e-5, dtype="float32"):
         super().__init__()
-        self.num_features, self.momentum, self.eps = num_features, momentum, eps
+        self.num_features = _validate.integer("BatchNorm", "num_features", num_features)
+        self.momentum = _validate.real("BatchNorm", "momentum", momentum, low=0, high=1)
+        self.eps = _validate.real("BatchNorm", "eps", eps, low=0, low_open=True)
         dtype = numpy.dtype(dtype)
         self._add_param("gamma", numpy.ones(num_features, dtype=dtype))
         self._add_param("beta", numpy.zeros(num_features, dtype=dtype))
@@ -193,6 +193,13 @@ class BatchNorm(Layer):
         if x.ndim != 2 or x.shape[1] != self.num_features:
             raise ShapeError(f"got input of shape {tuple(self.x_shape)}; expected "
                              f"(N, {self.num_features}) or (N, {self.num_features}, H, W).")
+        if self.training and x.shape[0] == 1:
+            raise ShapeError(
+                f"got a training batch of one value per feature (input shape {tuple(self.x_shape)}): "
+                f"its variance is 0, so the output would be all zeros and the running variance "
+                f"would drift to 0. Train with batches of 2 or more (fit(..., drop_last=True) drops "
+                f"a last batch of one), or call model.eval() for inference on single samples.")
+        self.trained = self.training  # backward differs after an eval-mode forward
         y, self.xn, self.std = self.backend.batchnorm_forward(
             x, self._params["gamma"], self._params["beta"], self._buffers["running_mean"],
             self._buffers["running_var"], self.momentum, self.eps, self.training)
@@ -202,7 +209,7 @@ class BatchNorm(Layer):
         if len(self.x_shape) == 4:
             dout = dout.transpose(0, 2, 3, 1).reshape(-1, self.num_features)
         dx = self.backend.batchnorm_backward(dout, self._params["gamma"], self.xn, self.std,
-                                             self._grads["gamma"], self._grads["beta"])
+                                             self._grads["gamma"], self._grads["beta"], self.trained)
         return self._restore(dx)
 
     def _restore(self, y):

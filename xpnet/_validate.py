@@ -1,0 +1,44 @@
+"""Argument checks for constructors and entry points: each names the argument, the value
+given and what is valid, so a bad hyperparameter fails where it was written, not steps later."""
+from __future__ import annotations
+
+import math
+import numbers
+
+
+def integer(owner: str, name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int >= minimum; floats (2.7), strings and bools are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an integer >= {minimum}, got "
+                        f"{type(value).__name__} {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def pair(owner: str, name: str, value, minimum: int = 1) -> tuple:
+    """An int or a pair of ints (height, width), each >= minimum, as a pair."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{owner}: {name} must be an integer or a pair (height, width), "
+                             f"got {value!r}.")
+        return tuple(integer(owner, f"{name}[{i}]", v, minimum) for i, v in enumerate(value))
+    v = integer(owner, name, value, minimum)
+    return (v, v)
+
+
+def real(owner: str, name: str, value, low=None, high=None, low_open=False, high_open=False) -> float:
+    """A finite real number within [low, high] (either end open or absent)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__} {value!r}.")
+    value = float(value)
+    ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "(-inf" if low is None else f"{'(' if low_open else '['}{low:g}"
+        hi = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{owner}: {name} must be a finite number in {lo}, {hi}, got {value!r}.")
+    return value
