@@ -1,6 +1,6 @@
-"""Issue 7's side-by-side: xpnet, the NumPy floor and PyTorch eager on one training step,
+"""Side by side: xpnet, its hand-tuned NumPy floor and PyTorch eager on one training step,
 timed in turns within one process, so that a slow spell of a shared machine falls on
-all three alike.
+all of them alike.
 
 The pytest-benchmark cases time each implementation as a separate case, one after the
 other; on the noisy 2-core development machine a whole case can land in a slow spell
@@ -9,7 +9,11 @@ round times a block of steps of every implementation in turn (the order rotating
 round to round), each after the same settle pause as the suite (bench/_timing.py), and
 the report is the median over rounds.
 
-    python bench/compare.py [--batch 32,100,256] [--rounds 15] [--large]
+    python bench/compare.py [--model mlp|large|cnn|regularised|optimizers] [--batch 32,100] [--rounds 15]
+
+mlp and large (issue 7): the TF2 MLP or 784-1024-1024-10 with SGD; cnn (issue 15): the
+book's SimpleConvNet with Adam; regularised: 784-256-256-10 with Adam, Dropout 0.2 and
+BatchNorm; optimizers: each optimizer's update alone on a 1M-parameter model.
 """
 import argparse
 import time
@@ -24,21 +28,16 @@ import xpnet as xn
 IMPLS = ("xpnet", "numpy-floor", "torch")
 
 
-def compare(layers, batch, rounds, block_seconds=0.1):
-    device = xn.Device("cpu")
-    steps = {}
-    for impl in IMPLS:
-        try:
-            steps[impl] = _reference(impl, device, layers, batch)
-        except pytest.skip.Exception as exc:  # PyTorch not installed
-            print(f"  {impl}: skipped ({exc})")
+def compare(steps, rounds, block_seconds=0.1):
+    """Median seconds per call of each callable in ``steps``, timed in rotating turns."""
     for step in steps.values():  # warm-up: buffers, BLAS and OpenMP thread pools
-        for _ in range(20):
+        for _ in range(5):
             step()
+    first = next(iter(steps.values()))
     start = time.perf_counter()
-    for _ in range(20):
-        steps["xpnet"]()
-    calls = max(5, round(block_seconds / ((time.perf_counter() - start) / 20)))
+    for _ in range(5):
+        first()
+    calls = max(3, round(block_seconds / ((time.perf_counter() - start) / 5)))
     times = {impl: [] for impl in steps}
     order = list(steps)
     for r in range(rounds):
@@ -52,23 +51,51 @@ def compare(layers, batch, rounds, block_seconds=0.1):
     return {impl: float(numpy.median(t)) for impl, t in times.items()}
 
 
+def mlp_steps(layers, batch):
+    device = xn.Device("cpu")
+    steps = {}
+    for impl in IMPLS:
+        try:
+            steps[impl] = _reference(impl, device, layers, batch)
+        except pytest.skip.Exception as exc:  # PyTorch not installed
+            print(f"  {impl}: skipped ({exc})")
+    return steps
+
+
+def _row(label, t):
+    ms = [f"{t[i] * 1e3:.3f}" if i in t else "-" for i in IMPLS]
+    floor = f"{t['xpnet'] / t['numpy-floor']:.2f}" if "numpy-floor" in t else "-"
+    torch = f"{t['torch'] / t['xpnet']:.2f}" if "torch" in t else "-"
+    return f"| {label} | {' | '.join(ms)} | {floor} | {torch} |"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", default="32,100,256", help="comma-separated batch sizes")
+    parser.add_argument("--model", default="mlp", choices=["mlp", "large", "cnn", "regularised", "optimizers"])
+    parser.add_argument("--batch", default=None, help="comma-separated batch sizes")
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--large", action="store_true", help="784-1024-1024-10 instead of the TF2 MLP")
     args = parser.parse_args()
-    layers = LARGE if args.large else MLP
     blas = xn.Device("cpu").backend.describe()["BLAS"]
-    print(f"{'-'.join(map(str, layers))}, SGD, float32; median of {args.rounds} rounds; {blas}")
-    print("| batch | xpnet ms | floor ms | torch ms | xpnet / floor (time) | torch / xpnet (time) |")
+    default_batch = {"mlp": "32,100,256", "large": "32,100,256", "cnn": "32,100", "regularised": "100"}
+    title = {"mlp": f"{'-'.join(map(str, MLP))}, SGD", "large": f"{'-'.join(map(str, LARGE))}, SGD",
+             "cnn": "SimpleConvNet, Adam", "regularised": "784-256-256-10, BatchNorm, Dropout 0.2, Adam",
+             "optimizers": "one update of a 1000x1000 Affine (1,001,000 parameters)"}[args.model]
+    print(f"{title}, float32; median of {args.rounds} rounds; {blas}")
+    first = "optimizer" if args.model == "optimizers" else "batch"
+    print(f"| {first} | xpnet ms | floor ms | torch ms | xpnet / floor (time) | torch / xpnet (time) |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for batch in (int(b) for b in args.batch.split(",")):
-        t = compare(layers, batch, args.rounds)
-        ms = [f"{t[i] * 1e3:.3f}" if i in t else "-" for i in IMPLS]
-        floor = f"{t['xpnet'] / t['numpy-floor']:.2f}" if "numpy-floor" in t else "-"
-        torch = f"{t['torch'] / t['xpnet']:.2f}" if "torch" in t else "-"
-        print(f"| {batch} | {' | '.join(ms)} | {floor} | {torch} |", flush=True)
+    if args.model == "optimizers":
+        from models import OPTIMIZERS, optimizer_steps
+        for name in OPTIMIZERS:
+            print(_row(name, compare(optimizer_steps(name), args.rounds)), flush=True)
+        return
+    for batch in (int(b) for b in (args.batch or default_batch[args.model]).split(",")):
+        if args.model in ("mlp", "large"):
+            steps = mlp_steps(LARGE if args.model == "large" else MLP, batch)
+        else:
+            import models
+            steps = getattr(models, f"{args.model}_steps")(batch)
+        print(_row(batch, compare(steps, args.rounds)), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
+import pytest  # noqa: E402
 from _timing import synchronized  # noqa: E402
 
 
@@ -42,6 +43,33 @@ def test_side_by_side_comparison_times_every_implementation_it_has(monkeypatch):
     """bench/compare.py on a tiny batch: xpnet and the floor always, PyTorch where installed."""
     import compare
     monkeypatch.setattr(compare, "SETTLE", 0.0)
-    times = compare.compare(compare.MLP, batch=4, rounds=2, block_seconds=0.005)
+    times = compare.compare(compare.mlp_steps(compare.MLP, 4), rounds=2, block_seconds=0.005)
     assert {"xpnet", "numpy-floor"} <= set(times) <= set(compare.IMPLS)
     assert all(t > 0 for t in times.values())
+
+
+def test_the_cnn_floor_takes_the_same_step_as_xpnet(rng):
+    """bench/floor_cnn.py is a fair floor only if it computes what xpnet's SimpleConvNet
+    computes: from the same weights and batch, the same loss and the same updated weights."""
+    import numpy
+    from floor_cnn import FloorConvNet
+    from models import convnet
+
+    import xpnet as xn
+    floor = FloorConvNet(8)
+    x = rng.random((8, 1, 28, 28), dtype=numpy.float32)
+    t = rng.integers(0, 10, 8)
+    with xn.use_device("cpu"):
+        model = convnet()
+    W1, b1, W2, b2, W3, b3 = floor.params
+    names = {"0.W": W1.reshape(30, 1, 5, 5), "0.b": b1, "3.W": W2, "3.b": b2, "5.W": W3, "5.b": b3}
+    model.set_params(names)
+    opt, loss_fn = xn.optim.Adam(model, lr=1e-3), xn.nn.SoftmaxCrossEntropy()
+    for _ in range(2):
+        loss = float(loss_fn(model(x), t))
+        model.backward(loss_fn.backward())
+        opt.step()
+        assert float(floor.step(x, t)) == pytest.approx(loss, rel=1e-5)
+    params = model.params()
+    for name, value in names.items():
+        numpy.testing.assert_allclose(params[name].reshape(value.shape), value, rtol=1e-4, atol=1e-6, err_msg=name)

@@ -13,6 +13,15 @@ CASES = {
     "maxpool_overlap_pad": (lambda: xn.nn.MaxPool2D(3, stride=2, pad=1), (1, 2, 5, 5)),
     "avgpool_2x2": (lambda: xn.nn.AvgPool2D(2, stride=2), (2, 3, 4, 4)),
     "avgpool_stride1": (lambda: xn.nn.AvgPool2D(2, stride=1), (1, 2, 3, 3)),
+    "conv_stride_pad_pairs": (lambda: xn.nn.Conv2D(2, 2, (3, 2), stride=(2, 1), pad=(1, 0), dtype="float64"),
+                              (2, 2, 5, 4)),
+    "conv_1x1": (lambda: xn.nn.Conv2D(3, 2, 1, dtype="float64"), (2, 3, 3, 3)),
+    "maxpool_rect": (lambda: xn.nn.MaxPool2D((2, 3)), (2, 2, 4, 6)),
+    "maxpool_uncovered_border": (lambda: xn.nn.MaxPool2D(2), (1, 2, 5, 5)),
+    "maxpool_pad_pair": (lambda: xn.nn.MaxPool2D((2, 3), pad=(1, 1)), (1, 2, 4, 5)),
+    "maxpool_overlap_rect_stride": (lambda: xn.nn.MaxPool2D(3, stride=(1, 2)), (1, 2, 5, 6)),
+    "avgpool_pad": (lambda: xn.nn.AvgPool2D(3, stride=2, pad=1), (1, 2, 5, 5)),
+    "avgpool_rect": (lambda: xn.nn.AvgPool2D((1, 2)), (2, 2, 3, 4)),
 }
 
 
@@ -63,3 +72,31 @@ def test_simple_convnet_learns_on_a_small_slice(device):
                      (x[:1500], t[:1500]), epochs=1, batch_size=50, validation=(xt[:500], tt[:500]), seed=0)
     assert numpy.mean(history.step_loss[-5:]) < 0.5 * numpy.mean(history.step_loss[:5])
     assert history.val_accuracy[-1] > 0.75  # chance is 0.10; a full run reaches 0.98+
+
+
+def test_max_pooling_routes_ties_to_the_first_maximum(device):
+    """The book's argmax: a window of equal values sends its whole gradient to its first
+    element (row-major), never to all of them."""
+    layer = xn.nn.MaxPool2D(2)
+    x = xn.to_device(numpy.array([[[[1.0, 1.0, 0.0, 2.0], [1.0, 1.0, 2.0, 2.0]]]]))
+    layer(x)
+    dx = xn.to_host(layer.backward(xn.to_device(numpy.array([[[[10.0, 20.0]]]]))))
+    numpy.testing.assert_array_equal(dx[0, 0], [[10, 0, 0, 20], [0, 0, 0, 0]])
+
+
+def test_conv_and_pool_take_any_input_layout(device, rng):
+    """A transposed (non-contiguous) input gives the same outputs and gradients."""
+    x = host_rand(rng, 2, 3, 6, 6)
+    strided = xn.to_device(x.transpose(1, 0, 2, 3).copy()).transpose(1, 0, 2, 3)
+    for make in (lambda: xn.nn.Conv2D(3, 2, 3, pad=1, dtype="float64"), lambda: xn.nn.MaxPool2D(2)):
+        a, b = make(), make()
+        b.set_params(xn.to_host(a.params()))
+        ya, yb = a(xn.to_device(x)), b(strided)
+        numpy.testing.assert_allclose(xn.to_host(ya), xn.to_host(yb), rtol=1e-12)
+        dout = xn.to_device(host_rand(rng, *ya.shape))
+        numpy.testing.assert_allclose(xn.to_host(a.backward(dout)), xn.to_host(b.backward(dout)), rtol=1e-12)
+
+
+def test_maxpool_padding_larger_than_half_the_window_is_refused(device):
+    with pytest.raises(ValueError, match="more than half the window"):
+        xn.nn.MaxPool2D(2, pad=2)

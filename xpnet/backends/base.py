@@ -317,40 +317,160 @@ class Backend:
         return (dxn - dxn.mean(axis=0) - xn * (dxn * xn).mean(axis=0)) / std
 
     # -- convolution and pooling (book ch. 7) ---------------------------------------------
-    def im2col(self, x, kh, kw, stride, pad, fill=0):
-        """(N, C, H, W) -> (N, C*kh*kw, OH*OW): each column holds one output pixel's patch.
+    # Every routine here loops over the kernel's offsets (kh*kw strided slices of the whole
+    # batch), never over pixels, so the Python overhead is the same for any image size.
+    # ``stride`` and ``pad`` are (height, width) pairs.
 
-        ``stride`` and ``pad`` are (height, width) pairs; the border is padded with
-        ``fill`` (max pooling pads with -inf, so padding never wins a window). One strided
-        slice copy per kernel offset into a contiguous block, so the Python loop is over
-        the kernel, never over pixels. This layout lets a convolution be one batched
-        matmul whose result is already NCHW (no transpose copies).
+    @staticmethod
+    def _window_slices(kh, kw, stride, oh, ow):
+        """For each kernel offset (i, j): the slices of the padded image it meets."""
+        (sh, sw) = stride
+        return [(i * kw + j, (Ellipsis, slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw)))
+                for i in range(kh) for j in range(kw)]
+
+    def _padded(self, x, pad, fill):
+        (ph, pw) = pad
+        if not (ph or pw):
+            return x
+        return self.xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+
+    def im2col(self, x, kh, kw, stride, pad, out=None):
+        """(N, C, H, W) -> (C*kh*kw, N*OH*OW): row (c, i, j) holds input pixel (i, j) of
+        channel c's window for every output pixel of the whole batch.
+
+        The batch is folded into the columns, so a convolution is one 2-D product
+        W (F, C*kh*kw) @ col for the whole batch: one large BLAS call on the CPU and one
+        gemm a CUDA graph can record, instead of N small ones.
         """
-        xp = self.xp
         n, c, h, w = x.shape
         (sh, sw), (ph, pw) = stride, pad
-        oh = (h + 2 * ph - kh) // sh + 1
-        ow = (w + 2 * pw - kw) // sw + 1
-        img = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill) if ph or pw else x
-        col = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                col[:, :, i, j] = img[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
-        return col.reshape(n, c * kh * kw, oh * ow)
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        img = self._padded(x, pad, 0).transpose(1, 0, 2, 3)  # (C, N, H, W): a view
+        if out is None:
+            out = self.xp.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
+        col = out.reshape(c, kh * kw, n, oh, ow)
+        for k, window in self._window_slices(kh, kw, stride, oh, ow):
+            col[:, k] = img[window]
+        return out
 
     def col2im(self, col, x_shape, kh, kw, stride, pad):
-        """Adjoint of im2col: adds each column's entries back onto the image."""
-        xp = self.xp
+        """Adjoint of im2col: adds each row of ``col`` back onto the image it came from."""
         n, c, h, w = x_shape
         (sh, sw), (ph, pw) = stride, pad
-        oh = (h + 2 * ph - kh) // sh + 1
-        ow = (w + 2 * pw - kw) // sw + 1
-        col = col.reshape(n, c, kh, kw, oh, ow)
-        img = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                img[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += col[:, :, i, j]
-        return img[:, :, ph:ph + h, pw:pw + w]
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        col = col.reshape(c, kh * kw, n, oh, ow)
+        img = self.xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
+        for k, window in self._window_slices(kh, kw, stride, oh, ow):
+            img[window] += col[:, k]
+        return img[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+
+    def conv2d(self, x, W, b, stride, pad, col=None, prod=None, out=None):
+        """Convolution by im2col and one product; returns (y, col), col kept for backward.
+
+        The product W (F, K) @ col gives (F, N*OH*OW); adding the bias copies it into
+        y (N, F, OH, OW), C-contiguous, in the same pass. ``col``, ``prod`` (F, N*OH*OW)
+        and ``out`` are optional buffers.
+        """
+        n, _, h, w = x.shape
+        f, _, kh, kw = W.shape
+        (sh, sw), (ph, pw) = stride, pad
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        col = self.im2col(x, kh, kw, stride, pad, out=col)
+        prod = self.matmul(W.reshape(f, -1), col, out=prod)
+        if out is None:
+            out = self.xp.empty((n, f, oh, ow), dtype=prod.dtype)
+        self.xp.add(prod.reshape(f, n, oh, ow).transpose(1, 0, 2, 3), b.reshape(1, f, 1, 1), out=out)
+        return out, col
+
+    def conv2d_backward(self, dout, col, W, x_shape, stride, pad, dW, db, need_dx=True, work=None):
+        """Writes dW and db in place; returns dx, or None when ``need_dx`` is False.
+        ``work`` is an optional (F, N*OH*OW) buffer for dout in the product's layout."""
+        n, f = dout.shape[0], W.shape[0]
+        if work is None:
+            work = self.xp.empty((f, dout.size // f), dtype=dout.dtype)
+        d2 = work.reshape(f, n, dout.shape[2], dout.shape[3])
+        d2[...] = dout.transpose(1, 0, 2, 3)
+        d2 = work
+        self.matmul(d2, col.T, out=dW.reshape(f, -1))
+        d2.sum(axis=1, out=db)
+        if not need_dx:
+            return None
+        dcol = self.matmul(W.reshape(f, -1).T, d2)
+        return self.col2im(dcol, x_shape, W.shape[2], W.shape[3], stride, pad)
+
+    def _pool_geometry(self, x_shape, size, stride, pad):
+        (ph_, pw_), (sh, sw), (ph, pw) = size, stride, pad
+        h, w = x_shape[2], x_shape[3]
+        return (h + 2 * ph - ph_) // sh + 1, (w + 2 * pw - pw_) // sw + 1
+
+    def max_pool(self, x, size, stride, pad, out=None):
+        """Max over each window, as a running maximum of kh*kw strided slices (no im2col
+        copy). The border is padded with -inf, so a window's max is one of its inputs."""
+        xp = self.xp
+        oh, ow = self._pool_geometry(x.shape, size, stride, pad)
+        img = self._padded(x, pad, -xp.inf)
+        windows = self._window_slices(*size, stride, oh, ow)
+        first = img[windows[0][1]]
+        if out is None:
+            out = xp.empty(first.shape, dtype=x.dtype)
+        if len(windows) == 1:
+            out[...] = first
+        else:
+            xp.maximum(first, img[windows[1][1]], out=out)
+        for _, window in windows[2:]:
+            xp.maximum(out, img[window], out=out)
+        return out
+
+    def max_pool_backward(self, dout, x, y, size, stride, pad):
+        """Routes each window's gradient to its first maximum (in row-major window order,
+        as the book's argmax does), found again by comparing each slice with the output."""
+        xp = self.xp
+        oh, ow = y.shape[2], y.shape[3]
+        img = self._padded(x, pad, -xp.inf)
+        windows = self._window_slices(*size, stride, oh, ow)
+        overlap = stride[0] < size[0] or stride[1] < size[1]
+        covered = not overlap and not (pad[0] or pad[1]) and \
+            img.shape[2] == oh * size[0] and img.shape[3] == ow * size[1]
+        dimg = xp.empty_like(img) if covered else xp.zeros_like(img)
+        hit = xp.empty(y.shape, dtype=bool)
+        free = xp.ones(y.shape, dtype=bool)  # windows whose maximum is not yet found
+        for k, (_, window) in enumerate(windows):
+            xp.equal(img[window], y, out=hit)
+            hit &= free
+            if overlap:
+                dimg[window] += dout * hit
+            else:
+                xp.multiply(dout, hit, out=dimg[window])
+            if k + 1 < len(windows):
+                xp.greater(free, hit, out=free)  # free and not hit
+        ph, pw = pad
+        return dimg[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] if ph or pw else dimg
+
+    def avg_pool(self, x, size, stride, pad, out=None):
+        """Mean over each window; zero padding counts in the mean (PyTorch's default)."""
+        xp = self.xp
+        oh, ow = self._pool_geometry(x.shape, size, stride, pad)
+        img = self._padded(x, pad, 0)
+        windows = self._window_slices(*size, stride, oh, ow)
+        first = img[windows[0][1]]
+        if out is None:
+            out = xp.empty(first.shape, dtype=x.dtype)
+        out[...] = first
+        for _, window in windows[1:]:
+            out += img[window]
+        out *= 1.0 / len(windows)
+        return out
+
+    def avg_pool_backward(self, dout, x_shape, size, stride, pad):
+        xp = self.xp
+        n, c, h, w = x_shape
+        ph, pw = pad
+        oh, ow = dout.shape[2], dout.shape[3]
+        dimg = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dout.dtype)
+        share = dout * (1.0 / (size[0] * size[1]))
+        for _, window in self._window_slices(*size, stride, oh, ow):
+            dimg[window] += share
+        return dimg[:, :, ph:ph + h, pw:pw + w]
 
     # -- optimizer updates, in place (book ch. 6) -----------------------------------------
     def sgd_update(self, p, g, lr, scratch):

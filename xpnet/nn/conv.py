@@ -1,8 +1,9 @@
-"""Convolution and pooling (book ch. 7) on NCHW batches, by im2col.
+"""Convolution and pooling (book ch. 7) on NCHW batches.
 
-im2col turns a convolution into one matrix product, the one operation both NumPy (BLAS)
-and CuPy (cuBLAS) run near peak; its copy costs kh*kw strided slice copies of the batch,
-vectorised over every pixel. The backend may replace im2col/col2im with faster kernels.
+A convolution is im2col and one matrix product for the whole batch, the one operation
+both NumPy (BLAS) and CuPy (cuBLAS) run near peak; pooling is a running max or sum over
+the window's strided slices. Both loop over the kernel's offsets, never over pixels. The
+formulas are the backend's (base.py), so a backend may replace them with faster kernels.
 """
 from __future__ import annotations
 
@@ -54,23 +55,18 @@ class Conv2D(Layer):
         oh = _output_size(h, self.kh, self.stride[0], self.pad[0])
         ow = _output_size(w, self.kw, self.stride[1], self.pad[1])
         self.x_shape = x.shape
-        self.col = self.backend.im2col(x, self.kh, self.kw, self.stride, self.pad)  # (N, K, P)
-        self.col_W = W.reshape(self.out_channels, -1)                               # (F, K)
-        y = self.backend.matmul(self.col_W, self.col)                               # (N, F, P)
-        y += self._params["b"].reshape(1, -1, 1)
-        return y.reshape(n, self.out_channels, oh, ow)
+        k = self.in_channels * self.kh * self.kw
+        products = (self.out_channels, n * oh * ow)
+        y, self.col = self.backend.conv2d(
+            x, W, self._params["b"], self.stride, self.pad,
+            col=self._buffer("col", (k, n * oh * ow), W.dtype), prod=self._buffer("prod", products, W.dtype),
+            out=self._buffer("y", (n, self.out_channels, oh, ow), W.dtype))
+        return y
 
     def backward(self, dout):
-        xp = self.backend.xp
-        n = dout.shape[0]
-        dout = dout.reshape(n, self.out_channels, -1)                               # (N, F, P)
-        dW = self._grads["W"].reshape(self.out_channels, -1)  # a view of the grad array
-        dW[...] = xp.tensordot(dout, self.col, axes=([0, 2], [0, 2]))
-        dout.sum(axis=(0, 2), out=self._grads["b"])
-        if not self._need_dx:
-            return None
-        dcol = self.backend.matmul(self.col_W.T, dout)                              # (N, K, P)
-        return self.backend.col2im(dcol, self.x_shape, self.kh, self.kw, self.stride, self.pad)
+        work = self._buffer("prod", (self.out_channels, dout.size // self.out_channels), dout.dtype)
+        return self.backend.conv2d_backward(dout, self.col, self._params["W"], self.x_shape, self.stride,
+                                            self.pad, self._grads["W"], self._grads["b"], self._need_dx, work)
 
 
 def _geometry(stride, pad, default_stride):
@@ -85,8 +81,6 @@ class _Pool2D(Layer):
     """Pooling over ``size`` windows; ``stride`` defaults to the window (no overlap), and
     ``size``, ``stride`` and ``pad`` take an int or a (height, width) pair."""
 
-    fill = 0  # what the padded border holds
-
     def __init__(self, size, stride=None, pad=0):
         super().__init__()
         name = type(self).__name__
@@ -97,49 +91,42 @@ class _Pool2D(Layer):
     def describe(self):
         return f"{type(self).__name__}({self.ph}x{self.pw}{_geometry(self.stride, self.pad, (self.ph, self.pw))})"
 
-    def _windows(self, x):
-        """Pooling windows as (N, C, ph*pw, OH*OW), plus the output shape."""
+    def forward(self, x):
         if x.ndim != 4:
             raise ShapeError(f"got input of shape {tuple(x.shape)}; expected (N, C, H, W).")
         n, c, h, w = x.shape
         oh = _output_size(h, self.ph, self.stride[0], self.pad[0])
         ow = _output_size(w, self.pw, self.stride[1], self.pad[1])
-        self.x_shape = x.shape
-        col = self.backend.im2col(x, self.ph, self.pw, self.stride, self.pad, fill=self.fill)
-        return col.reshape(n, c, self.ph * self.pw, oh * ow), (n, c, oh, ow)
-
-    def _image(self, dwin):
-        return self.backend.col2im(dwin, self.x_shape, self.ph, self.pw, self.stride, self.pad)
+        self.x = x
+        out = self._buffer("y", (n, c, oh, ow), x.dtype)
+        self.y = self._pool(x, (self.ph, self.pw), self.stride, self.pad, out=out)
+        return self.y
 
 
 class MaxPool2D(_Pool2D):
     """Max over each window; backward routes the gradient to the (first) arg-max. The
     padded border holds -inf, so a window's max is always one of its real inputs."""
 
-    fill = -numpy.inf
+    def __init__(self, size, stride=None, pad=0):
+        super().__init__(size, stride, pad)
+        if self.pad[0] > self.ph // 2 or self.pad[1] > self.pw // 2:
+            raise ValueError(f"MaxPool2D: pad {self.pad} is more than half the window "
+                             f"({self.ph}x{self.pw}), so a window could hold only padding. "
+                             f"Use pad <= size // 2.")
 
-    def forward(self, x):
-        win, shape = self._windows(x)
-        self.arg = win.argmax(axis=2)
-        return win.max(axis=2).reshape(shape)
+    def _pool(self, *args, **kwargs):
+        return self.backend.max_pool(*args, **kwargs)
 
     def backward(self, dout):
-        n, c = dout.shape[:2]
-        k = self.ph * self.pw
-        hit = self.backend.arange(k).reshape(1, 1, k, 1) == self.arg[:, :, None, :]
-        return self._image(hit * dout.reshape(n, c, 1, -1))
+        return self.backend.max_pool_backward(dout, self.x, self.y, (self.ph, self.pw), self.stride, self.pad)
 
 
 class AvgPool2D(_Pool2D):
-    """Mean over each window; backward spreads the gradient evenly."""
+    """Mean over each window (zero padding counts, as in PyTorch); backward spreads the
+    gradient evenly."""
 
-    def forward(self, x):
-        win, shape = self._windows(x)
-        return win.mean(axis=2).reshape(shape)
+    def _pool(self, *args, **kwargs):
+        return self.backend.avg_pool(*args, **kwargs)
 
     def backward(self, dout):
-        xp = self.backend.xp
-        n, c = dout.shape[:2]
-        k = self.ph * self.pw
-        share = dout.reshape(n, c, 1, -1) * (1.0 / k)
-        return self._image(xp.broadcast_to(share, (n, c, k, share.shape[-1])))
+        return self.backend.avg_pool_backward(dout, self.x.shape, (self.ph, self.pw), self.stride, self.pad)
