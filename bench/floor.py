@@ -8,6 +8,20 @@ nobody reads is never computed.
 import numpy as np
 
 
+def softmax_cross_entropy(z, t, rows, scale):
+    """Fused softmax cross-entropy: returns the mean loss and overwrites the logits z with
+    dz = (softmax(z) - onehot(t)) * scale."""
+    z -= z.max(axis=1, keepdims=True)
+    picked = z[rows, t]
+    np.exp(z, out=z)
+    s = z.sum(axis=1, keepdims=True)
+    loss = (np.log(s[:, 0]) - picked).mean()
+    z /= s
+    z[rows, t] -= 1
+    z *= scale
+    return loss
+
+
 class FloorMLP:
     def __init__(self, sizes, batch, seed=0, dtype=np.float32):
         rng = np.random.default_rng(seed)
@@ -29,16 +43,8 @@ class FloorMLP:
             if i < n - 1:
                 np.maximum(self.h[i], 0, out=self.h[i])
             a = self.h[i]
-        z = self.h[-1]  # fused softmax cross-entropy: dz = (softmax(z) - onehot) * lr / N
-        z -= z.max(axis=1, keepdims=True)
-        picked = z[self.rows, t]
-        np.exp(z, out=z)
-        s = z.sum(axis=1, keepdims=True)
-        loss = (np.log(s[:, 0]) - picked).mean()
-        z /= s
-        z[self.rows, t] -= 1
-        z *= lr / len(t)
-        d = z
+        d = z = self.h[-1]
+        loss = softmax_cross_entropy(z, t, self.rows, lr / len(t))
         for i in range(n - 1, -1, -1):  # backward and update together
             prev = x if i == 0 else self.h[i - 1]
             np.dot(prev.T, d, out=self.dW[i])

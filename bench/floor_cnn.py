@@ -9,6 +9,7 @@ is 0), which makes ReLU's own backward pass unnecessary; the input gradient of t
 never computed. Adam is the book's (bias correction folded into the rate, eps 1e-7).
 """
 import numpy as np
+from floor import softmax_cross_entropy
 
 
 class FloorConvNet:
@@ -61,14 +62,7 @@ class FloorConvNet:
         z = self.z
         np.dot(self.h2, W3, out=z)
         z += b3
-        z -= z.max(axis=1, keepdims=True)  # fused softmax cross-entropy
-        picked = z[self.rows, t]
-        np.exp(z, out=z)
-        s = z.sum(axis=1, keepdims=True)
-        loss = (np.log(s[:, 0]) - picked).mean()
-        z /= s
-        z[self.rows, t] -= 1
-        z *= 1.0 / n
+        loss = softmax_cross_entropy(z, t, self.rows, 1.0 / n)
         np.dot(self.h2.T, z, out=dW3)
         z.sum(axis=0, out=db3)
         np.dot(z, W3.T, out=self.dh2)

@@ -7,6 +7,7 @@ PyTorch is imported only by its builders, with NumPy's BLAS thread count.
 """
 import numpy
 from floor_cnn import FloorConvNet
+from test_training import _blas_threads, _train_step
 
 import xpnet as xn
 
@@ -20,7 +21,6 @@ def _data(batch, shape, seed=0):
 
 def _torch():
     import torch  # noqa: PLC0415 (a reference only, never an xpnet dependency)
-    from test_training import _blas_threads
     torch.set_num_threads(_blas_threads())
     torch.manual_seed(0)
     return torch
@@ -42,15 +42,8 @@ def regularised_mlp(seed=0):
     return xn.nn.Sequential(*parts, xn.nn.Affine(256, 10))
 
 
-def _xpnet_step(model, x, t, opt=None):
-    opt = opt or xn.optim.Adam(model, lr=1e-3)
-    loss = xn.nn.SoftmaxCrossEntropy()
-
-    def step():
-        loss(model.forward(x), t)
-        model.backward(loss.backward())
-        opt.step()
-    return step
+def _xpnet_step(model, x, t):
+    return _train_step(model, xn.optim.Adam(model, lr=1e-3), x, t)
 
 
 def _torch_step(model, x, t, torch):
