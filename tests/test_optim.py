@@ -89,3 +89,32 @@ def test_zero_grad(device):
 def test_bad_hyperparameters_are_refused(kwargs):
     with pytest.raises(ValueError, match="SGD"):
         xn.optim.SGD(_model("cpu"), **kwargs)
+
+
+def test_two_optimizers_on_one_model_both_update_the_live_parameters(device):
+    """Each optimizer lays the parameters out in its own flat buffer; taking turns, each
+    notices the other did so and takes the current values over, so no step is lost."""
+    model = _model(device)
+    start = {k: numpy.array(v) for k, v in xn.to_host(model.params()).items()}
+    grads = {k: numpy.array(v) for k, v in xn.to_host(model.grads()).items()}
+    first, second = xn.optim.SGD(model, lr=0.1), xn.optim.SGD(model, lr=0.1)
+    for _ in range(2):
+        first.step()
+        second.step()
+    for key in ("W", "b"):
+        numpy.testing.assert_allclose(xn.to_host(model.params()[key]), _expected("SGD", start[key], grads[key], 4),
+                                      rtol=1e-12)
+
+
+def test_parameters_stay_live_after_the_first_step(device):
+    """After the optimizer lays them out flat, params() and grads() are still what the
+    layer computes with and what the optimizer updates."""
+    model = _model(device)
+    opt = xn.optim.SGD(model, lr=0.1)
+    opt.step()
+    W, gW = model.params()["W"], model.grads()["W"]
+    W[...] = 0
+    assert float(xn.to_host(abs(model(xn.to_device(numpy.ones((1, 3)), device)) - model.params()["b"]).sum())) == 0
+    gW[...] = 1
+    opt.step()
+    numpy.testing.assert_allclose(xn.to_host(W), -0.1 * numpy.ones((3, 2)), rtol=1e-12)

@@ -88,6 +88,13 @@ class Layer:
         this before recording a step, so that the recording owns every buffer it uses)."""
         self._work.clear()
 
+    def _rebind(self, params: dict, grads: dict) -> None:
+        """Make the given arrays (same shapes, holding the same values) the parameters and
+        gradients by name; an optimizer does this to lay them out in one flat buffer."""
+        self._params.update(params)
+        self._grads.update(grads)
+        self._version += 1
+
     def _add_param(self, name, host_array):
         array = to_device(host_array, self.device)
         self._params[name] = array
@@ -272,6 +279,13 @@ class Sequential(Layer):
 
     def buffers(self):
         return self._named(Layer.buffers)
+
+    def _rebind(self, params, grads):
+        for i, layer in enumerate(self.layers):
+            prefix = f"{i}."
+            layer._rebind({k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)},
+                          {k[len(prefix):]: v for k, v in grads.items() if k.startswith(prefix)})
+        self._version += 1
 
     def set_params(self, mapping):
         per_layer = [dict() for _ in self.layers]
