@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy
 
 import xpnet as xn
+from xpnet.cli import positive_int
 
 
 def book_network(dtype):
@@ -28,7 +29,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights", help="the book's sample_weight.pkl, or an xpnet .npz made with --save")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--save", default=None, help="write the weights as an xpnet checkpoint")
     args = parser.parse_args()
 

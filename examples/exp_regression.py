@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy
 
 import xpnet as xn
+from xpnet.cli import positive_int
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--steps", type=int, default=10000)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--steps", type=positive_int, default=10000)
+    parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/exp_regression")

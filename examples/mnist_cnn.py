@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import xpnet as xn
+from xpnet.cli import positive_int
 
 
 def simple_convnet():
@@ -21,11 +22,11 @@ def simple_convnet():
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--epochs", type=positive_int, default=3)
+    parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--limit", type=positive_int, default=None)
     parser.add_argument("--out", default="out/mnist_cnn")
     args = parser.parse_args()
 

@@ -11,19 +11,20 @@ import time
 from pathlib import Path
 
 import xpnet as xn
+from xpnet.cli import positive_int
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cpu, sim, cuda, cuda:N (default: XPNET_DEVICE or auto)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=positive_int, default=5)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--hidden", default="100,50", help="hidden layer sizes")
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam"])
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+    parser.add_argument("--limit", type=positive_int, default=None, help="train on the first N images only")
     parser.add_argument("--out", default="out/mnist_mlp")
     args = parser.parse_args()
 

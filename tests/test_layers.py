@@ -203,8 +203,8 @@ def test_shape_error_names_the_layer_and_shapes(device):
 
 
 def test_dtype_error_names_the_layer(device):
-    with pytest.raises(xn.DTypeError, match=r"Affine 4->2: got float64 input.*float32"):
-        xn.nn.Affine(4, 2)(xn.xp.zeros((3, 4)))
+    with pytest.raises(xn.DTypeError, match=r"Affine 4->2: got complex128 input.*float32"):
+        xn.nn.Affine(4, 2)(xn.xp.zeros((3, 4), dtype="complex128"))
 
 
 def test_wrong_device_input_gets_the_device_error(device):

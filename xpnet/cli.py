@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .errors import DeviceError
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -38,8 +40,21 @@ def info_lines() -> list:
     return lines
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for counts (epochs, steps, --limit): a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a count: give 1 or more")
+    return value
+
+
 def _info(args) -> int:
+    from .device import current_device
     print("\n".join(info_lines()))
+    current_device()  # an XPNET_DEVICE that names no usable device fails here, with its reason
     return 0
 
 
@@ -50,6 +65,10 @@ def _bench(args) -> int:
               f"Clone the repository and run it from there.", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
+    if out.exists() and not out.is_dir():
+        print(f"xpnet bench --out {args.out}: that is a file; give a folder for the report "
+              f"(it is created if missing).", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     print("\n".join(info_lines()), flush=True)
     raw = out / "benchmark.json"
@@ -66,14 +85,24 @@ def _bench(args) -> int:
     return report["write_report"](raw, out, header=info_lines())
 
 
+def examples() -> list:
+    """The example names ``xpnet train`` runs."""
+    return sorted(p.stem for p in (REPO / "examples").glob("*.py"))
+
+
 def _train(args) -> int:
-    script = REPO / "examples" / f"{args.name}.py"
-    if not script.exists():
-        known = sorted(p.stem for p in (REPO / "examples").glob("*.py"))
-        print(f"xpnet train {args.name}: no such example in {script.parent}; known: {known}",
-              file=sys.stderr)
+    if args.script:
+        script, rest = Path(args.script[0]), args.script[1:]
+    elif args.name in examples():
+        script, rest = REPO / "examples" / f"{args.name}.py", args.rest
+    else:
+        print(f"xpnet train {args.name or ''}: not an example; the examples are {examples()}. "
+              f"To run a script of your own, use xpnet train --script PATH.", file=sys.stderr)
         return 2
-    sys.argv = [str(script)] + args.rest
+    if not script.is_file():
+        print(f"xpnet train --script {script}: no such file.", file=sys.stderr)
+        return 2
+    sys.argv = [str(script)] + rest
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
@@ -88,7 +117,13 @@ def main(argv=None) -> int:
     bench.add_argument("-k", default="", help="pytest -k expression to pick cases")
     bench.add_argument("--quiet", action="store_true", help="only the final report")
     train = sub.add_parser("train", help="run an example: mnist_mlp, mnist_cnn, exp_regression, ...")
-    train.add_argument("name")
+    train.add_argument("--script", nargs=argparse.REMAINDER, metavar="PATH [ARGS]",
+                       help="run this script (with the arguments after it) instead of an example")
+    train.add_argument("name", nargs="?", help=f"one of {', '.join(examples())}")
     train.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the example (--help)")
     args = parser.parse_args(argv)
-    return {"info": _info, "bench": _bench, "train": _train}[args.command](args)
+    try:
+        return {"info": _info, "bench": _bench, "train": _train}[args.command](args)
+    except DeviceError as exc:
+        print(f"xpnet {args.command}: {exc}", file=sys.stderr)
+        return 2

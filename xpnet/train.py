@@ -24,7 +24,7 @@ from . import _validate
 from .device import Device, use_device
 from .errors import ShapeError, TrainingError
 from .nn.losses import SoftmaxCrossEntropy
-from .transfer import to_device, to_host
+from .transfer import array_or_host, to_device, to_host
 
 
 @dataclasses.dataclass
@@ -52,6 +52,9 @@ def _check_data(data, what):
         x, t = data
     except (TypeError, ValueError):
         raise TypeError(f"{what} must be a pair (x, t) of arrays, got {type(data).__name__}.") from None
+    x, t = array_or_host(x, f"{what}: x"), array_or_host(t, f"{what}: t")
+    if x.ndim == 0 or t.ndim == 0:
+        raise ShapeError(f"{what}: x and t need one sample per row; got shapes {x.shape} and {t.shape}.")
     if len(x) != len(t):
         raise ShapeError(f"{what}: x has {len(x)} samples but t has {len(t)}.")
     if len(x) == 0:
@@ -174,6 +177,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         losses = xp.empty(steps, dtype=numpy.float32)
         correct = xp.zeros((), dtype=numpy.int64)
         replays = {}  # batch size -> recorded step, or None where it runs kernel by kernel
+        last_good = _Snapshot(model, optimizer)
 
         def train_step(xb, tb):
             y = model.forward(xb)
@@ -214,7 +218,8 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
                     losses[step] = train_step(xb, tb)
                 if step + 1 - read >= log_every or step + 1 == steps:
                     chunk = to_host(losses[read:step + 1])
-                    _check_finite(chunk, epoch, read, optimizer)
+                    _check_finite(chunk, epoch, read, optimizer, last_good)
+                    last_good.take(epoch, step + 1)
                     history.step_loss.extend(chunk.tolist())
                     if bar is not None:
                         bar.update(step + 1 - read)
@@ -236,13 +241,51 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     return history
 
 
-def _check_finite(chunk, epoch, first_step, optimizer):
+class _Snapshot:
+    """A device-side copy of the model's parameters and buffers and the optimizer's state,
+    taken whenever fit has seen the losses so far are finite, so that a NaN leaves the
+    model as it was after the last good step rather than holding NaN weights."""
+
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+        self.copies, self.where = {}, "before the first step"
+        self.take(None, 0)
+
+    def _live(self):
+        arrays = {f"param/{k}": v for k, v in self.model.params().items()}
+        arrays.update({f"buffer/{k}": v for k, v in self.model.buffers().items()})
+        arrays.update({f"optim/{n}/{k}": v for n, s in self.optimizer.state.items() for k, v in s.items()})
+        return arrays
+
+    def take(self, epoch, step):
+        for name, live in self._live().items():
+            copy = self.copies.get(name)
+            if copy is None or copy.shape != live.shape or copy.dtype != live.dtype:
+                copy = self.copies[name] = live.copy()
+            else:
+                copy[...] = live
+        self.t = self.optimizer.t
+        if epoch is not None:
+            self.where = f"after step {step} of epoch {epoch}"
+
+    def restore(self) -> str:
+        for name, live in self._live().items():
+            copy = self.copies.get(name)
+            live[...] = 0 if copy is None else copy  # optimizer state born since: fresh
+        self.optimizer.t = self.t
+        return self.where
+
+
+def _check_finite(chunk, epoch, first_step, optimizer, last_good):
     bad = numpy.flatnonzero(~numpy.isfinite(chunk))
     if bad.size:
         step = first_step + int(bad[0]) + 1
+        where = last_good.restore()
         raise TrainingError(
-            f"the loss became {chunk[bad[0]]} at epoch {epoch}, step {step}. Training stopped; "
-            f"try a smaller learning rate (lr={optimizer.lr}) or check the data for NaN/inf.")
+            f"the loss became {chunk[bad[0]]} at epoch {epoch}, step {step}. Training stopped, and the "
+            f"model and optimizer were restored to where they were {where} (the last check with "
+            f"finite losses). Try a smaller learning rate (lr={optimizer.lr}) or check the data "
+            f"for NaN/inf.")
 
 
 @contextlib.contextmanager
@@ -261,7 +304,8 @@ def predict(model, x, batch_size: int = 1000):
     """The model's outputs for ``x`` in eval mode, batch by batch, as one array on the
     model's device (host input is copied there once). Move it with ``xn.to_host``."""
     batch_size = _validate.integer("predict", "batch_size", batch_size)
-    if len(x) == 0:
+    x = array_or_host(x, "predict input")
+    if x.ndim == 0 or len(x) == 0:
         raise ShapeError("predict got no samples (an input of length 0); pass at least one.")
     with _evaluating(model) as device:
         x = to_device(x, device)

@@ -63,6 +63,21 @@ def asarray(obj, dtype=None, device=None):
     return array
 
 
+def array_or_host(obj, what: str):
+    """``obj`` itself if it is an array of any device, else ``numpy.asarray(obj)`` on the
+    host (lists, tuples, numbers); raises TypeError naming ``what`` for anything else."""
+    if backends.array_device(obj) is not None:
+        return obj
+    try:
+        array = numpy.asarray(obj)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise TypeError(f"{what} must be an array or something numpy.asarray accepts, got "
+                        f"{type(obj).__name__} ({exc}).") from None
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"{what} must hold numbers, got {type(obj).__name__} of {array.dtype}.")
+    return array
+
+
 def transfer_stats() -> TransferStats:
     """Counts and bytes of host->device, device->host and device->device copies so far.
 

@@ -50,7 +50,7 @@ class Conv2D(Layer):
             raise ShapeError(f"got input of shape {tuple(x.shape)}; expected "
                              f"(N, {self.in_channels}, H, W).")
         W = self._params["W"]
-        self._check_float(x, W.dtype)
+        x = self._as_dtype(x, W.dtype)
         n, _, h, w = x.shape
         oh = _output_size(h, self.kh, self.stride[0], self.pad[0])
         ow = _output_size(w, self.kw, self.stride[1], self.pad[1])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..device import Device, current_device, device_of
 from ..errors import DTypeError, ImplicitTransferError, ShapeError
-from ..transfer import to_device
+from ..transfer import array_or_host, to_device
 
 
 def reusable(cache: dict, name, shape, dtype, xp):
@@ -73,11 +73,15 @@ class Layer:
                 f"{self.describe()} lives on {self.device} but got an array on {where}. "
                 f"Move it explicitly: xn.to_device(x, '{self.device}').")
 
-    def _check_float(self, x, dtype):
-        if x.dtype != dtype:
-            raise DTypeError(f"got {x.dtype} input; the parameters are {dtype}. "
-                             f"Convert the input (x.astype('{dtype}')) or build the layer "
-                             f"with dtype='{x.dtype}'.")
+    def _as_dtype(self, x, dtype):
+        """``x`` in the parameters' dtype: float, integer and bool inputs are cast on the
+        device (Keras does the same), so float64 NumPy data or uint8 images just work."""
+        if x.dtype == dtype:
+            return x
+        if x.dtype.kind not in "biuf":
+            raise DTypeError(f"got {x.dtype} input; the parameters are {dtype}, and only real "
+                             f"numbers (float, integer, bool) are cast to them.")
+        return x.astype(dtype)
 
     def _buffer(self, name, shape, dtype):
         """A reusable buffer when inside a Sequential, else None (the routine allocates)."""
@@ -127,6 +131,7 @@ class Layer:
         owner = owner or self
         pairs = []
         for name, value in mapping.items():
+            value = array_or_host(value, f"{owner.describe()}: the value for '{prefix}{name}'")
             if name not in targets:
                 raise KeyError(f"{owner.describe()} has no parameter '{prefix}{name}'; "
                                f"it has {sorted({**owner.params(), **owner.buffers()})}.")

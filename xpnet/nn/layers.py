@@ -34,8 +34,7 @@ class Affine(Layer):
             x = x.reshape(x.shape[0], -1) if x.ndim > 2 else x
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ShapeError(f"got input of shape {tuple(self.x_shape)}; expected (N, {self.in_features}).")
-        self._check_float(x, W.dtype)
-        self.x = x
+        self.x = x = self._as_dtype(x, W.dtype)
         out = self._buffer("y", (x.shape[0], self.out_features), W.dtype)
         return self.backend.affine(x, W, self._params["b"], out=out)
 
@@ -193,6 +192,7 @@ class BatchNorm(Layer):
         if x.ndim != 2 or x.shape[1] != self.num_features:
             raise ShapeError(f"got input of shape {tuple(self.x_shape)}; expected "
                              f"(N, {self.num_features}) or (N, {self.num_features}, H, W).")
+        x = self._as_dtype(x, self._params["gamma"].dtype)
         if self.training and x.shape[0] == 1:
             raise ShapeError(
                 f"got a training batch of one value per feature (input shape {tuple(self.x_shape)}): "
