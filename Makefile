@@ -1,5 +1,11 @@
-# The README's commands. `make setup` builds .venv from backends/$(BACKEND).txt.
-BACKEND ?= cpu
+# The README's commands. `make setup` builds .venv from backends/$(BACKEND).txt; BACKEND is
+# cpu, cuda12 or cuda13, picked from the NVIDIA driver (backends/pick.sh) unless given.
+ifdef BACKEND
+BACKEND_WHY := as given
+else
+BACKEND := $(shell sh backends/pick.sh)
+BACKEND_WHY := picked by backends/pick.sh from nvidia-smi; set BACKEND=cpu|cuda12|cuda13 to choose
+endif
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # MNIST from ../shared/data when the checkout sits beside it; else ~/.cache/xpnet (downloaded).
@@ -16,6 +22,7 @@ $(VENV)/.installed-$(BACKEND): $(PY) backends/$(BACKEND).txt pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed-$(BACKEND)
+	@echo "make setup: BACKEND=$(BACKEND) ($(BACKEND_WHY))"
 
 test: setup
 	$(PY) -m pytest -q -rs tests

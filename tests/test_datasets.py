@@ -13,6 +13,7 @@ TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
+@pytest.mark.mnist
 def test_mnist_shapes_dtypes_and_label_counts():
     (x, t), (xt, tt) = xn.datasets.mnist()
     assert x.shape == (60000, 784) and x.dtype == numpy.float32 and 0 <= x.min() and x.max() == 1
@@ -20,6 +21,7 @@ def test_mnist_shapes_dtypes_and_label_counts():
     assert numpy.bincount(t).tolist() == TRAIN_COUNTS and numpy.bincount(tt).tolist() == TEST_COUNTS
 
 
+@pytest.mark.mnist
 def test_mnist_as_images_raw_and_one_hot():
     (x, t), _ = xn.datasets.mnist(normalize=False, flatten=False, one_hot=True)
     assert x.shape == (60000, 1, 28, 28) and x.dtype == numpy.uint8 and x.max() == 255
@@ -33,6 +35,7 @@ def test_missing_files_without_download_say_where_to_put_them(tmp_path, monkeypa
         xn.datasets.mnist(download=False)
 
 
+@pytest.mark.mnist
 def test_download_fetches_and_verifies(tmp_path, monkeypatch):
     source = mnist_module.data_dir().resolve()
     monkeypatch.setenv("XPNET_DATA_DIR", str(tmp_path))
@@ -49,6 +52,7 @@ def test_failed_download_lists_every_mirror(tmp_path, monkeypatch):
     assert list((tmp_path / "mnist").iterdir()) == []  # no partial files left
 
 
+@pytest.mark.mnist
 def test_wrong_checksum_is_refused(tmp_path, monkeypatch):
     folder = tmp_path / "mnist"
     shutil.copytree(mnist_module.data_dir(), folder)
@@ -67,3 +71,28 @@ def test_synthetic_sets_are_seeded():
     assert x.shape == (90, 2) and numpy.bincount(t).tolist() == [30, 30, 30]
     x, t = xn.datasets.two_moons(101, seed=0)
     assert x.shape == (101, 2) and set(t.tolist()) == {0, 1}
+
+
+def _pytest_on_mnist_test(tmp_path, **env):
+    """Run one MNIST test in a fresh pytest with the given environment; its summary line."""
+    import os
+    import subprocess
+    import sys
+    clean = {k: v for k, v in os.environ.items() if k != "XPNET_DATA_DIR"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         "tests/test_datasets.py::test_mnist_shapes_dtypes_and_label_counts"],
+        capture_output=True, text=True, cwd=mnist_module.__file__.rsplit("/xpnet/", 1)[0],
+        env={**clean, "HOME": str(tmp_path), **env})
+    return result.returncode, result.stdout
+
+
+def test_mnist_tests_skip_with_the_reason_where_the_files_cannot_be_had(tmp_path):
+    unreachable = "http://127.0.0.1:9"  # a closed port as the proxy: no download can succeed, here or anywhere
+    code, out = _pytest_on_mnist_test(tmp_path, https_proxy=unreachable, http_proxy=unreachable)
+    assert code == 0 and "1 skipped" in out and "set XPNET_DATA_DIR" in out, out[-1500:]
+
+
+def test_mnist_tests_fail_where_xpnet_data_dir_names_a_folder_without_them(tmp_path):
+    code, out = _pytest_on_mnist_test(tmp_path, XPNET_DATA_DIR=str(tmp_path))
+    assert code == 1 and "1 failed" in out, out[-1500:]

@@ -15,10 +15,11 @@ def _run(*args, device="sim"):
 
 
 @pytest.mark.parametrize("args", [
-    ["examples/mnist_mlp.py", "--epochs", "1", "--limit", "2000", "--dropout", "0.1"],
-    ["examples/mnist_cnn.py", "--epochs", "1", "--limit", "300"],
+    pytest.param(["examples/mnist_mlp.py", "--epochs", "1", "--limit", "2000", "--dropout", "0.1"],
+                 marks=pytest.mark.mnist),
+    pytest.param(["examples/mnist_cnn.py", "--epochs", "1", "--limit", "300"], marks=pytest.mark.mnist),
     ["examples/exp_regression.py", "--steps", "200"],
-    ["examples/mnist_autodiff.py", "--epochs", "1"],
+    pytest.param(["examples/mnist_autodiff.py", "--epochs", "1"], marks=pytest.mark.mnist),
 ], ids=["mlp", "cnn", "regression", "autodiff"])
 def test_example_runs_on_sim(args, tmp_path):
     if "--out" not in args and "autodiff" not in args[0]:
@@ -28,6 +29,7 @@ def test_example_runs_on_sim(args, tmp_path):
     assert "sim:0:" in result.stdout
 
 
+@pytest.mark.mnist
 def test_autodiff_example_prints_the_articles_check_values():
     result = _run("examples/mnist_autodiff.py", "--epochs", "1", device="cpu")
     assert "grad at 3: 40.0" in result.stdout and "partials: [36.0, 10.0]" in result.stdout
@@ -35,6 +37,7 @@ def test_autodiff_example_prints_the_articles_check_values():
     assert accuracy > 0.9  # one epoch of the article's MLP; chance is 0.1
 
 
+@pytest.mark.mnist
 def test_book_inference_reads_the_books_pickle_and_converts_it(tmp_path):
     """A pickle in the book's format (random weights: accuracy near chance) round-trips."""
     import pickle

@@ -32,7 +32,10 @@ def _expected(name, p, g, steps, wd=0.0):
         elif name == "RMSProp":
             v = 0.99 * v + 0.01 * gg * gg
             p -= 0.1 * gg / (numpy.sqrt(v) + 1e-7)
-        elif name == "Adam":
+        elif name in ("Adam", "AdamW"):
+            if name == "AdamW":  # decoupled: the decay shrinks p, the gradient stays g
+                gg = g
+                p *= 1 - 0.1 * wd
             lr_t = 0.1 * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
             m += 0.1 * (gg - m)
             v += 0.001 * (gg * gg - v)
@@ -40,7 +43,7 @@ def _expected(name, p, g, steps, wd=0.0):
     return p
 
 
-@pytest.mark.parametrize("name", ["SGD", "Momentum", "AdaGrad", "RMSProp", "Adam"])
+@pytest.mark.parametrize("name", ["SGD", "Momentum", "AdaGrad", "RMSProp", "Adam", "AdamW"])
 @pytest.mark.parametrize("wd", [0.0, 0.01])
 def test_optimizer_steps_follow_their_formula(name, wd, device):
     model = _model(device)

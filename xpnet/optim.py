@@ -1,4 +1,4 @@
-"""Optimizers (book ch. 6): SGD, Momentum, AdaGrad, RMSProp, Adam.
+"""Optimizers (book ch. 6): SGD, Momentum, AdaGrad, RMSProp, Adam, and AdamW.
 
 Updates are in place, through the backend (one routine per optimizer, so a backend can
 fuse it). State lives on the parameters' device and follows them: after
@@ -78,17 +78,19 @@ class Optimizer:
                 views[0][n], views[1][n] = view["p"], view["g"]
                 offset = end
             state = {k: flat[k] for k in self.state_names}
-            decayed = xp.empty(total, dtype=dtype) if self.weight_decay else None
+            decayed = xp.empty(total, dtype=dtype) if self.weight_decay and not self.decoupled else None
             slots.append((device.backend, flat["p"], flat["g"], state, xp.empty(total, dtype=dtype), decayed))
         self.model._rebind(*views)  # bumps the model's version: another optimizer would notice
         self._slots, self._version = slots, self.model._version
         return slots
 
+    decoupled = False  # weight decay as an L2 penalty in the gradient (AdamW: False)
+
     def step(self) -> None:
         """Update every parameter from its gradient."""
         slots = self._prepare()
         self.t += 1
-        wd = self.weight_decay
+        wd = 0.0 if self.decoupled else self.weight_decay
         for backend, p, g, state, scratch, decayed in slots:
             if wd:  # the L2 penalty wd/2 |p|^2 adds wd * p to the gradient
                 backend.xp.multiply(p, wd, out=decayed)
@@ -180,3 +182,19 @@ class Adam(Optimizer):
     def _update(self, backend, p, g, state, scratch):
         backend.adam_update(p, g, state["m"], state["v"], self._lr_t, self.beta1, self.beta2,
                             self.eps, scratch)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): each step shrinks the
+    weights by lr * weight_decay apart from the gradient, p *= 1 - lr * wd, instead of
+    adding wd * p to the gradient as ``Adam(weight_decay=...)`` does (the book's L2)."""
+
+    decoupled = True
+
+    def __init__(self, model, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.01):
+        super().__init__(model, lr, beta1, beta2, eps, weight_decay)
+
+    def _update(self, backend, p, g, state, scratch):
+        if self.weight_decay:
+            p *= 1.0 - self.lr * self.weight_decay
+        super()._update(backend, p, g, state, scratch)
