@@ -6,13 +6,21 @@ with every host<->device copy explicit.
 from . import autodiff, datasets, functional, nn, optim
 from .autodiff import grad, value_and_grad
 from .backends import cuda_unavailable_reason
-from .backends.base import TransferStats
+from .backends.base import LaunchStats, TransferStats
 from .device import Device, available_devices, current_device, device_of, get_array_module, use_device
-from .errors import CheckpointError, DeviceError, DTypeError, ImplicitTransferError, ShapeError, TrainingError
+from .errors import (
+    CaptureError,
+    CheckpointError,
+    DeviceError,
+    DTypeError,
+    ImplicitTransferError,
+    ShapeError,
+    TrainingError,
+)
 from .io import load, save
 from .nn.init import seed
 from .train import History, evaluate, fit, predict
-from .transfer import asarray, reset_transfer_stats, to_device, to_host, transfer_stats
+from .transfer import asarray, launch_stats, reset_transfer_stats, to_device, to_host, transfer_stats
 
 __version__ = "0.1.0"
 
@@ -20,7 +28,8 @@ __all__ = [
     "Device", "available_devices", "current_device", "device_of", "get_array_module", "use_device",
     "to_device", "to_host", "asarray", "transfer_stats", "reset_transfer_stats", "TransferStats",
     "DeviceError", "ImplicitTransferError", "ShapeError", "DTypeError", "CheckpointError",
-    "TrainingError", "cuda_unavailable_reason", "nn", "optim", "autodiff", "functional",
+    "TrainingError", "CaptureError", "cuda_unavailable_reason", "launch_stats", "LaunchStats",
+    "nn", "optim", "autodiff", "functional",
     "datasets", "fit", "evaluate", "predict", "History", "save", "load", "grad", "value_and_grad", "seed",
 ]
 

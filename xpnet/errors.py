@@ -23,3 +23,10 @@ class CheckpointError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a NaN or infinite loss)."""
+
+
+class CaptureError(RuntimeError):
+    """Work inside a recorded step that a recording cannot hold: a host read (``float(x)``,
+    ``to_host``, printing, a branch on a device value), a copy from the host, or a random
+    draw from a host-side generator. CUDA refuses these while capturing; sim refuses them
+    the same way, so CI finds them without a GPU."""

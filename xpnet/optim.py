@@ -11,27 +11,79 @@ array taken from it *before* the first step is the old copy and no longer change
 """
 from __future__ import annotations
 
-import math
+import numpy
 
 from . import _validate
 from .device import device_of
-from .transfer import to_device
+from .transfer import to_device, to_host
+
+
+class _Group:
+    """The parameters of one device and dtype laid end to end in flat buffers (``p``,
+    ``g``, each state, scratch), and the step's per-step values as 0-d arrays on that
+    device: the step count ``t`` and the learning rate ``lr``. Kept on the device, they
+    are read and advanced by the step's own kernels, so a recorded step replays right."""
+
+    def __init__(self, device, p, g, state, scratch, decayed, t, lr):
+        self.backend, self.xp = device.backend, device.xp
+        self.p, self.g, self.state, self.scratch, self.decayed = p, g, state, scratch, decayed
+        self.t, self.lr = t, lr
+        self.work = {}  # named 0-d scratch for per-step values (Adam's corrected rate)
+
+    def scalar(self, name, dtype):
+        value = self.work.get(name)
+        if value is None:
+            value = self.work[name] = self.xp.empty((), dtype=dtype)
+        return value
 
 
 class Optimizer:
-    """Base: tracks the model's parameters, their gradients and per-parameter state."""
+    """Base: tracks the model's parameters, their gradients and per-parameter state.
+
+    ``lr`` and ``t`` (the number of steps taken) read and write the values kept on the
+    device; setting ``lr`` between steps (a schedule) changes what the next step, recorded
+    or not, uses.
+    """
 
     state_names: tuple = ()
-    graph_safe = True  # every step launches the same work with the same scalars
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0):
         self.model = model
-        self.lr = self._check("lr", lr, low=0, low_open=True)
+        self._groups = None
+        self.lr = lr
         self.weight_decay = self._check("weight_decay", weight_decay, low=0)
-        self.t = 0
+        self._t = 0
         self.state: dict = {}  # parameter name -> {state name: array}
-        self._slots = None
         self._version = None
+
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = self._check("lr", value, low=0, low_open=True)
+        for group in self._groups or ():
+            group.lr[...] = self._lr  # a fill on the device, not a copy from the host
+
+    @property
+    def t(self) -> int:
+        """Steps taken (read from the device once the first step has run)."""
+        if self._groups:
+            return int(to_host(self._groups[0].t))
+        return self._t
+
+    @t.setter
+    def t(self, value):
+        self._t = int(value)
+        for group in self._groups or ():
+            group.t[...] = self._t
+
+    def per_step_arrays(self) -> dict:
+        """Every device array a step changes besides the model: state and step counts."""
+        arrays = {f"state/{n}/{k}": v for n, s in self.state.items() for k, v in s.items()}
+        arrays.update({f"t/{i}": group.t for i, group in enumerate(self._groups or ())})
+        return arrays
 
     def _check(self, name, value, **bounds) -> float:
         return _validate.real(type(self).__name__, name, value, **bounds)
@@ -55,14 +107,15 @@ class Optimizer:
         model with many small parameters (biases, BatchNorm's scales) was about half of
         Adam's time, and a GPU launches a dozen kernels instead of hundreds.
         """
-        if self._slots is not None and self._version == self.model._version:
-            return self._slots
+        if self._groups is not None and self._version == self.model._version:
+            return self._groups
+        t_now = self.t  # read from the old device when the model has moved
         params, grads = self.model.params(), self.model.grads()
-        groups = {}
+        by_key = {}
         for name, p in params.items():
-            groups.setdefault((device_of(p), p.dtype), []).append(name)
-        views, slots = ({}, {}), []
-        for (device, dtype), names in groups.items():
+            by_key.setdefault((device_of(p), p.dtype), []).append(name)
+        views, groups = ({}, {}), []
+        for (device, dtype), names in by_key.items():
             xp, total = device.xp, sum(params[n].size for n in names)
             flat = {k: xp.empty(total, dtype=dtype) for k in ("p", "g") + self.state_names}
             offset = 0
@@ -77,28 +130,31 @@ class Optimizer:
                 self.state[n] = {k: view[k] for k in self.state_names}
                 views[0][n], views[1][n] = view["p"], view["g"]
                 offset = end
-            state = {k: flat[k] for k in self.state_names}
             decayed = xp.empty(total, dtype=dtype) if self.weight_decay and not self.decoupled else None
-            slots.append((device.backend, flat["p"], flat["g"], state, xp.empty(total, dtype=dtype), decayed))
+            groups.append(_Group(device, flat["p"], flat["g"], {k: flat[k] for k in self.state_names},
+                                 xp.empty(total, dtype=dtype), decayed, xp.full((), t_now, dtype=numpy.int64),
+                                 xp.full((), self._lr, dtype=dtype)))
         self.model._rebind(*views)  # bumps the model's version: another optimizer would notice
-        self._slots, self._version = slots, self.model._version
-        return slots
+        self._groups, self._version = groups, self.model._version
+        return groups
 
     decoupled = False  # weight decay as an L2 penalty in the gradient (AdamW: False)
 
     def step(self) -> None:
-        """Update every parameter from its gradient."""
-        slots = self._prepare()
-        self.t += 1
+        """Update every parameter from its gradient. Every value that changes from step to
+        step is read from, and advanced on, the device: the step records and replays."""
+        groups = self._prepare()
         wd = 0.0 if self.decoupled else self.weight_decay
-        for backend, p, g, state, scratch, decayed in slots:
+        for group in groups:
+            group.t += 1
+            g = group.g
             if wd:  # the L2 penalty wd/2 |p|^2 adds wd * p to the gradient
-                backend.xp.multiply(p, wd, out=decayed)
-                decayed += g
-                g = decayed
-            self._update(backend, p, g, state, scratch)
+                group.xp.multiply(group.p, wd, out=group.decayed)
+                group.decayed += g
+                g = group.decayed
+            self._update(group, g)
 
-    def _update(self, backend, p, g, state, scratch):
+    def _update(self, group, g):
         raise NotImplementedError
 
     def zero_grad(self) -> None:
@@ -111,16 +167,16 @@ class Optimizer:
         return {"t": self.t, "state": {n: dict(s) for n, s in self.state.items()}}
 
     def load_state_dict(self, saved: dict) -> None:
-        self.t = int(saved["t"])
         self.state = {n: dict(s) for n, s in saved["state"].items()}
-        self._slots = None  # rebuilt (and moved to the parameters' device) on the next step
+        self._groups = None  # rebuilt (and moved to the parameters' device) on the next step
+        self._t = int(saved["t"])
 
 
 class SGD(Optimizer):
     """p -= lr * g"""
 
-    def _update(self, backend, p, g, state, scratch):
-        backend.sgd_update(p, g, self.lr, scratch)
+    def _update(self, group, g):
+        group.backend.sgd_update(group.p, g, group.lr, group.scratch)
 
 
 class Momentum(Optimizer):
@@ -132,8 +188,8 @@ class Momentum(Optimizer):
         super().__init__(model, lr, weight_decay)
         self.momentum = self._check("momentum", momentum, low=0, high=1, high_open=True)
 
-    def _update(self, backend, p, g, state, scratch):
-        backend.momentum_update(p, g, state["v"], self.lr, self.momentum, scratch)
+    def _update(self, group, g):
+        group.backend.momentum_update(group.p, g, group.state["v"], group.lr, self.momentum, group.scratch)
 
 
 class AdaGrad(Optimizer):
@@ -145,8 +201,8 @@ class AdaGrad(Optimizer):
         super().__init__(model, lr, weight_decay)
         self.eps = self._check("eps", eps, low=0, low_open=True)
 
-    def _update(self, backend, p, g, state, scratch):
-        backend.adagrad_update(p, g, state["h"], self.lr, self.eps, scratch)
+    def _update(self, group, g):
+        group.backend.adagrad_update(group.p, g, group.state["h"], group.lr, self.eps, group.scratch)
 
 
 class RMSProp(Optimizer):
@@ -159,15 +215,14 @@ class RMSProp(Optimizer):
         self.decay = self._check("decay", decay, low=0, high=1, high_open=True)
         self.eps = self._check("eps", eps, low=0, low_open=True)
 
-    def _update(self, backend, p, g, state, scratch):
-        backend.rmsprop_update(p, g, state["h"], self.lr, self.decay, self.eps, scratch)
+    def _update(self, group, g):
+        group.backend.rmsprop_update(group.p, g, group.state["h"], group.lr, self.decay, self.eps, group.scratch)
 
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba), in the book's form with the bias correction folded into lr."""
 
     state_names = ("m", "v")
-    graph_safe = False  # the bias-corrected rate is computed on the host for each step
 
     def __init__(self, model, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
@@ -175,13 +230,14 @@ class Adam(Optimizer):
         self.beta2 = self._check("beta2", beta2, low=0, high=1, high_open=True)
         self.eps = self._check("eps", eps, low=0, low_open=True)
 
-    def step(self):
-        self._lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** (self.t + 1)) / (1.0 - self.beta1 ** (self.t + 1))
-        super().step()
-
-    def _update(self, backend, p, g, state, scratch):
-        backend.adam_update(p, g, state["m"], state["v"], self._lr_t, self.beta1, self.beta2,
-                            self.eps, scratch)
+    def _update(self, group, g):
+        # The bias-corrected rate from the device's step count, on the device (PyTorch's
+        # capturable Adam does the same), so a recorded step corrects each replay anew.
+        work = (group.scalar("corr1", numpy.float64), group.scalar("corr2", numpy.float64))
+        lr_t = group.backend.adam_rate(group.lr, group.t, self.beta1, self.beta2,
+                                       out=group.scalar("lr_t", group.p.dtype), work=work)
+        group.backend.adam_update(group.p, g, group.state["m"], group.state["v"], lr_t, self.beta1,
+                                  self.beta2, self.eps, group.scratch)
 
 
 class AdamW(Adam):
@@ -194,7 +250,9 @@ class AdamW(Adam):
     def __init__(self, model, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.01):
         super().__init__(model, lr, beta1, beta2, eps, weight_decay)
 
-    def _update(self, backend, p, g, state, scratch):
-        if self.weight_decay:
-            p *= 1.0 - self.lr * self.weight_decay
-        super()._update(backend, p, g, state, scratch)
+    def _update(self, group, g):
+        if self.weight_decay:  # p *= 1 - lr * wd, with lr read on the device
+            shrink = group.xp.multiply(group.lr, -self.weight_decay, out=group.scalar("shrink", group.p.dtype))
+            shrink += 1
+            group.p *= shrink
+        super()._update(group, g)

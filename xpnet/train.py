@@ -6,14 +6,18 @@ the device and are read back in chunks a few times per epoch, to update the prog
 bar and stop on a NaN or infinite loss, so the training step itself copies nothing.
 
 On CUDA, the step (forward, loss, backward, update, accuracy count) is recorded as a
-CUDA graph the first time each batch size comes up, and replayed after that: one launch
-instead of about fifty, which is what a small network's step costs on a GPU. The gather
-writes into the buffers the graph reads, so only the batch changes between replays.
+CUDA graph the first time each batch size comes up (``backend.record``), and replayed
+after that: one launch instead of about fifty, which is what a small network's step
+costs on a GPU. The gather writes into the buffers the graph reads, so only the batch
+changes between replays; the optimizer keeps its step count and rate on the device. On
+sim the step is recorded and replayed the same way, under CUDA's rules, so CI proves a
+recorded step trains exactly as the step-by-step one.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -142,10 +146,10 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     batch of each epoch is the short remainder; ``drop_last=True`` leaves it out (useful
     with BatchNorm, which cannot train on a batch of one).
 
-    ``graph``: on CUDA, record the step as a CUDA graph and replay it (see the module's
-    notes); ``graph=False`` runs every step kernel by kernel. A step that cannot be
-    replayed unchanged always runs kernel by kernel: Dropout draws a new mask each step
-    and Adam's bias correction changes each step.
+    ``graph``: on CUDA and sim, record the step and replay it (see the module's notes);
+    ``graph=False`` runs every step kernel by kernel. A step through Dropout always runs
+    kernel by kernel (its mask comes from a host-side generator), as does one with a loss
+    function that does not declare ``graph_safe``.
     """
     x, t = _check_data(data, "fit data")
     epochs = _validate.integer("fit", "epochs", epochs)
@@ -168,15 +172,14 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     log_every = max(1, steps // 10)
     rng = numpy.random.default_rng(seed)
     classify = getattr(loss_fn, "classification", False)
-    record = (graph and getattr(model, "graph_safe", False) and optimizer.graph_safe
-              and getattr(loss_fn, "graph_safe", False))
+    record = graph and getattr(model, "graph_safe", False) and getattr(loss_fn, "graph_safe", False)
     with use_device(device):
         xp = device.xp
         batches = _Batches(*to_device((x, t), device))
         val = None if validation is None else to_device(validation, device)
         losses = xp.empty(steps, dtype=numpy.float32)
         correct = xp.zeros((), dtype=numpy.int64)
-        replays = {}  # batch size -> recorded step, or None where it runs kernel by kernel
+        replays = {}  # batch size -> the step as the device runs it (recorded where it records)
         last_good = _Snapshot(model, optimizer)
 
         def train_step(xb, tb):
@@ -199,21 +202,13 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
             read = 0
             for step in range(steps):
                 lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-                size = hi - lo
-                replay = replays.get(size)
-                first = record and size not in replays
-                xb, tb = batches.gather(order, lo, hi, device.backend, into_buffers=first or replay is not None)
-                if replay is not None:
-                    losses[step] = replay()
-                    optimizer.t += 1  # the replay ran no Python
-                elif first:
-                    # Recording owns every buffer it uses: the layers allocate theirs anew.
-                    model._drop_work()
-                    loss_fn._drop_work()
-                    t0 = optimizer.t
-                    loss, replays[size] = device.backend.capture(lambda: train_step(xb, tb))
-                    optimizer.t = t0 + 1  # fn ran twice (once recorded), one step was taken
-                    losses[step] = loss
+                xb, tb = batches.gather(order, lo, hi, device.backend, into_buffers=record)
+                if record:  # one recorded step per batch size, reading that size's batch buffers
+                    run = replays.get(hi - lo)
+                    if run is None:
+                        run = replays[hi - lo] = device.backend.record(
+                            functools.partial(train_step, xb, tb), owners=(model, loss_fn))
+                    losses[step] = run()
                 else:
                     losses[step] = train_step(xb, tb)
                 if step + 1 - read >= log_every or step + 1 == steps:
@@ -254,7 +249,7 @@ class _Snapshot:
     def _live(self):
         arrays = {f"param/{k}": v for k, v in self.model.params().items()}
         arrays.update({f"buffer/{k}": v for k, v in self.model.buffers().items()})
-        arrays.update({f"optim/{n}/{k}": v for n, s in self.optimizer.state.items() for k, v in s.items()})
+        arrays.update({f"optim/{k}": v for k, v in self.optimizer.per_step_arrays().items()})
         return arrays
 
     def take(self, epoch, step):
@@ -264,7 +259,6 @@ class _Snapshot:
                 copy = self.copies[name] = live.copy()
             else:
                 copy[...] = live
-        self.t = self.optimizer.t
         if epoch is not None:
             self.where = f"after step {step} of epoch {epoch}"
 
@@ -272,7 +266,6 @@ class _Snapshot:
         for name, live in self._live().items():
             copy = self.copies.get(name)
             live[...] = 0 if copy is None else copy  # optimizer state born since: fresh
-        self.optimizer.t = self.t
         return self.where
 
 

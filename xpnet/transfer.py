@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy
 
 from . import backends
-from .backends.base import TRANSFERS, TransferStats
+from .backends.base import LAUNCHES, TRANSFERS, TransferStats
 from .device import CPU, Device, current_device, device_of
 from .tree import map_tree
 
@@ -85,6 +85,17 @@ def transfer_stats() -> TransferStats:
     through xpnet are seen (not ones a user makes with CuPy directly).
     """
     return TRANSFERS.snapshot()
+
+
+def launch_stats() -> dict:
+    """Device work so far, per device name: ``LaunchStats(kernels, launches)``.
+
+    Counted exactly on sim, where every operation that would be a GPU kernel (not a view,
+    not an allocation) is one; a replayed recording is one launch of all its kernels.
+    Subtract two snapshots of one device to see what a piece of code ran. CUDA and the
+    CPU are not counted.
+    """
+    return LAUNCHES.snapshot()
 
 
 def reset_transfer_stats() -> None:

@@ -58,6 +58,37 @@ class _TransferCounter:
 TRANSFERS = _TransferCounter()
 
 
+@dataclasses.dataclass(frozen=True)
+class LaunchStats:
+    """Device work since the process started (counted exactly on sim): ``kernels`` run,
+    and ``launches``, the calls the host made to run them (a replayed recording is one
+    launch of all its kernels)."""
+
+    kernels: int = 0
+    launches: int = 0
+
+    def __sub__(self, other: "LaunchStats") -> "LaunchStats":
+        return LaunchStats(self.kernels - other.kernels, self.launches - other.launches)
+
+
+class _LaunchCounter:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._values = {}
+
+    def record(self, device: str, kernels: int, launches: int):
+        with self._lock:
+            k, n = self._values.get(device, (0, 0))
+            self._values[device] = (k + kernels, n + launches)
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {d: LaunchStats(*v) for d, v in sorted(self._values.items())}
+
+
+LAUNCHES = _LaunchCounter()
+
+
 class Backend:
     """Portable routines on ``self.xp``; subclasses provide the array module and transfers."""
 
@@ -90,6 +121,17 @@ class Backend:
     def describe(self) -> dict:
         """Facts about this device for ``xpnet info`` (name, memory, versions)."""
         return {}
+
+    def record(self, fn, owners=()):
+        """The step ``fn`` as this device runs it best: a callable that, on a device that
+        records (sim, CUDA), records fn's device work on its first call and replays it on
+        every later one; on the CPU it is fn. The first call returns fn's result; a replay
+        returns the same arrays, rewritten. ``owners`` (layers, losses) give up their
+        reusable buffers before recording, so the recording owns every buffer it touches.
+        """
+        return _Recorded(self, fn, owners) if self.records else fn
+
+    records = False  # whether record() records on this device
 
     def capture(self, fn):
         """Run ``fn()`` once and record it for replay; returns ``(result, replay)``.
@@ -492,6 +534,21 @@ class Backend:
         h += scratch
         self._rms_step(p, g, h, lr, eps, scratch)
 
+    def adam_rate(self, lr, t, beta1, beta2, out, work):
+        """lr * sqrt(1 - beta2^t) / (1 - beta1^t) into the 0-d ``out``, from the 0-d device
+        arrays ``lr`` and ``t`` (the step count): the book's bias-corrected rate, computed
+        on the device so that a recorded step needs no value from the host. ``work`` is a
+        pair of 0-d float64 buffers (the corrections need the precision)."""
+        xp = self.xp
+        corr1, corr2 = work
+        xp.power(beta2, t, out=corr2)
+        xp.subtract(1.0, corr2, out=corr2)
+        xp.sqrt(corr2, out=corr2)
+        xp.power(beta1, t, out=corr1)
+        xp.subtract(1.0, corr1, out=corr1)
+        xp.divide(corr2, corr1, out=corr2)
+        return xp.multiply(lr, corr2, out=out, casting="same_kind")
+
     def adam_update(self, p, g, m, v, lr_t, beta1, beta2, eps, scratch):
         """The book's Adam: m, v moments; lr_t already carries the bias correction."""
         xp = self.xp
@@ -512,3 +569,23 @@ class Backend:
         xp.divide(step, scratch, out=scratch)
         scratch *= lr
         p -= scratch
+
+
+class _Recorded:
+    """A step recorded on its first call and replayed after (see ``Backend.record``)."""
+
+    def __init__(self, backend, fn, owners):
+        self.backend, self.fn, self.owners = backend, fn, owners
+        self.replay = None
+        self.recorded = False
+
+    def __call__(self):
+        if self.replay is not None:
+            return self.replay()
+        if self.recorded:  # the backend could not record it: run it kernel by kernel
+            return self.fn()
+        for owner in self.owners:
+            owner._drop_work()
+        self.recorded = True
+        result, self.replay = self.backend.capture(self.fn)
+        return result

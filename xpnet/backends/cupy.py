@@ -99,6 +99,7 @@ class _Replay:
 class CupyBackend(Backend):
     kind = "cuda"
     xp = cupy
+    records = True
 
     def __init__(self, index: int = 0):
         super().__init__()

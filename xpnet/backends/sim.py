@@ -12,16 +12,121 @@ NumPy does the arithmetic, but a ``SimArray`` is its own type and follows CuPy's
 Because every operation is the same NumPy call on the same data, results are bit-identical
 to the ``cpu`` device. ``SimNamespace`` is the sim device's ``xp``: NumPy's functions
 wrapped to unwrap sim arguments, refuse host arrays and wrap results.
+
+Every operation that would be a kernel on a GPU (not a view, not an allocation) counts as
+one launch in ``xpnet.launch_stats()``. ``SimBackend.capture`` records a step as CUDA
+does: a tape of those kernels, each with the Python values it was called with baked in,
+replayed into the same buffers; a host read, a copy from the host or a draw from a
+host-side generator while recording raises ``xpnet.CaptureError``.
 """
 from __future__ import annotations
 
+import operator
+import threading
 import types
 
 import numpy
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from ..errors import ImplicitTransferError
-from .base import TRANSFERS, Backend
+from ..errors import CaptureError, ImplicitTransferError
+from .base import LAUNCHES, TRANSFERS, Backend
+
+# Functions that allocate or only look at metadata: no kernel on a GPU.
+_NO_KERNEL = frozenset("""
+    empty empty_like shape ndim size result_type may_share_memory shares_memory broadcast_shapes
+    can_cast promote_types iscomplexobj isrealobj isscalar
+""".split())
+_recording = threading.local()  # .tapes: sim device index -> the _Tape recording there
+
+
+def _tape(index):
+    tapes = getattr(_recording, "tapes", None)
+    return tapes.get(index) if tapes else None
+
+
+def _refuse_while_recording(index, what):
+    """CUDA refuses a synchronizing call while capturing; sim refuses it the same way."""
+    if _tape(index) is not None:
+        raise CaptureError(
+            f"{what} while recording a step on sim:{index}. A recorded step (a CUDA graph) runs "
+            f"without Python: it cannot read device values on the host, copy from the host or "
+            f"draw from a host-side generator. Keep such work outside the step, or keep the "
+            f"value on the device.")
+
+
+def _arrays(obj):
+    """The NumPy arrays among unwrapped arguments (nested lists, tuples, dicts)."""
+    if isinstance(obj, numpy.ndarray):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _arrays(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _arrays(o)
+
+
+def _kernel(index, name, func, args, kwargs, result, wrapped, wrote_out):
+    """Count (and, while recording, tape) one kernel, unless the call made none."""
+    short = name.rsplit(".", 1)[-1]
+    if short in _NO_KERNEL:
+        return
+    targets = None
+    if not wrote_out and result is not None:
+        results = result if type(result) in (tuple, list) else (result,)
+        if not all(isinstance(r, (numpy.ndarray, numpy.generic)) for r in results):
+            return  # a Python value (a dtype, a shape, a flag): no device work
+        inputs = list(_arrays((args, kwargs)))
+        if all(isinstance(r, numpy.ndarray) and any(numpy.may_share_memory(r, a) for a in inputs)
+               for r in results):
+            return  # a view of an input: no device work
+        outs = wrapped if type(wrapped) in (tuple, list) else (wrapped,)
+        targets = tuple(w._data for w in outs)
+    LAUNCHES.record(f"sim:{index}", 1, 1)
+    tape = _tape(index)
+    if tape is not None:
+        tape.append((func, args, kwargs, targets))
+
+
+class _Tape:
+    """Recorded kernels: (function, its unwrapped arguments, the arrays its results went
+    to, or None where it wrote in place). Replaying calls each again with the very same
+    arguments, Python values included, and writes into the very same arrays."""
+
+    def __init__(self, index):
+        self.index, self.entries = index, []
+        self.append = self.entries.append
+
+    def replay(self):
+        for func, args, kwargs, targets in self.entries:
+            result = func(*args, **kwargs)
+            if targets is not None:
+                for target, value in zip(targets, result if len(targets) > 1 else (result,)):
+                    target[...] = value
+        LAUNCHES.record(f"sim:{self.index}", len(self.entries), 1)
+
+
+class _SimReplay:
+    """A recorded step on sim. Its first call records the step while running it (the
+    eager run before it, like CUDA's warm-up, did the step's one-time work: buffers,
+    optimizer state); every later call replays the tape and returns what the step
+    returned, rewritten."""
+
+    def __init__(self, backend, fn):
+        self.backend, self.fn, self.tape, self.result = backend, fn, None, None
+
+    @property
+    def kernels(self) -> int:
+        """Kernels in one replay (None until recorded)."""
+        return None if self.tape is None else len(self.tape.entries)
+
+    def __call__(self):
+        if self.tape is None:
+            self.tape, self.result = self.backend._record(self.fn)
+            return self.result
+        self.tape.replay()
+        return self.result
+
 
 # What ``cupy.ndarray`` has (CuPy 13/14), so sim code cannot lean on a NumPy-only name.
 # Methods that compute on the device, called on the NumPy data, sim in and sim out:
@@ -111,10 +216,11 @@ def _call(func, index, name, args, kwargs, out=None):
                 f"{name}: out= is the result of an operation that NumPy returns as a scalar, not an "
                 f"array (a 0-d input or a full reduction), so on the cpu device this call fails "
                 f"('return arrays must be of ArrayType'). Allocate the output with xp.empty(...).")
-    result = func(*_unwrap(args, index, name), **_unwrap(kwargs, index, name))
-    if out is not None:
-        return out  # callers that pass out= get the very same sim array back
-    return _wrap(result, index)
+    args, kwargs = _unwrap(args, index, name), _unwrap(kwargs, index, name)
+    result = func(*args, **kwargs)
+    wrapped = out if out is not None else _wrap(result, index)
+    _kernel(index, name, func, args, kwargs, result, wrapped, out is not None)
+    return wrapped  # callers that pass out= get the very same sim array back
 
 
 class SimArray(NDArrayOperatorsMixin):
@@ -152,6 +258,7 @@ class SimArray(NDArrayOperatorsMixin):
                 SimArray(numpy.asarray(row), self._index) for row in self._data)
 
     def __repr__(self):
+        _refuse_while_recording(self._index, "printing a device array")
         body = repr(self._data)
         return f"sim_{body[:-1]}, device='sim:{self._index}')" if body.startswith("array(") else body
 
@@ -179,23 +286,27 @@ class SimArray(NDArrayOperatorsMixin):
 
     # -- indexing --------------------------------------------------------------------
     def __getitem__(self, key):
-        return _wrap(self._data[_unwrap(key, self._index, "indexing")], self._index)
+        return _call(operator.getitem, self._index, "indexing", (self, key), {})
 
     def __setitem__(self, key, value):
-        self._data[_unwrap(key, self._index, "indexing")] = _unwrap(value, self._index, "assignment")
+        _call(operator.setitem, self._index, "assignment", (self, key, value), {})
 
     # -- explicit and implicit crossings, counted as CuPy's would be copies -------------
     def get(self):
         """Copy to a NumPy array (CuPy's ``ndarray.get``); counted as device->host."""
+        _refuse_while_recording(self._index, "a copy to the host (get, to_host)")
         TRANSFERS.record("d2h", self._data.nbytes)
         return self._data.copy()
 
     def set(self, array):
         """Copy a NumPy array into this one (CuPy's ``ndarray.set``); counted as host->device."""
+        _refuse_while_recording(self._index, "a copy from the host (set)")
         TRANSFERS.record("h2d", array.nbytes)
         self._data[...] = array
 
     def _scalar(self):
+        _refuse_while_recording(self._index, "reading a device value on the host (float, int, bool, "
+                                             "item, tolist, formatting, or a Python branch on it)")
         TRANSFERS.record("d2h", self._data.nbytes)
         return self._data
 
@@ -221,6 +332,7 @@ class SimArray(NDArrayOperatorsMixin):
         return format(self._scalar().item() if self._data.ndim == 0 else self._data, spec)
 
     def _host_read(self, name):
+        _refuse_while_recording(self._index, f"{name}, a read of the data on the host")
         TRANSFERS.record("d2h", self._data.nbytes)
         return getattr(self._data, name)
 
@@ -259,7 +371,11 @@ class _SimGenerator:
         if not callable(attr):
             return attr
         index = self._index
-        return lambda *a, **k: _call(attr, index, f"Generator.{name}", a, k)
+
+        def draw(*a, **k):
+            _refuse_while_recording(index, f"a draw from a host-side generator (Generator.{name})")
+            return _call(attr, index, f"Generator.{name}", a, k, k.get("out"))
+        return draw
 
 
 class _SimUfunc:
@@ -326,6 +442,7 @@ class SimNamespace(types.SimpleNamespace):
             data = _unwrap(obj, self._index, "array")
             return SimArray(numpy.array(data, dtype=dtype, copy=copy, order=order, ndmin=ndmin), self._index)
         _other_device_check(obj, self._index, "array")
+        _refuse_while_recording(self._index, "a copy from the host (asarray/array of host data)")
         host = numpy.array(obj, dtype=dtype, order=order, ndmin=ndmin)
         _device_dtype(host.dtype)
         TRANSFERS.record("h2d", host.nbytes)
@@ -344,8 +461,11 @@ class SimBackend(Backend):
         self.index = index
         self.xp = SimNamespace(numpy, index)
 
+    records = True
+
     def from_host(self, array):
         # A real device holds its own copy: later writes to the host array must not show.
+        _refuse_while_recording(self.index, "a copy from the host (to_device)")
         _device_dtype(array.dtype)
         TRANSFERS.record("h2d", array.nbytes)
         return SimArray(numpy.array(array, copy=True), self.index)
@@ -354,8 +474,26 @@ class SimBackend(Backend):
         return array.get()
 
     def from_peer(self, array):
+        _refuse_while_recording(self.index, "a copy from another device")
         TRANSFERS.record("d2d", array.nbytes)
         return SimArray(array._data.copy(), self.index)
 
-    def rng(self, seed):
-        return _SimGenerator(numpy.random.default_rng(seed), self.index)
+    def capture(self, fn):
+        """Run ``fn()`` once and return ``(result, replay)``, as CUDA does.
+
+        CUDA records without running; sim records the replay's first call while running
+        it (so each call still takes the step exactly once), with CUDA's rules enforced.
+        """
+        return fn(), _SimReplay(self, fn)
+
+    def _record(self, fn):
+        tapes = _recording.__dict__.setdefault("tapes", {})
+        if self.index in tapes:
+            raise CaptureError(f"a step is already being recorded on sim:{self.index}; "
+                               f"recordings do not nest.")
+        tape = tapes[self.index] = _Tape(self.index)
+        try:
+            result = fn()
+        finally:
+            del tapes[self.index]
+        return tape, result
