@@ -125,6 +125,21 @@ def chart(rows, path):
     return path
 
 
+def launch_table():
+    """Kernel launches per training step, counted on sim (bench/launches.py)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from launches import MODELS, count
+    lines = ["## Kernel launches per training step (counted on sim, batch 100)", "",
+             "| model | launches a step, kernel by kernel | launches a step, recorded (kernels) |",
+             "| --- | --- | --- |"]
+    for name in MODELS:
+        eager, replay, why = count(name)
+        recorded = f"{replay.launches} ({replay.kernels})" if replay else f"not recordable: {why}"
+        lines.append(f"| {name} | {eager} | {recorded} |")
+    return lines + [""]
+
+
 def write_report(raw, out, header=(), command=None):
     out = Path(out)
     data, rows = load_rows(raw)
@@ -139,6 +154,7 @@ def write_report(raw, out, header=(), command=None):
     if not any(d.startswith("cuda") for d in devices):
         lines += ["No CUDA GPU was found: this report shows the CPU alone.", ""]
     lines += tables(rows)
+    lines += launch_table()
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
     png = chart(rows, out / "chart.png")

@@ -121,3 +121,37 @@ def test_parameters_stay_live_after_the_first_step(device):
     gW[...] = 1
     opt.step()
     numpy.testing.assert_allclose(xn.to_host(W), -0.1 * numpy.ones((3, 2)), rtol=1e-12)
+
+
+def test_schedules_set_the_rate_each_epoch(device):
+    opt = xn.optim.SGD(_model(device), lr=0.1)
+    step = xn.optim.schedules.StepDecay(opt, step_size=2, gamma=0.5)
+    assert [step.step() for _ in range(4)] == [0.1, 0.05, 0.05, 0.025]
+    opt = xn.optim.Adam(_model(device), lr=0.1)
+    cosine = xn.optim.schedules.Cosine(opt, epochs=4, min_lr=0.02)
+    rates = [cosine.step() for _ in range(5)]
+    assert rates[1] == pytest.approx(0.06) and rates[3] == rates[4] == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="min_lr"):
+        xn.optim.schedules.Cosine(opt, epochs=4, min_lr=1.0)
+
+
+def test_a_schedule_changes_a_recorded_step_without_recording_it_again(mnist_small, monkeypatch):
+    """The rate is read on the device, so a recorded step (on sim) follows the schedule and
+    trains exactly like the step-by-step run."""
+    (x, t), _ = mnist_small
+    runs, captures = [], []
+    real = type(xn.Device("sim").backend).capture
+    monkeypatch.setattr(type(xn.Device("sim").backend), "capture",
+                        lambda self, fn: captures.append(1) or real(self, fn))
+    with xn.use_device("sim"):
+        for graph in (True, False):
+            xn.seed(0)
+            model = xn.nn.Sequential(xn.nn.Affine(784, 32), xn.nn.ReLU(), xn.nn.Affine(32, 10))
+            opt = xn.optim.Momentum(model, lr=0.1)
+            xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x[:600], t[:600]), epochs=3, batch_size=100, seed=0,
+                   graph=graph, schedule=xn.optim.schedules.StepDecay(opt, 1, gamma=0.1))
+            runs.append(xn.to_host(model.params()))
+            assert opt.lr == pytest.approx(1e-4)
+    assert captures == [1]  # recorded once, for the one batch size, and never again
+    for name in runs[1]:
+        numpy.testing.assert_array_equal(runs[0][name], runs[1][name])

@@ -256,3 +256,5 @@ class AdamW(Adam):
             shrink += 1
             group.p *= shrink
         super()._update(group, g)
+
+

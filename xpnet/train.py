@@ -136,7 +136,7 @@ def _progress(total, desc, enabled):
 
 def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         validation=None, device=None, shuffle: bool = True, seed=None, progress=None,
-        graph: bool = True, drop_last: bool = False) -> History:
+        graph: bool = True, drop_last: bool = False, schedule=None) -> History:
     """Train ``model`` on ``data = (x, t)``; returns a ``History``.
 
     ``device`` defaults to the model's; if given and different, the model is moved there
@@ -144,7 +144,8 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     when stderr is a terminal). Raises ``TrainingError`` naming the epoch and step where
     the loss stopped being finite. When ``batch_size`` does not divide the data, the last
     batch of each epoch is the short remainder; ``drop_last=True`` leaves it out (useful
-    with BatchNorm, which cannot train on a batch of one).
+    with BatchNorm, which cannot train on a batch of one). ``schedule`` (from
+    ``xn.optim.schedules``) sets the learning rate after every epoch.
 
     ``graph``: on CUDA and sim, record the step and replay it (see the module's notes);
     ``graph=False`` runs every step kernel by kernel. A step through Dropout always runs
@@ -226,6 +227,8 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
                 result = evaluate(model, val, device=device, loss_fn=loss_fn)
                 history.val_loss.append(result["loss"])
                 history.val_accuracy.append(result["accuracy"])
+            if schedule is not None:
+                schedule.step()
             history.epoch_seconds.append(time.perf_counter() - start)
             if bar is not None:
                 post = {"loss": f"{history.epoch_loss[-1]:.4f}"}
