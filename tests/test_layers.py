@@ -56,6 +56,29 @@ def test_dropout_backward_uses_the_forward_mask(device, rng):
     assert layer(x) is x
 
 
+PHILOX_KNOWN_ANSWERS = [  # Random123's kat_vectors, philox4x32 10: counter, key, result
+    ((0, 0, 0, 0), (0, 0), (0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8)),
+    ((0xffffffff,) * 4, (0xffffffff,) * 2, (0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd)),
+    ((0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344), (0xa4093822, 0x299f31d0),
+     (0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1)),
+]
+
+
+def test_philox_matches_the_published_known_answers(device):
+    counters = numpy.array([c for c, _, _ in PHILOX_KNOWN_ANSWERS], dtype=numpy.uint64).T
+    for i, (_, key, expected) in enumerate(PHILOX_KNOWN_ANSWERS):
+        out = device.backend.philox4x32(xn.to_device(counters[:, i:i + 1].copy(), device), key)
+        assert xn.to_host(out)[:, 0].tolist() == list(expected)
+
+
+def test_dropout_draws_a_new_mask_each_step_and_keeps_1_minus_p(device):
+    layer = xn.nn.Dropout(0.25, seed=11)
+    ones = xn.xp.ones((100, 100), dtype="float32")
+    first, second = xn.to_host(layer(ones)) != 0, xn.to_host(layer(ones)) != 0
+    assert not numpy.array_equal(first, second)
+    assert abs(first.mean() - 0.75) < 0.02 and abs(second.mean() - 0.75) < 0.02  # 10000 draws: 4.6 sigma
+
+
 def test_dropout_mask_is_the_same_on_every_device():
     masks = []
     for dev in ("cpu", "sim"):

@@ -258,3 +258,6 @@ class AdamW(Adam):
         super()._update(group, g)
 
 
+
+
+from . import schedules  # noqa: E402, F401 (xn.optim.schedules.StepDecay, as the design names it)

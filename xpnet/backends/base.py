@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import threading
+
+import numpy
+
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)  # Philox4x32's multipliers and Weyl key increments
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+_MASK32 = 0xFFFFFFFF
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,10 +150,6 @@ class Backend:
         every backend but CUDA), and the caller runs fn itself each time.
         """
         return fn(), None
-
-    def rng(self, seed):
-        """A random generator that lives on this device."""
-        return self.xp.random.default_rng(seed)
 
     def arange(self, n: int):
         """0..n-1 as a device int array, cached (used to pick one entry per row)."""
@@ -317,10 +320,63 @@ class Backend:
         return None
 
     # -- regularisation (book ch. 6) ------------------------------------------------------
-    def dropout_mask(self, rng, shape, p, dtype):
-        """Inverted dropout: keep with probability 1-p, scale kept units by 1/(1-p)."""
-        keep = rng.random(shape, dtype=self.xp.float32) >= p
-        return keep.astype(dtype) * (1.0 / (1.0 - p))
+    def philox4x32(self, counter, key):
+        """Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
+        SC 2011): four 32-bit words from each counter under ``key``.
+
+        ``counter`` is a (4, n) uint64 array holding 32-bit words (one counter per column),
+        overwritten with the result; ``key`` is two Python ints. Element-wise integer
+        arithmetic only, so every backend computes the same bits (a 32x32-bit product fits
+        in uint64), in place, ten operations a round.
+        """
+        xp = self.xp
+        c0, c1, c2, c3 = counter
+        hi, lo = xp.empty_like(c0), xp.empty_like(c0)
+        k0, k1 = key
+        for r in range(10):
+            if r:  # the key schedule: add the Weyl constants before every round but the first
+                k0, k1 = (k0 + _PHILOX_W[0]) & _MASK32, (k1 + _PHILOX_W[1]) & _MASK32
+            xp.multiply(c0, _PHILOX_M[0], out=hi)  # 64-bit products of two 32-bit words
+            xp.multiply(c2, _PHILOX_M[1], out=lo)
+            xp.right_shift(lo, 32, out=c0)         # c0 = hi(M1 c2) ^ c1 ^ k0
+            c0 ^= c1
+            c0 ^= k0
+            xp.right_shift(hi, 32, out=c2)         # c2 = hi(M0 c0) ^ c3 ^ k1
+            c2 ^= c3
+            c2 ^= k1
+            xp.bitwise_and(lo, _MASK32, out=c1)    # c1 = lo(M1 c2), c3 = lo(M0 c0)
+            xp.bitwise_and(hi, _MASK32, out=c3)
+        return counter
+
+    def dropout_mask(self, key, offset, shape, p, dtype, out=None):
+        """Inverted dropout's mask: keep with probability 1-p, kept units scaled by 1/(1-p).
+
+        Each unit takes one 32-bit word of Philox4x32-10 under ``key``, from counters
+        ``offset``, ``offset`` + 1, ... (four words each), and is kept when the word's top
+        24 bits, read as a uniform in [0, 1), are >= p. The 0-d uint64 ``offset`` lives on
+        the device and is advanced here, so a recorded step draws a fresh mask on every
+        replay, and one seed gives the same mask on every device.
+        """
+        xp = self.xp
+        size = int(numpy.prod(shape))
+        blocks = -(-size // 4)
+        counter = xp.zeros((4, blocks), dtype=xp.uint64)  # block j: (offset + j) in words 0 and 1
+        xp.add(self._counting(blocks), offset, out=counter[0])
+        offset += blocks
+        xp.right_shift(counter[0], 32, out=counter[1])
+        counter[0] &= _MASK32
+        words = self.philox4x32(counter, key)
+        # uniform >= p, with uniform = (word >> 8) / 2^24, is word >= ceil(p 2^24) * 2^8: exact
+        keep = xp.greater_equal(words, math.ceil(p * 2 ** 24) << 8)
+        keep = keep.T.reshape(-1)[:size].reshape(shape)  # block by block, word by word
+        return xp.multiply(keep, 1.0 / (1.0 - p), out=out, dtype=dtype)
+
+    def _counting(self, n):
+        """0, 1, ..., n-1 as a device uint64 array, cached."""
+        a = self._aranges.get(("u8", n))
+        if a is None:
+            a = self._aranges[("u8", n)] = self.arange(n).astype(self.xp.uint64)
+        return a
 
     def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, momentum, eps, training):
         """x: (N, D). Updates the running statistics in place when training.

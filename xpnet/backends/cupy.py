@@ -210,6 +210,3 @@ class CupyBackend(Backend):
     def synchronize(self):
         self._device.synchronize()
 
-    def rng(self, seed):
-        with self._device:
-            return cupy.random.default_rng(seed)

@@ -5,7 +5,8 @@ import numpy
 
 from .. import _validate
 from ..errors import ShapeError
-from .init import initial_weights
+from ..transfer import to_device
+from .init import generator, initial_weights
 from .layer import Layer
 
 
@@ -133,31 +134,39 @@ class Flatten(Layer):
 
 class Dropout(Layer):
     """Inverted dropout: in training, zero each unit with probability p and scale the rest
-    by 1/(1-p); in eval mode, the identity. The mask is drawn on the device."""
+    by 1/(1-p); in eval mode, the identity.
+
+    The mask is drawn on the device from a counter-based generator (Philox4x32-10) whose
+    counter lives on the device too: a recorded step draws a new mask on every replay, the
+    same ``seed`` gives the same masks on cpu, sim and CUDA, and without a seed the layer
+    takes one from ``xn.seed``'s generator, so a seeded run is reproducible.
+    """
 
     returns_input = True  # in eval mode
-    graph_safe = False    # each step draws a new mask; a replayed step would not
 
     def __init__(self, p: float = 0.5, seed=None):
         super().__init__()
         self.p = _validate.real("Dropout", "p", p, low=0, high=1, high_open=True)
-        self.seed = seed
-        self._rng = None
+        self.seed = int(generator().integers(2 ** 63)) if seed is None else int(seed)
+        self.key = (self.seed & 0xFFFFFFFF, (self.seed >> 32) & 0xFFFFFFFF)
+        self._offset = None  # the generator's counter: a 0-d uint64 array on the device
 
     def describe(self):
         return f"Dropout({self.p})"
 
     def to(self, device):
-        self._rng = None
+        if self._offset is not None:
+            self._offset = to_device(self._offset, device)
         return super().to(device)
 
     def forward(self, x):
         if not self.training or self.p == 0:
             self.mask = None
             return x
-        if self._rng is None:
-            self._rng = self.backend.rng(self.seed)
-        self.mask = self.backend.dropout_mask(self._rng, x.shape, self.p, x.dtype)
+        if self._offset is None:
+            self._offset = self.backend.xp.zeros((), dtype=numpy.uint64)
+        self.mask = self.backend.dropout_mask(self.key, self._offset, x.shape, self.p, x.dtype,
+                                              out=self._buffer("mask", x.shape, x.dtype))
         return x * self.mask
 
     def backward(self, dout):
