@@ -157,9 +157,10 @@ def _batchnorm_net(seed=0):
 
 
 def _convnet(seed=0):
+    """The book's SimpleConvNet."""
     xn.seed(seed)
-    return xn.nn.Sequential(xn.nn.Conv2D(1, 4, 5), xn.nn.ReLU(), xn.nn.MaxPool2D(2),
-                            xn.nn.Affine(4 * 12 * 12, 32), xn.nn.ReLU(), xn.nn.Affine(32, 10))
+    return xn.nn.Sequential(xn.nn.Conv2D(1, 30, 5), xn.nn.ReLU(), xn.nn.MaxPool2D(2),
+                            xn.nn.Affine(30 * 12 * 12, 100), xn.nn.ReLU(), xn.nn.Affine(100, 10))
 
 
 def _regularised_net(seed=0):

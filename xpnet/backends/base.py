@@ -636,12 +636,13 @@ class _Recorded:
         self.recorded = False
 
     def __call__(self):
-        if self.replay is not None:
-            return self.replay()
-        if self.recorded:  # the backend could not record it: run it kernel by kernel
-            return self.fn()
-        for owner in self.owners:
-            owner._drop_work()
-        self.recorded = True
-        result, self.replay = self.backend.capture(self.fn)
-        return result
+        with self.backend.activate():  # the step's device, whatever is current
+            if self.replay is not None:
+                return self.replay()
+            if self.recorded:  # the backend could not record it: run it kernel by kernel
+                return self.fn()
+            for owner in self.owners:
+                owner._drop_work()
+            self.recorded = True
+            result, self.replay = self.backend.capture(self.fn)
+            return result
