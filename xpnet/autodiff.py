@@ -17,7 +17,7 @@ import threading
 
 import numpy
 
-from .device import common_device, current_device, device_of
+from .device import common_device, current_device, device_of, use_device
 from .transfer import to_device
 from .tree import map_tree, tree_leaves
 
@@ -439,27 +439,32 @@ def value_and_grad(f, argnums=0):
         host_types = (int, float, numpy.ndarray, numpy.generic, Tensor)
         on_device = [a for a in tree_leaves(list(args)) if not isinstance(a, host_types)]
         device = common_device(on_device, "grad") or current_device()
-        inputs = list(args)
-        for i in nums:
-            inputs[i] = map_tree(lambda a: _input(a, device), args[i])
-        _state.depth = _depth() + 1
-        try:
-            out = f(*inputs)
-        finally:
-            _state.depth -= 1
-        if type(out) is not Tensor:
-            raise TypeError(f"grad: f returned {type(out).__name__}, which does not depend on the "
-                            f"arguments at argnums={argnums}; differentiate a function of them.")
-        if out.size != 1:
-            raise ValueError(f"grad needs f to return a scalar, but it returned shape {out.shape}; "
-                             f"reduce it first (for example .sum() or .mean()).")
-        leaves = [leaf for i in nums for leaf in tree_leaves(inputs[i])]
-        found = iter(_backward(out, leaves, create_graph=nested))
-        unwrap = (lambda t: t) if nested else (lambda t: t.data)
-        grads = tuple(map_tree(lambda _: unwrap(next(found)), inputs[i]) for i in nums)
-        value = out if nested else out.data
-        return value, (grads[0] if isinstance(argnums, int) else grads)
+        with use_device(device):  # f, and its backward, run on the arguments' device
+            return _value_and_grad(f, argnums, nums, nested, device, args)
     return wrapped
+
+
+def _value_and_grad(f, argnums, nums, nested, device, args):
+    inputs = list(args)
+    for i in nums:
+        inputs[i] = map_tree(lambda a: _input(a, device), args[i])
+    _state.depth = _depth() + 1
+    try:
+        out = f(*inputs)
+    finally:
+        _state.depth -= 1
+    if type(out) is not Tensor:
+        raise TypeError(f"grad: f returned {type(out).__name__}, which does not depend on the "
+                        f"arguments at argnums={argnums}; differentiate a function of them.")
+    if out.size != 1:
+        raise ValueError(f"grad needs f to return a scalar, but it returned shape {out.shape}; "
+                         f"reduce it first (for example .sum() or .mean()).")
+    leaves = [leaf for i in nums for leaf in tree_leaves(inputs[i])]
+    found = iter(_backward(out, leaves, create_graph=nested))
+    unwrap = (lambda t: t) if nested else (lambda t: t.data)
+    grads = tuple(map_tree(lambda _: unwrap(next(found)), inputs[i]) for i in nums)
+    value = out if nested else out.data
+    return value, (grads[0] if isinstance(argnums, int) else grads)
 
 
 def grad(f, argnums=0):

@@ -50,7 +50,7 @@ class Optimizer:
     def __init__(self, model, lr: float, weight_decay: float = 0.0):
         self.model = model
         self._groups = None
-        self.lr = lr
+        self.lr = self._check("lr", lr, low=0, low_open=True)  # later (a schedule) 0 is allowed
         self.weight_decay = self._check("weight_decay", weight_decay, low=0)
         self._t = 0
         self.state: dict = {}  # parameter name -> {state name: array}
@@ -62,9 +62,10 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._lr = self._check("lr", value, low=0, low_open=True)
+        self._lr = self._check("lr", value, low=0)
         for group in self._groups or ():
-            group.lr[...] = self._lr  # a fill on the device, not a copy from the host
+            with group.backend.activate():
+                group.lr[...] = self._lr  # a fill on the device, not a copy from the host
 
     @property
     def t(self) -> int:
@@ -77,7 +78,8 @@ class Optimizer:
     def t(self, value):
         self._t = int(value)
         for group in self._groups or ():
-            group.t[...] = self._t
+            with group.backend.activate():
+                group.t[...] = self._t
 
     def per_step_arrays(self) -> dict:
         """Every device array a step changes besides the model: state and step counts."""
@@ -116,27 +118,32 @@ class Optimizer:
             by_key.setdefault((device_of(p), p.dtype), []).append(name)
         views, groups = ({}, {}), []
         for (device, dtype), names in by_key.items():
-            xp, total = device.xp, sum(params[n].size for n in names)
-            flat = {k: xp.empty(total, dtype=dtype) for k in ("p", "g") + self.state_names}
-            offset = 0
-            for n in names:
-                shape, end = params[n].shape, offset + params[n].size
-                view = {k: a[offset:end].reshape(shape) for k, a in flat.items()}
-                view["p"][...] = params[n]
-                view["g"][...] = grads[n]
-                old = self.state.get(n)
-                for k in self.state_names:  # old state follows the parameters (a counted copy if it moves)
-                    view[k][...] = 0 if old is None else to_device(old[k], device)
-                self.state[n] = {k: view[k] for k in self.state_names}
-                views[0][n], views[1][n] = view["p"], view["g"]
-                offset = end
-            decayed = xp.empty(total, dtype=dtype) if self.weight_decay and not self.decoupled else None
-            groups.append(_Group(device, flat["p"], flat["g"], {k: flat[k] for k in self.state_names},
-                                 xp.empty(total, dtype=dtype), decayed, xp.full((), t_now, dtype=numpy.int64),
-                                 xp.full((), self._lr, dtype=dtype)))
+            with device.backend.activate():
+                groups.append(self._group(device, dtype, names, params, grads, views, t_now))
         self.model._rebind(*views)  # bumps the model's version: another optimizer would notice
         self._groups, self._version = groups, self.model._version
         return groups
+
+    def _group(self, device, dtype, names, params, grads, views, t_now):
+        """One device's and dtype's parameters laid out flat (see ``_prepare``)."""
+        xp, total = device.xp, sum(params[n].size for n in names)
+        flat = {k: xp.empty(total, dtype=dtype) for k in ("p", "g") + self.state_names}
+        offset = 0
+        for n in names:
+            shape, end = params[n].shape, offset + params[n].size
+            view = {k: a[offset:end].reshape(shape) for k, a in flat.items()}
+            view["p"][...] = params[n]
+            view["g"][...] = grads[n]
+            old = self.state.get(n)
+            for k in self.state_names:  # old state follows the parameters (a counted copy if it moves)
+                view[k][...] = 0 if old is None else to_device(old[k], device)
+            self.state[n] = {k: view[k] for k in self.state_names}
+            views[0][n], views[1][n] = view["p"], view["g"]
+            offset = end
+        decayed = xp.empty(total, dtype=dtype) if self.weight_decay and not self.decoupled else None
+        return _Group(device, flat["p"], flat["g"], {k: flat[k] for k in self.state_names},
+                      xp.empty(total, dtype=dtype), decayed, xp.full((), t_now, dtype=numpy.int64),
+                      xp.full((), self._lr, dtype=dtype))
 
     decoupled = False  # weight decay as an L2 penalty in the gradient (AdamW: False)
 
@@ -146,13 +153,14 @@ class Optimizer:
         groups = self._prepare()
         wd = 0.0 if self.decoupled else self.weight_decay
         for group in groups:
-            group.t += 1
-            g = group.g
-            if wd:  # the L2 penalty wd/2 |p|^2 adds wd * p to the gradient
-                group.xp.multiply(group.p, wd, out=group.decayed)
-                group.decayed += g
-                g = group.decayed
-            self._update(group, g)
+            with group.backend.activate():
+                group.t += 1
+                g = group.g
+                if wd:  # the L2 penalty wd/2 |p|^2 adds wd * p to the gradient
+                    group.xp.multiply(group.p, wd, out=group.decayed)
+                    group.decayed += g
+                    g = group.decayed
+                self._update(group, g)
 
     def _update(self, group, g):
         raise NotImplementedError
@@ -160,7 +168,8 @@ class Optimizer:
     def zero_grad(self) -> None:
         """Set every gradient to zero (``backward`` overwrites them anyway, as in the book)."""
         for g in self.model.grads().values():
-            g[...] = 0
+            with device_of(g).backend.activate():
+                g[...] = 0
 
     def state_dict(self) -> dict:
         """Step count and state arrays, for checkpoints."""

@@ -25,7 +25,7 @@ import time
 import numpy
 
 from . import _validate
-from .device import Device, use_device
+from .device import Device, device_of, use_device
 from .errors import ShapeError, TrainingError
 from .nn.losses import SoftmaxCrossEntropy
 from .transfer import array_or_host, to_device, to_host
@@ -81,7 +81,11 @@ class _LabelCheck:
         if t.ndim != 1 or t.dtype.kind not in "iu":
             return  # one-hot, soft or regression targets
         host = isinstance(t, numpy.ndarray)
-        low, high = (t.min(), t.max()) if host else (int(v) for v in to_host((t.min(), t.max())))
+        if host:
+            low, high = t.min(), t.max()
+        else:
+            with use_device(device_of(t)):
+                low, high = (int(v) for v in to_host((t.min(), t.max())))
         if low < 0:
             where = int(numpy.argmax((t if host else to_host(t)) < 0))
             raise ValueError(f"{what}: label {int(low)} at position {where} is not a class index; "

@@ -59,7 +59,8 @@ def asarray(obj, dtype=None, device=None):
         obj = numpy.asarray(obj, dtype=dtype)
     array = _array_to(obj, target)
     if dtype is not None and array.dtype != numpy.dtype(dtype):
-        array = array.astype(dtype)
+        with target.backend.activate():
+            array = array.astype(dtype)
     return array
 
 

@@ -121,8 +121,12 @@ class Backend:
     def synchronize(self):
         """Wait until all work queued on this device has finished."""
 
+    scoped = False  # whether activate() matters: a device that has a "current device"
+
     def activate(self):
-        """Context manager that makes this device current for array creation."""
+        """Context manager that makes this device current for array creation and kernels
+        (CuPy's ``with cupy.cuda.Device(i)``); xpnet's layers, losses, optimizers and
+        training loop run under their device's."""
         return contextlib.nullcontext()
 
     def describe(self) -> dict:

@@ -100,6 +100,7 @@ class CupyBackend(Backend):
     kind = "cuda"
     xp = cupy
     records = True
+    scoped = True
 
     def __init__(self, index: int = 0):
         super().__init__()

@@ -37,6 +37,29 @@ _NO_KERNEL = frozenset("""
     can_cast promote_types iscomplexobj isrealobj isscalar
 """.split())
 _recording = threading.local()  # .tapes: sim device index -> the _Tape recording there
+_current = threading.local()    # .index: the current sim device of this thread (CuPy's current device)
+
+
+def current_sim_index() -> int:
+    """The sim device that is current in this thread: 0 unless a ``SimBackend.activate()``
+    (``xn.use_device('sim:N')``) says otherwise, as CuPy's current device is 0 by default."""
+    return getattr(_current, "index", 0)
+
+
+class _Activation:
+    """``with backend.activate():`` for sim: makes sim:N current, restores on exit."""
+
+    __slots__ = ("index", "saved")
+
+    def __init__(self, index):
+        self.index = index
+
+    def __enter__(self):
+        self.saved = getattr(_current, "index", 0)
+        _current.index = self.index
+
+    def __exit__(self, *exc):
+        _current.index = self.saved
 
 
 def _tape(index):
@@ -216,6 +239,13 @@ def _call(func, index, name, args, kwargs, out=None):
                 f"{name}: out= is the result of an operation that NumPy returns as a scalar, not an "
                 f"array (a 0-d input or a full reduction), so on the cpu device this call fails "
                 f"('return arrays must be of ArrayType'). Allocate the output with xp.empty(...).")
+    current = getattr(_current, "index", 0)
+    if current != index:
+        raise ValueError(
+            f"{name}: work on sim:{index} while sim:{current} is the current device. CuPy allocates "
+            f"on the current device and cannot launch a kernel on another device's arrays (or does "
+            f"so with the wrong device's cuBLAS handle). Run it under its device: "
+            f"with xn.use_device('sim:{index}'): ... (inside xpnet: backend.activate()).")
     args, kwargs = _unwrap(args, index, name), _unwrap(kwargs, index, name)
     result = func(*args, **kwargs)
     wrapped = out if out is not None else _wrap(result, index)
@@ -455,6 +485,7 @@ class SimNamespace(types.SimpleNamespace):
 
 class SimBackend(Backend):
     kind = "sim"
+    scoped = True
 
     def __init__(self, index: int = 0):
         super().__init__()
@@ -462,6 +493,9 @@ class SimBackend(Backend):
         self.xp = SimNamespace(numpy, index)
 
     records = True
+
+    def activate(self):
+        return _Activation(self.index)
 
     def from_host(self, array):
         # A real device holds its own copy: later writes to the host array must not show.

@@ -8,9 +8,37 @@ allocates fresh arrays, so nothing the caller holds is ever overwritten.
 """
 from __future__ import annotations
 
+import functools
+
 from ..device import Device, current_device, device_of
 from ..errors import DTypeError, ImplicitTransferError, ShapeError
 from ..transfer import array_or_host, to_device
+
+
+def on_device(method):
+    """Run ``method`` under its object's device (``self.backend.activate()``), as CuPy
+    needs: arrays are allocated, and kernels launched, on the current device. A no-op
+    where the device has no notion of a current one (the CPU)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        backend = self.backend
+        if not backend.scoped:
+            return method(self, *args, **kwargs)
+        with backend.activate():
+            return method(self, *args, **kwargs)
+    return run
+
+
+def _on_current_device(init):
+    """``__init__`` under the device the layer is built on (the current one)."""
+    @functools.wraps(init)
+    def run(self, *args, **kwargs):
+        backend = current_device().backend
+        if not backend.scoped:
+            return init(self, *args, **kwargs)
+        with backend.activate():
+            return init(self, *args, **kwargs)
+    return run
 
 
 def reusable(cache: dict, name, shape, dtype, xp):
@@ -26,6 +54,15 @@ class Layer:
 
     returns_input = False  # True for layers whose output may be their input or a view of it
     graph_safe = True      # a training step through it can be recorded once and replayed
+
+    def __init_subclass__(cls, **kwargs):
+        """Every layer's construction, forward and backward run under its device."""
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "backward"):
+            if name in cls.__dict__:
+                setattr(cls, name, on_device(cls.__dict__[name]))
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _on_current_device(cls.__dict__["__init__"])
 
     def __init__(self):
         self.device = current_device()
@@ -141,6 +178,7 @@ class Layer:
             pairs.append((targets[name], value))
         return pairs
 
+    @on_device
     def _write(self, pairs):
         for target, value in pairs:
             target[...] = to_device(value, self.device).astype(target.dtype, copy=False)

@@ -8,15 +8,27 @@ from __future__ import annotations
 from ..backends import array_device, get_backend
 from ..device import common_device
 from ..errors import ShapeError
-from .layer import reusable
+from .layer import on_device, reusable
 
 
 class _Loss:
+    """``loss(y, t)`` checks the pair and runs ``forward(y, t)`` under their device;
+    ``backward`` runs under it too."""
+
     classification = False
     graph_safe = True  # fit may record a step through it as a CUDA graph
 
     def __init__(self):
         self._work = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "backward" in cls.__dict__:
+            cls.backward = on_device(cls.__dict__["backward"])
+
+    def __call__(self, y, t):
+        self._prepare(y, t, type(self).__name__)
+        return on_device(type(self).forward)(self, y, t)
 
     def _prepare(self, y, t, name):
         where, t_where = array_device(y), array_device(t)
@@ -44,8 +56,7 @@ class SoftmaxCrossEntropy(_Loss):
 
     classification = True
 
-    def __call__(self, y, t):
-        self._prepare(y, t, "SoftmaxCrossEntropy")
+    def forward(self, y, t):
         if y.ndim != 2 or not (t.shape == y.shape or (t.ndim == 1 and t.dtype.kind in "iu")):
             raise ShapeError(f"SoftmaxCrossEntropy got y of shape {tuple(y.shape)} and t of shape "
                              f"{tuple(t.shape)} ({t.dtype}); expected y (N, C) and t as integer "
@@ -63,8 +74,7 @@ class SoftmaxCrossEntropy(_Loss):
 class MeanSquaredError(_Loss):
     """mean((y - t)^2) over every element, as Chainer's F.mean_squared_error."""
 
-    def __call__(self, y, t):
-        self._prepare(y, t, "MeanSquaredError")
+    def forward(self, y, t):
         if y.shape != t.shape:
             raise ShapeError(f"MeanSquaredError got y of shape {tuple(y.shape)} and t of shape "
                              f"{tuple(t.shape)}; they must match.")
