@@ -390,7 +390,7 @@ def _input(x, device):
     return Tensor(x)
 
 
-def _backward(out, leaves, create_graph):
+def _backward(out, leaves, create_graph, seed=None):
     order, seen, stack = [], set(), [(out, False)]
     stop = {id(leaf) for leaf in leaves}
     while stack:  # iterative post-order DFS: deep graphs must not hit Python's recursion limit
@@ -405,7 +405,7 @@ def _backward(out, leaves, create_graph):
         if id(node) not in stop:
             stack.extend((p, False) for p, _ in node.parents)
     xp = device_of(out.data).xp
-    grads = {id(out): Tensor(xp.ones_like(out.data))}
+    grads = {id(out): Tensor(xp.ones_like(out.data) if seed is None else seed)}
     previous = _recording()
     _state.recording = create_graph
     try:
@@ -465,6 +465,16 @@ def _value_and_grad(f, argnums, nums, nested, device, args):
     grads = tuple(map_tree(lambda _: unwrap(next(found)), inputs[i]) for i in nums)
     value = out if nested else out.data
     return value, (grads[0] if isinstance(argnums, int) else grads)
+
+
+def vjp_of_traced(out, inputs, cotangent):
+    """The gradients of traced ``out`` with respect to each traced value in ``inputs``,
+    given dL/dout = ``cotangent`` (an array): the vector-Jacobian product, as plain arrays.
+    An input ``out`` does not depend on gets zeros. (Layers whose backward comes from
+    their forward use this.)"""
+    if type(out) is not Tensor:  # out does not depend on any input
+        return [device_of(i.data).xp.zeros_like(i.data) for i in inputs]
+    return [g.data for g in _backward(out, list(inputs), create_graph=False, seed=cotangent)]
 
 
 def grad(f, argnums=0):

@@ -1,11 +1,11 @@
 """Layers with explicit forward/backward, book style, on any device."""
 from .conv import AvgPool2D, Conv2D, MaxPool2D
 from .layer import Layer, Sequential
-from .layers import Affine, BatchNorm, Dropout, Flatten, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .layers import Affine, BatchNorm, Dropout, Flatten, Lambda, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 
 __all__ = [
     "Layer", "Sequential", "Affine", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
-    "Flatten", "Dropout", "BatchNorm", "Conv2D", "MaxPool2D", "AvgPool2D",
+    "Flatten", "Dropout", "BatchNorm", "Lambda", "Conv2D", "MaxPool2D", "AvgPool2D",
     "SoftmaxCrossEntropy", "MeanSquaredError",
 ]

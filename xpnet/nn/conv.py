@@ -37,9 +37,9 @@ class Conv2D(Layer):
         self.pad = _validate.pair(name, "pad", pad, minimum=0)
         dtype = numpy.dtype(dtype)
         fan_in = in_channels * self.kh * self.kw
-        self._add_param("W", initial_weights(init, (out_channels, in_channels, self.kh, self.kw),
+        self.add_param("W", initial_weights(init, (out_channels, in_channels, self.kh, self.kw),
                                              fan_in, dtype, seed))
-        self._add_param("b", numpy.zeros(out_channels, dtype=dtype))
+        self.add_param("b", numpy.zeros(out_channels, dtype=dtype))
 
     def describe(self):
         return (f"Conv2D {self.in_channels}->{self.out_channels} {self.kh}x{self.kw}"
@@ -49,7 +49,7 @@ class Conv2D(Layer):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ShapeError(f"got input of shape {tuple(x.shape)}; expected "
                              f"(N, {self.in_channels}, H, W).")
-        W = self._params["W"]
+        W = self.param("W")
         x = self._as_dtype(x, W.dtype)
         n, _, h, w = x.shape
         oh = _output_size(h, self.kh, self.stride[0], self.pad[0])
@@ -58,15 +58,15 @@ class Conv2D(Layer):
         k = self.in_channels * self.kh * self.kw
         products = (self.out_channels, n * oh * ow)
         y, self.col = self.backend.conv2d(
-            x, W, self._params["b"], self.stride, self.pad,
+            x, W, self.param("b"), self.stride, self.pad,
             col=self._buffer("col", (k, n * oh * ow), W.dtype), prod=self._buffer("prod", products, W.dtype),
             out=self._buffer("y", (n, self.out_channels, oh, ow), W.dtype))
         return y
 
     def backward(self, dout):
         work = self._buffer("prod", (self.out_channels, dout.size // self.out_channels), dout.dtype)
-        return self.backend.conv2d_backward(dout, self.col, self._params["W"], self.x_shape, self.stride,
-                                            self.pad, self._grads["W"], self._grads["b"], self._need_dx, work)
+        return self.backend.conv2d_backward(dout, self.col, self.param("W"), self.x_shape, self.stride,
+                                            self.pad, self.grad("W"), self.grad("b"), self._need_dx, work)
 
 
 def _geometry(stride, pad, default_stride):

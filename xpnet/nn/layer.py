@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+from .. import autodiff
 from ..device import Device, current_device, device_of
 from ..errors import DTypeError, ImplicitTransferError, ShapeError
 from ..transfer import array_or_host, to_device
@@ -41,6 +42,50 @@ def _on_current_device(init):
     return run
 
 
+def _unwrapped(fn):
+    return getattr(fn, "__wrapped__", fn)
+
+
+def _untraced(forward):
+    """The user's forward behind a traced one, or None if ``forward`` is not traced."""
+    return getattr(_unwrapped(forward), "_untraced", None)
+
+
+def _traced(forward):
+    """forward(x), run on traced values (the input and every parameter), so that
+    backward can be the graph's vector-Jacobian product."""
+    def run(self, x):
+        self._traced = {name: autodiff.Tensor(p) for name, p in self._params.items()}
+        x_in = autodiff.Tensor(x)
+        try:
+            y = forward(self, x_in)
+        finally:
+            traced, self._traced = self._traced, None
+        self._graph = (x_in, traced, y)
+        return y.data if type(y) is autodiff.Tensor else y
+    run._untraced = forward
+    run.__name__, run.__doc__ = forward.__name__, forward.__doc__
+    return run
+
+
+def _traced_param(self, name):
+    traced = getattr(self, "_traced", None)
+    return traced[name] if traced else self._params[name]
+
+
+def _autodiff_backward(self, dout):
+    """dL/dx, and every parameter's gradient written in place, from the traced forward."""
+    x_in, traced, y = self._graph
+    names = list(traced)
+    grads = autodiff.vjp_of_traced(y, [x_in] + [traced[n] for n in names], dout)
+    for name, g in zip(names, grads[1:]):
+        self._grads[name][...] = g
+    return grads[0]
+
+
+_AUTODIFF_BACKWARD = on_device(_autodiff_backward)
+
+
 def reusable(cache: dict, name, shape, dtype, xp):
     """``cache[name]`` if it has this shape and dtype, else a new empty array kept there."""
     buf = cache.get(name)
@@ -56,13 +101,23 @@ class Layer:
     graph_safe = True      # a training step through it can be recorded once and replayed
 
     def __init_subclass__(cls, **kwargs):
-        """Every layer's construction, forward and backward run under its device."""
+        """Every layer's construction, forward and backward run under its device. A layer
+        class that defines ``forward`` but no ``backward`` (nor inherits one) gets its
+        backward from autodiff: forward is traced, backward is the traced graph's
+        vector-Jacobian product."""
         super().__init_subclass__(**kwargs)
         for name in ("forward", "backward"):
             if name in cls.__dict__:
                 setattr(cls, name, on_device(cls.__dict__[name]))
         if "__init__" in cls.__dict__:
             cls.__init__ = _on_current_device(cls.__dict__["__init__"])
+        written = _untraced(cls.forward)
+        if cls.backward in (Layer.backward, _AUTODIFF_BACKWARD):  # no backward of its own
+            if written is None and cls.forward is not Layer.forward:
+                cls.forward = on_device(_traced(_unwrapped(cls.forward)))
+                cls.backward, cls.param = _AUTODIFF_BACKWARD, _traced_param
+        elif written is not None:  # a hand-written backward below an autodiff-backed forward
+            cls.forward, cls.param = on_device(written), Layer.param
 
     def __init__(self):
         self.device = current_device()
@@ -89,6 +144,12 @@ class Layer:
 
     def backward(self, dout):
         raise NotImplementedError
+
+    def random_state(self) -> dict:
+        """Device arrays that decide the layer's random draws (Dropout's counter). Restoring
+        them replays the same draws: ``xn.testing.check_gradients`` does so before each
+        evaluation. A layer with randomness of its own returns its arrays here."""
+        return {}
 
     @property
     def device(self):
@@ -136,10 +197,36 @@ class Layer:
         self._grads.update(grads)
         self._version += 1
 
-    def _add_param(self, name, host_array):
-        array = to_device(host_array, self.device)
+    # -- declaring parameters and buffers (the public way; the built-in layers use it) --
+    def add_param(self, name: str, value):
+        """Declare a trained parameter ``name`` with initial ``value`` (a host array, or
+        anything ``numpy.asarray`` takes); it is copied to the layer's device, given a
+        zero gradient of its shape, saved with the model, and updated by optimizers.
+        Returns the device array (``self.param(name)`` gets it later)."""
+        array = to_device(array_or_host(value, f"{self.describe()}.add_param({name!r})"), self.device)
         self._params[name] = array
         self._grads[name] = self.backend.xp.zeros_like(array)
+        return array
+
+    def add_buffer(self, name: str, value):
+        """Declare state that is saved with the model but not trained (BatchNorm's running
+        statistics): copied to the layer's device; returns the device array."""
+        array = to_device(array_or_host(value, f"{self.describe()}.add_buffer({name!r})"), self.device)
+        self._buffers[name] = array
+        return array
+
+    def param(self, name: str):
+        """The live parameter array ``name`` (an optimizer may re-home it: ask each call)."""
+        return self._params[name]
+
+    def grad(self, name: str):
+        """The live gradient array of parameter ``name``: ``backward`` writes into it in
+        place (``self.grad("W")[...] = dW``, or a routine's ``out=``)."""
+        return self._grads[name]
+
+    def buffer(self, name: str):
+        """The live buffer array ``name``."""
+        return self._buffers[name]
 
     # -- state ------------------------------------------------------------------------
     def params(self) -> dict:
@@ -291,6 +378,9 @@ class Sequential(Layer):
     def _drop_work(self):
         for layer in self.layers:
             layer._drop_work()
+
+    def random_state(self):
+        return self._named(Layer.random_state)
 
     def __getitem__(self, i):
         return self.layers[i]

@@ -21,15 +21,15 @@ class Affine(Layer):
         self.in_features = _validate.integer("Affine", "in_features", in_features)
         self.out_features = _validate.integer("Affine", "out_features", out_features)
         dtype = numpy.dtype(dtype)
-        self._add_param("W", initial_weights(init, (in_features, out_features), in_features, dtype, seed))
-        self._add_param("b", numpy.zeros(out_features, dtype=dtype))
+        self.add_param("W", initial_weights(init, (in_features, out_features), in_features, dtype, seed))
+        self.add_param("b", numpy.zeros(out_features, dtype=dtype))
         self.x = None
 
     def describe(self):
         return f"Affine {self.in_features}->{self.out_features}"
 
     def forward(self, x):
-        W = self._params["W"]
+        W = self.param("W")
         self.x_shape = x.shape
         if x.ndim != 2:
             x = x.reshape(x.shape[0], -1) if x.ndim > 2 else x
@@ -37,12 +37,12 @@ class Affine(Layer):
             raise ShapeError(f"got input of shape {tuple(self.x_shape)}; expected (N, {self.in_features}).")
         self.x = x = self._as_dtype(x, W.dtype)
         out = self._buffer("y", (x.shape[0], self.out_features), W.dtype)
-        return self.backend.affine(x, W, self._params["b"], out=out)
+        return self.backend.affine(x, W, self.param("b"), out=out)
 
     def backward(self, dout):
-        W = self._params["W"]
+        W = self.param("W")
         dx = self._buffer("dx", self.x.shape, W.dtype) if self._need_dx else None
-        dx = self.backend.affine_backward(dout, self.x, W, self._grads["W"], self._grads["b"],
+        dx = self.backend.affine_backward(dout, self.x, W, self.grad("W"), self.grad("b"),
                                           dx=dx, need_dx=self._need_dx)
         if dx is not None and len(self.x_shape) != 2:
             dx = dx.reshape(self.x_shape)
@@ -149,22 +149,22 @@ class Dropout(Layer):
         self.p = _validate.real("Dropout", "p", p, low=0, high=1, high_open=True)
         self.seed = int(generator().integers(2 ** 63)) if seed is None else int(seed)
         self.key = (self.seed & 0xFFFFFFFF, (self.seed >> 32) & 0xFFFFFFFF)
-        self._offset = None  # the generator's counter: a 0-d uint64 array on the device
+        self._offset = self.backend.xp.zeros((), dtype=numpy.uint64)  # the generator's counter, on the device
 
     def describe(self):
         return f"Dropout({self.p})"
 
+    def random_state(self):
+        return {"offset": self._offset}
+
     def to(self, device):
-        if self._offset is not None:
-            self._offset = to_device(self._offset, device)
+        self._offset = to_device(self._offset, device)
         return super().to(device)
 
     def forward(self, x):
         if not self.training or self.p == 0:
             self.mask = None
             return x
-        if self._offset is None:
-            self._offset = self.backend.xp.zeros((), dtype=numpy.uint64)
         self.mask = self.backend.dropout_mask(self.key, self._offset, x.shape, self.p, x.dtype,
                                               out=self._buffer("mask", x.shape, x.dtype))
         return x * self.mask
@@ -186,10 +186,10 @@ class BatchNorm(Layer):
         self.momentum = _validate.real("BatchNorm", "momentum", momentum, low=0, high=1)
         self.eps = _validate.real("BatchNorm", "eps", eps, low=0, low_open=True)
         dtype = numpy.dtype(dtype)
-        self._add_param("gamma", numpy.ones(num_features, dtype=dtype))
-        self._add_param("beta", numpy.zeros(num_features, dtype=dtype))
-        self._buffers["running_mean"] = self.backend.xp.zeros(num_features, dtype=dtype)
-        self._buffers["running_var"] = self.backend.xp.ones(num_features, dtype=dtype)
+        self.add_param("gamma", numpy.ones(num_features, dtype=dtype))
+        self.add_param("beta", numpy.zeros(num_features, dtype=dtype))
+        self.add_buffer("running_mean", numpy.zeros(num_features, dtype=dtype))
+        self.add_buffer("running_var", numpy.ones(num_features, dtype=dtype))
 
     def describe(self):
         return f"BatchNorm({self.num_features})"
@@ -201,7 +201,7 @@ class BatchNorm(Layer):
         if x.ndim != 2 or x.shape[1] != self.num_features:
             raise ShapeError(f"got input of shape {tuple(self.x_shape)}; expected "
                              f"(N, {self.num_features}) or (N, {self.num_features}, H, W).")
-        x = self._as_dtype(x, self._params["gamma"].dtype)
+        x = self._as_dtype(x, self.param("gamma").dtype)
         if self.training and x.shape[0] == 1:
             raise ShapeError(
                 f"got a training batch of one value per feature (input shape {tuple(self.x_shape)}): "
@@ -210,15 +210,15 @@ class BatchNorm(Layer):
                 f"a last batch of one), or call model.eval() for inference on single samples.")
         self.trained = self.training  # backward differs after an eval-mode forward
         y, self.xn, self.std = self.backend.batchnorm_forward(
-            x, self._params["gamma"], self._params["beta"], self._buffers["running_mean"],
-            self._buffers["running_var"], self.momentum, self.eps, self.training)
+            x, self.param("gamma"), self.param("beta"), self.buffer("running_mean"),
+            self.buffer("running_var"), self.momentum, self.eps, self.training)
         return self._restore(y)
 
     def backward(self, dout):
         if len(self.x_shape) == 4:
             dout = dout.transpose(0, 2, 3, 1).reshape(-1, self.num_features)
-        dx = self.backend.batchnorm_backward(dout, self._params["gamma"], self.xn, self.std,
-                                             self._grads["gamma"], self._grads["beta"], self.trained)
+        dx = self.backend.batchnorm_backward(dout, self.param("gamma"), self.xn, self.std,
+                                             self.grad("gamma"), self.grad("beta"), self.trained)
         return self._restore(dx)
 
     def _restore(self, y):
@@ -227,3 +227,20 @@ class BatchNorm(Layer):
             return y.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         return y
 
+
+
+class Lambda(Layer):
+    """A parameter-free layer from a function of its input, written with the operations of
+    ``xn.functional`` and Python operators; its backward comes from autodiff:
+    ``xn.nn.Lambda(lambda x: x * xn.functional.sigmoid(x))`` is Swish."""
+
+    def __init__(self, fn, name: str = None):
+        super().__init__()
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "Lambda")
+
+    def describe(self):
+        return f"Lambda({self.name})"
+
+    def forward(self, x):
+        return self.fn(x)
