@@ -3,7 +3,7 @@ with every host<->device copy explicit.
 
 ``xn.xp`` is the current device's array module, looked up each time it is read.
 """
-from . import autodiff, datasets, functional, nn, optim, testing
+from . import autodiff, data, datasets, functional, nn, optim, testing
 from .autodiff import grad, value_and_grad
 from .backends import cuda_unavailable_reason
 from .backends.base import LaunchStats, TransferStats
@@ -29,7 +29,7 @@ __all__ = [
     "to_device", "to_host", "asarray", "transfer_stats", "reset_transfer_stats", "TransferStats",
     "DeviceError", "ImplicitTransferError", "ShapeError", "DTypeError", "CheckpointError",
     "TrainingError", "CaptureError", "cuda_unavailable_reason", "launch_stats", "LaunchStats",
-    "nn", "optim", "autodiff", "functional", "testing",
+    "nn", "optim", "autodiff", "functional", "testing", "data",
     "datasets", "fit", "evaluate", "predict", "History", "save", "load", "grad", "value_and_grad", "seed",
 ]
 

@@ -1,7 +1,9 @@
 """``fit`` and ``evaluate``: the book's training loop, on any device, with a progress bar.
 
-The whole dataset is copied to the device once per ``fit`` (one counted copy per array);
-each step gathers its batch on the device into a reused buffer. Per-step losses stay on
+A dataset that fits on the device is copied there once per ``fit`` (one counted copy per
+array); each step gathers its batch on the device into a reused buffer. A larger one (or
+any iterable of host batches, an ``xn.data.Loader``, a generator) streams: each batch is
+copied into the step's buffers just before the step. Per-step losses stay on
 the device and are read back in chunks a few times per epoch, to update the progress
 bar and stop on a NaN or infinite loss, so the training step itself copies nothing.
 
@@ -25,6 +27,7 @@ import time
 import numpy
 
 from . import _validate
+from .data import Loader
 from .device import Device, device_of, use_device
 from .errors import ShapeError, TrainingError
 from .nn.losses import SoftmaxCrossEntropy
@@ -72,61 +75,124 @@ def _labels(t):
 
 
 class _LabelCheck:
-    """Integer class labels checked once, before training or evaluation: a negative label
-    fails at once (NumPy and CuPy would read -1 as the last class); the largest is checked
-    against the model's output width on the first batch (a shape, so no device read)."""
+    """Integer class labels, checked on the host before they are used: a negative label
+    fails at once (NumPy and CuPy would read -1 as the last class); labels above the
+    model's output width fail at the first step, when the width is known (a shape, no
+    device read), and in every later batch that is added."""
 
-    def __init__(self, t, what):
-        self.what, self.top = what, None
-        if t.ndim != 1 or t.dtype.kind not in "iu":
+    def __init__(self):
+        self.classes, self.pending = None, []
+
+    def add(self, t, what, offset=0):
+        """Check the labels ``t`` (host or device; ``offset`` numbers their positions)."""
+        if t.ndim != 1 or t.dtype.kind not in "iu" or len(t) == 0:
             return  # one-hot, soft or regression targets
         host = isinstance(t, numpy.ndarray)
         if host:
-            low, high = t.min(), t.max()
+            low, high = int(t.min()), int(t.max())
         else:
             with use_device(device_of(t)):
                 low, high = (int(v) for v in to_host((t.min(), t.max())))
         if low < 0:
             where = int(numpy.argmax((t if host else to_host(t)) < 0))
-            raise ValueError(f"{what}: label {int(low)} at position {where} is not a class index; "
+            raise ValueError(f"{what}: label {low} at position {offset + where} is not a class index; "
                              f"labels must be 0, 1, ..., classes-1. Fix or drop that sample.")
-        self.top = int(high)
-        self._t = t
+        self.pending.append((t, what, offset, high))
+        if self.classes is not None:
+            self.against(self.classes)
 
     def against(self, classes: int) -> None:
-        """Raise if the largest label is not below ``classes`` (the output's width)."""
-        if self.top is not None and self.top >= classes:
-            t = self._t if isinstance(self._t, numpy.ndarray) else to_host(self._t)
-            where = int(numpy.argmax(t >= classes))
-            raise ValueError(f"{self.what}: label {int(t[where])} at position {where} is not a class "
-                             f"index for a model with {classes} outputs (valid: 0..{classes - 1}). "
-                             f"Fix the labels, or give the last layer more outputs.")
-        self.top = None  # checked: later batches skip it
+        """Raise if a label is not below ``classes`` (the output's width)."""
+        self.classes = classes
+        for t, what, offset, high in self.pending:
+            if high >= classes:
+                t = t if isinstance(t, numpy.ndarray) else to_host(t)
+                where = int(numpy.argmax(t >= classes))
+                raise ValueError(f"{what}: label {int(t[where])} at position {offset + where} is not a "
+                                 f"class index for a model with {classes} outputs (valid: 0..{classes - 1}). "
+                                 f"Fix the labels, or give the last layer more outputs.")
+        self.pending = []
+
+
+def _streamed(data) -> bool:
+    """Whether ``data`` is a source of batches (a Loader, a generator, a list of ``(xb, tb)``
+    tuples) rather than a pair (x, t) of arrays (or of nested lists of numbers)."""
+    if isinstance(data, (tuple, list)):
+        return len(data) > 0 and type(data[0]) is tuple
+    return hasattr(data, "__iter__") and not hasattr(data, "shape")
 
 
 class _Batches:
-    """Batches of a device-resident dataset, gathered into buffers reused across steps
-    (one pair per batch size, so a recorded step always reads the same two buffers)."""
+    """Batches of a dataset copied to the device once, gathered into buffers reused across
+    steps (one pair per batch size, so a recorded step always reads the same two)."""
 
-    def __init__(self, x, t):
-        self.x, self.t = x, t
+    def __init__(self, x, t, batch_size, shuffle, seed, drop_last):
+        self.x, self.t, self.batch_size, self.shuffle = x, t, batch_size, shuffle
+        self.rng = numpy.random.default_rng(seed)
+        n = len(x)
+        self.steps = n // batch_size if drop_last else math.ceil(n / batch_size)
         self.buffers = {}
 
-    def gather(self, order, lo, hi, backend, into_buffers):
-        if order is None and not into_buffers:
-            return self.x[lo:hi], self.t[lo:hi]
-        bufs = self.buffers.get(hi - lo)
-        if bufs is None:
-            xp = backend.xp
-            bufs = self.buffers[hi - lo] = (
-                xp.empty((hi - lo,) + self.x.shape[1:], dtype=self.x.dtype),
-                xp.empty((hi - lo,) + self.t.shape[1:], dtype=self.t.dtype))
-        if order is None:
-            bufs[0][...] = self.x[lo:hi]
-            bufs[1][...] = self.t[lo:hi]
-            return bufs
-        idx = order[lo:hi]
-        return backend.gather_rows(self.x, idx, bufs[0]), backend.gather_rows(self.t, idx, bufs[1])
+    def __len__(self):
+        return self.steps
+
+    def to(self, device):
+        self.x, self.t = to_device((self.x, self.t), device)
+
+    def batches(self, backend, epoch):
+        n = len(self.x)
+        order = to_device(self.rng.permutation(n)) if self.shuffle else None
+        for step in range(self.steps):
+            lo, hi = step * self.batch_size, min(n, (step + 1) * self.batch_size)
+            bufs = self.buffers.get(hi - lo)
+            if bufs is None:
+                xp = backend.xp
+                bufs = self.buffers[hi - lo] = (
+                    xp.empty((hi - lo,) + self.x.shape[1:], dtype=self.x.dtype),
+                    xp.empty((hi - lo,) + self.t.shape[1:], dtype=self.t.dtype))
+            if order is None:
+                bufs[0][...] = self.x[lo:hi]
+                bufs[1][...] = self.t[lo:hi]
+                yield bufs
+            else:
+                idx = order[lo:hi]
+                yield backend.gather_rows(self.x, idx, bufs[0]), backend.gather_rows(self.t, idx, bufs[1])
+
+
+class _Stream:
+    """Host batches copied into per-size device buffers (the ones a recorded step reads),
+    one batch ahead of nothing: the copy is made just before its step."""
+
+    def __init__(self, source, labels):
+        self.source, self.labels = source, labels
+        self.buffers = {}
+
+    def __len__(self):
+        return len(self.source) if hasattr(self.source, "__len__") else 0
+
+    def batches(self, backend, epoch):
+        for k, batch in enumerate(self.source):
+            try:
+                xb, tb = batch
+            except (TypeError, ValueError):
+                raise TypeError(f"fit data: batch {k} is {type(batch).__name__}, not a pair (x, t).") from None
+            xb, tb = array_or_host(xb, f"fit data, batch {k}: x"), array_or_host(tb, f"fit data, batch {k}: t")
+            if len(xb) != len(tb) or len(xb) == 0:
+                raise ShapeError(f"fit data, batch {k}: x has {len(xb)} samples and t has {len(tb)}.")
+            self.labels.add(tb, f"fit data, epoch {epoch}, batch {k}")
+            key = (xb.shape, xb.dtype, tb.shape, tb.dtype)
+            bufs = self.buffers.get(key)
+            if bufs is None:
+                xp = backend.xp
+                bufs = self.buffers[key] = (xp.empty(xb.shape, dtype=xb.dtype), xp.empty(tb.shape, dtype=tb.dtype))
+            yield tuple(backend.upload(b, buf) if isinstance(b, numpy.ndarray) else _copy_into(buf, b)
+                        for b, buf in zip((xb, tb), bufs))
+
+
+def _copy_into(buf, array):
+    """A device batch (already on this device) copied into the step's buffer."""
+    buf[...] = to_device(array, device_of(buf))
+    return buf
 
 
 def _progress(total, desc, enabled):
@@ -140,8 +206,15 @@ def _progress(total, desc, enabled):
 
 def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         validation=None, device=None, shuffle: bool = True, seed=None, progress=None,
-        graph: bool = True, drop_last: bool = False, schedule=None) -> History:
-    """Train ``model`` on ``data = (x, t)``; returns a ``History``.
+        graph: bool = True, drop_last: bool = False, schedule=None, stream=None) -> History:
+    """Train ``model``; returns a ``History``.
+
+    ``data`` is a pair ``(x, t)`` of arrays (memory-maps included) or an iterable of host
+    batches ``(xb, tb)``: a list, an ``xn.data.Loader``, or a generator (one epoch only).
+    A pair is copied to the device once, unless it takes more than half of the device's
+    free memory (``stream=None``, the default) or ``stream=True``: then it is read in
+    host batches, each copied to the device just before its step. ``batch_size``,
+    ``shuffle``, ``seed`` and ``drop_last`` apply to a pair; an iterable brings its own.
 
     ``device`` defaults to the model's; if given and different, the model is moved there
     (its optimizer state follows on the next step). ``progress`` shows a bar (default:
@@ -152,39 +225,49 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     ``xn.optim.schedules``) sets the learning rate after every epoch.
 
     ``graph``: on CUDA and sim, record the step and replay it (see the module's notes);
-    ``graph=False`` runs every step kernel by kernel. A step through Dropout always runs
-    kernel by kernel (its mask comes from a host-side generator), as does one with a loss
-    function that does not declare ``graph_safe``.
+    ``graph=False`` runs every step kernel by kernel. A step with a loss function that
+    does not declare ``graph_safe``, or a layer that declares it False, runs kernel by
+    kernel.
     """
-    x, t = _check_data(data, "fit data")
     epochs = _validate.integer("fit", "epochs", epochs)
     batch_size = _validate.integer("fit", "batch_size", batch_size)
     optimizer.check_model(model, "fit")
-    labels = _LabelCheck(t, "fit data")
-    if validation is not None:
-        validation = _check_data(validation, "validation")
-        _LabelCheck(validation[1], "validation")
-    n = len(x)
-    steps = n // batch_size if drop_last else math.ceil(n / batch_size)
-    if steps == 0:
-        raise ShapeError(f"fit: drop_last=True with batch_size={batch_size} leaves no batch of the "
-                         f"{n} samples; use a batch_size of at most {n}.")
     device = model.device if device is None else Device(device)
+    labels = _LabelCheck()
+    if _streamed(data):
+        source = _Stream(data, labels)
+    else:
+        x, t = _check_data(data, "fit data")
+        labels.add(t, "fit data")
+        if stream is None:
+            free = device.backend.free_memory()
+            stream = free is not None and _nbytes(x) + _nbytes(t) > free // 2
+        steps = len(x) // batch_size if drop_last else math.ceil(len(x) / batch_size)
+        if steps == 0:
+            raise ShapeError(f"fit: drop_last=True with batch_size={batch_size} leaves no batch of the "
+                             f"{len(x)} samples; use a batch_size of at most {len(x)}.")
+        source = (_Stream(Loader(x, t, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last), labels)
+                  if stream else _Batches(x, t, batch_size, shuffle, seed, drop_last))
+    if validation is not None and not _streamed(validation):
+        validation = _check_data(validation, "validation")
+        _LabelCheck().add(validation[1], "validation")
     if model.device != device:
         model.to(device)
     show = sys.stderr.isatty() if progress is None else bool(progress)
     history = History()
-    log_every = max(1, steps // 10)
-    rng = numpy.random.default_rng(seed)
     classify = getattr(loss_fn, "classification", False)
     record = graph and getattr(model, "graph_safe", False) and getattr(loss_fn, "graph_safe", False)
     with use_device(device):
         xp = device.xp
-        batches = _Batches(*to_device((x, t), device))
-        val = None if validation is None else to_device(validation, device)
-        losses = xp.empty(steps, dtype=numpy.float32)
+        if isinstance(source, _Batches):
+            source.to(device)  # the one copy of the set
+        val = validation  # batches of a stream: evaluate copies each as it goes
+        if isinstance(source, _Batches) and validation is not None and not _streamed(validation):
+            val = to_device(validation, device)  # a set that fits: copied once, like the training set
+        chunk = max(1, len(source) // 10) if len(source) else 50
+        losses = xp.empty(chunk, dtype=numpy.float32)
         correct = xp.zeros((), dtype=numpy.int64)
-        replays = {}  # batch size -> the step as the device runs it (recorded where it records)
+        replays = {}  # batch shapes -> the step as the device runs it (recorded where it records)
         last_good = _Snapshot(model, optimizer)
 
         def train_step(xb, tb):
@@ -201,32 +284,42 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             model.train()
-            order = to_device(rng.permutation(n), device) if shuffle else None
             correct[...] = 0
-            bar = _progress(steps, f"epoch {epoch}/{epochs}", show)
-            read = 0
-            for step in range(steps):
-                lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-                xb, tb = batches.gather(order, lo, hi, device.backend, into_buffers=record)
-                if record:  # one recorded step per batch size, reading that size's batch buffers
-                    run = replays.get(hi - lo)
+            bar = _progress(len(source) or None, f"epoch {epoch}/{epochs}", show)
+            epoch_losses, pending, seen, steps = [], 0, 0, 0
+
+            def flush():
+                values = to_host(losses[:pending])
+                _check_finite(values, epoch, steps - pending, optimizer, last_good)
+                last_good.take(epoch, steps)
+                epoch_losses.extend(values.tolist())
+                if bar is not None:
+                    bar.update(pending)
+                    bar.set_postfix(loss=f"{values.mean():.4f}", refresh=False)
+
+            for xb, tb in source.batches(device.backend, epoch):
+                if record:  # one recorded step per batch shape, reading that shape's buffers
+                    key = (xb.shape, tb.shape)
+                    run = replays.get(key)
                     if run is None:
-                        run = replays[hi - lo] = device.backend.record(
+                        run = replays[key] = device.backend.record(
                             functools.partial(train_step, xb, tb), owners=(model, loss_fn))
-                    losses[step] = run()
+                    losses[pending] = run()
                 else:
-                    losses[step] = train_step(xb, tb)
-                if step + 1 - read >= log_every or step + 1 == steps:
-                    chunk = to_host(losses[read:step + 1])
-                    _check_finite(chunk, epoch, read, optimizer, last_good)
-                    last_good.take(epoch, step + 1)
-                    history.step_loss.extend(chunk.tolist())
-                    if bar is not None:
-                        bar.update(step + 1 - read)
-                        bar.set_postfix(loss=f"{chunk.mean():.4f}", refresh=False)
-                    read = step + 1
-            history.epoch_loss.append(float(numpy.mean(history.step_loss[-steps:])))
-            history.epoch_accuracy.append(float(to_host(correct)) / n if classify else None)
+                    losses[pending] = train_step(xb, tb)
+                pending, seen, steps = pending + 1, seen + len(xb), steps + 1
+                if pending == chunk:
+                    flush()
+                    pending = 0
+            if pending:
+                flush()
+            if steps == 0:
+                raise ValueError(f"fit: epoch {epoch} had no batches: the data iterable was exhausted (a "
+                                 f"generator runs once). For more epochs pass a list of batches or an "
+                                 f"xn.data.Loader.")
+            history.step_loss.extend(epoch_losses)
+            history.epoch_loss.append(float(numpy.mean(epoch_losses)))
+            history.epoch_accuracy.append(float(to_host(correct)) / seen if classify else None)
             if val is not None:
                 result = evaluate(model, val, device=device, loss_fn=loss_fn)
                 history.val_loss.append(result["loss"])
@@ -241,6 +334,10 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
                 bar.set_postfix(post)
                 bar.close()
     return history
+
+
+def _nbytes(array) -> int:
+    return int(array.size) * array.dtype.itemsize
 
 
 class _Snapshot:
@@ -302,26 +399,41 @@ def _evaluating(model):
 
 def predict(model, x, batch_size: int = 1000):
     """The model's outputs for ``x`` in eval mode, batch by batch, as one array on the
-    model's device (host input is copied there once). Move it with ``xn.to_host``."""
+    model's device; each batch of host input is copied there just before its forward, so
+    a memory-mapped ``x`` larger than the device works. ``x`` may also be an iterable of
+    input batches. Move the result with ``xn.to_host``."""
     batch_size = _validate.integer("predict", "batch_size", batch_size)
-    x = array_or_host(x, "predict input")
-    if x.ndim == 0 or len(x) == 0:
-        raise ShapeError("predict got no samples (an input of length 0); pass at least one.")
+    listed = isinstance(x, (list, tuple)) and len(x) > 0 and getattr(x[0], "ndim", 0) >= 1
+    if listed or (not isinstance(x, (list, tuple)) and _streamed(x)):  # batches of inputs
+        batches = (array_or_host(b, f"predict input, batch {k}") for k, b in enumerate(x))
+    else:
+        x = array_or_host(x, "predict input")
+        if x.ndim == 0 or len(x) == 0:
+            raise ShapeError("predict got no samples (an input of length 0); pass at least one.")
+        batches = (x[lo:lo + batch_size] for lo in range(0, len(x), batch_size))
     with _evaluating(model) as device:
-        x = to_device(x, device)
-        outputs = [model.forward(x[lo:lo + batch_size]) for lo in range(0, len(x), batch_size)]
+        outputs = [model.forward(to_device(b, device)) for b in batches]
+        if not outputs:
+            raise ShapeError("predict got no samples (an empty iterable of batches).")
         return device.xp.concatenate(outputs)
 
 
 def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None) -> dict:
-    """Mean loss and accuracy of ``model`` on ``data = (x, t)`` in eval mode.
+    """Mean loss and accuracy of ``model`` on ``data`` in eval mode: a pair ``(x, t)`` of
+    arrays (each batch copied to the device as it is used, so memory-maps larger than the
+    device work), or an iterable of ``(x, t)`` host batches.
 
     ``loss_fn`` defaults to SoftmaxCrossEntropy; accuracy is None for a loss that is not
     a classification loss. The model's train/eval mode is restored afterwards.
     """
-    x, t = _check_data(data, "evaluate data")
     batch_size = _validate.integer("evaluate", "batch_size", batch_size)
-    labels = _LabelCheck(t, "evaluate data")
+    labels = _LabelCheck()
+    if _streamed(data):
+        batches = data
+    else:
+        x, t = _check_data(data, "evaluate data")
+        labels.add(t, "evaluate data")
+        batches = ((x[lo:lo + batch_size], t[lo:lo + batch_size]) for lo in range(0, len(x), batch_size))
     device = model.device if device is None else Device(device)
     if model.device != device:
         raise ValueError(f"evaluate: the model is on {model.device}, not {device}; "
@@ -330,16 +442,23 @@ def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None) -> 
     classify = getattr(loss_fn, "classification", False)
     with _evaluating(model):
         xp = device.xp
-        x, t = to_device((x, t), device)
         total = xp.zeros((), dtype=numpy.float64)
         correct = xp.zeros((), dtype=numpy.int64)
-        for lo in range(0, len(x), batch_size):
-            xb, tb = x[lo:lo + batch_size], t[lo:lo + batch_size]
+        seen = 0
+        for k, (xb, tb) in enumerate(batches):
+            if _streamed(data):
+                where = f"evaluate data, batch {k}"
+                xb, tb = array_or_host(xb, f"{where}: x"), array_or_host(tb, f"{where}: t")
+                labels.add(tb, where)
+            xb, tb = to_device((xb, tb), device)
             y = model.forward(xb)
             if classify:
                 labels.against(y.shape[1])
             total += loss_fn(y, tb) * len(xb)
             if classify:
                 correct += (y.argmax(axis=1) == _labels(tb)).sum()
+            seen += len(xb)
+        if seen == 0:
+            raise ShapeError("evaluate data is empty.")
         total, correct = to_host((total, correct))
-    return {"loss": float(total) / len(x), "accuracy": float(correct) / len(x) if classify else None}
+    return {"loss": float(total) / seen, "accuracy": float(correct) / seen if classify else None}

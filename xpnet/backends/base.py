@@ -118,6 +118,16 @@ class Backend:
         """Copy an array from another device of the same kind onto this one (counted)."""
         raise NotImplementedError
 
+    def upload(self, host, out):
+        """Copy the NumPy array ``host`` into the device array ``out`` of its shape (counted
+        as host->device): how a streamed batch enters the buffers a recorded step reads."""
+        raise NotImplementedError
+
+    def free_memory(self):
+        """Bytes a new array may still take on this device, or None where that is the
+        host's memory (cpu; sim unless given a limit)."""
+        return None
+
     def synchronize(self):
         """Wait until all work queued on this device has finished."""
 

@@ -203,6 +203,16 @@ class CupyBackend(Backend):
         TRANSFERS.record("d2h", array.nbytes)
         return array.get()
 
+    def upload(self, host, out):
+        TRANSFERS.record("h2d", host.nbytes)
+        out.set(host)
+        return out
+
+    def free_memory(self):
+        with self._device:
+            free, _ = cupy.cuda.runtime.memGetInfo()
+        return free + cupy.get_default_memory_pool().free_bytes()
+
     def from_peer(self, array):
         TRANSFERS.record("d2d", array.nbytes)
         with self._device:

@@ -28,6 +28,10 @@ class NumpyBackend(Backend):
     def from_peer(self, array):
         return array
 
+    def upload(self, host, out):
+        numpy.copyto(out, host)
+        return out
+
 
 def blas_summary() -> str:
     """The BLAS NumPy runs on and its threads (via threadpoolctl when installed)."""

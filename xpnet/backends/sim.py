@@ -507,6 +507,15 @@ class SimBackend(Backend):
     def to_host(self, array):
         return array.get()
 
+    memory_limit = None  # bytes: set it to model a device smaller than the data (fit then streams)
+
+    def free_memory(self):
+        return self.memory_limit
+
+    def upload(self, host, out):
+        out.set(host)  # counted, and refused while recording, as CuPy's ndarray.set
+        return out
+
     def from_peer(self, array):
         _refuse_while_recording(self.index, "a copy from another device")
         TRANSFERS.record("d2d", array.nbytes)

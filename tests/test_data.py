@@ -1,0 +1,116 @@
+"""Issue 19: training from data that stays on the host: memory-maps, Loaders, generators,
+streamed one batch at a time, with the same results as the in-memory path."""
+import numpy
+import pytest
+
+import xpnet as xn
+
+
+def _set(n=300, seed=0):
+    rng = numpy.random.default_rng(seed)
+    return rng.standard_normal((n, 20)).astype(numpy.float32), rng.integers(0, 4, n)
+
+
+def _model():
+    xn.seed(0)
+    return xn.nn.Sequential(xn.nn.Affine(20, 16), xn.nn.BatchNorm(16), xn.nn.ReLU(), xn.nn.Dropout(0.1),
+                            xn.nn.Affine(16, 4))
+
+
+def _train(data, **kwargs):
+    model = _model()
+    history = xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.Adam(model, lr=0.01), data, **kwargs)
+    return history, xn.to_host(model.params())
+
+
+def _same(a, b):
+    (ha, pa), (hb, pb) = a, b
+    numpy.testing.assert_array_equal(ha.step_loss, hb.step_loss)
+    assert ha.epoch_accuracy == hb.epoch_accuracy
+    for name in pa:
+        numpy.testing.assert_array_equal(pa[name], pb[name], err_msg=name)
+
+
+def test_a_memory_mapped_set_trains_like_the_same_set_in_memory(device, tmp_path):
+    x, t = _set()
+    xm, tm = xn.datasets.load_memmap(xn.datasets.to_memmap(tmp_path / "set", x, t))
+    assert isinstance(xm, numpy.memmap)
+    kwargs = dict(epochs=2, batch_size=64, seed=3)
+    in_memory = _train((x, t), **kwargs)
+    _same(in_memory, _train((xm, tm), **kwargs))                  # copied to the device once
+    _same(in_memory, _train((xm, tm), stream=True, **kwargs))     # read a batch at a time
+
+
+def test_a_set_larger_than_the_device_streams_by_itself(tmp_path, monkeypatch):
+    x, t = _set()
+    sim = xn.Device("sim").backend
+    monkeypatch.setattr(sim, "memory_limit", x.nbytes)  # the set takes more than half of it
+    with xn.use_device("sim"):
+        before = xn.transfer_stats()
+        streamed = _train((x, t), epochs=2, batch_size=64, seed=3)
+        copies = xn.transfer_stats() - before
+    assert copies.h2d_bytes < 3 * (x.nbytes + t.nbytes)  # x and t once per epoch, in batches
+    assert copies.h2d_count >= 2 * 2 * 5                 # two arrays, five batches, two epochs
+    monkeypatch.setattr(sim, "memory_limit", None)
+    with xn.use_device("sim"):
+        _same(streamed, _train((x, t), epochs=2, batch_size=64, seed=3))
+
+
+def test_iterables_of_host_batches_train_like_arrays(device):
+    x, t = _set()
+    batches = [(x[lo:lo + 50], t[lo:lo + 50]) for lo in range(0, 300, 50)]
+    arrays = _train((x, t), epochs=2, batch_size=50, shuffle=False)
+    _same(arrays, _train(batches, epochs=2))
+    _same(arrays, _train(xn.data.Loader(x, t, batch_size=50), epochs=2))
+    generator = ((xb, tb) for xb, tb in batches)
+    _same(_train((x, t), batch_size=50, shuffle=False), _train(generator))
+
+
+def test_a_generator_runs_one_epoch_and_says_so(device):
+    x, t = _set()
+    generator = ((x[lo:lo + 50], t[lo:lo + 50]) for lo in range(0, 300, 50))
+    with pytest.raises(ValueError, match="epoch 2 had no batches.*generator runs once"):
+        _train(generator, epochs=2)
+
+
+def test_a_loader_shuffles_transforms_and_drops_the_short_batch():
+    x, t = _set(n=130)
+    seen = []
+    loader = xn.data.Loader(x, t, batch_size=50, shuffle=True, seed=1, drop_last=True,
+                            transform=lambda xb, tb: (seen.append(len(xb)) or xb * 2, tb))
+    assert len(loader) == 2
+    first, second = [tb.copy() for _, tb in loader], [tb.copy() for _, tb in loader]
+    assert seen == [50, 50, 50, 50] and not numpy.array_equal(numpy.concatenate(first), numpy.concatenate(second))
+    xb, _ = next(iter(xn.data.Loader(x, t, batch_size=4, transform=lambda xb, tb: (xb * 2, tb))))
+    numpy.testing.assert_array_equal(xb, 2 * x[:4])
+
+
+def test_labels_in_a_stream_are_checked_batch_by_batch(device):
+    x, t = _set()
+    t = t.copy()
+    t[170] = 9  # the model has 4 outputs
+    with pytest.raises(ValueError, match=r"batch 3: label 9 at position 20 is not a class index for a model with 4"):
+        _train(xn.data.Loader(x, t, batch_size=50))
+
+
+def test_predict_and_evaluate_stream_memory_maps_and_iterables(device, tmp_path):
+    x, t = _set()
+    xm, tm = xn.datasets.load_memmap(xn.datasets.to_memmap(tmp_path / "set", x, t))
+    model = _model()
+    whole = xn.to_host(xn.predict(model, x, batch_size=64))
+    numpy.testing.assert_array_equal(xn.to_host(xn.predict(model, xm, batch_size=64)), whole)
+    numpy.testing.assert_array_equal(xn.to_host(xn.predict(model, [x[:100], x[100:]])), whole)
+    reference = xn.evaluate(model, (x, t))
+    assert xn.evaluate(model, (xm, tm)) == reference
+    assert xn.evaluate(model, xn.data.Loader(x, t, batch_size=1000)) == reference
+
+
+def test_a_changed_memmap_file_is_refused(tmp_path):
+    folder = xn.datasets.to_memmap(tmp_path / "set", *_set())
+    data = bytearray((folder / "t.npy").read_bytes())
+    data[-1] ^= 1
+    (folder / "t.npy").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match the SHA-256"):
+        xn.datasets.load_memmap(folder)
+    with pytest.raises(ValueError, match="no dataset.json"):
+        xn.datasets.load_memmap(tmp_path)

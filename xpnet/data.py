@@ -1,0 +1,55 @@
+"""Batches from the host: ``Loader`` iterates a dataset that stays on the host (arrays,
+memory-mapped ``.npy`` files) in host batches, for ``fit``, ``evaluate`` and ``predict``.
+
+``fit`` copies a set that fits on the device there once; a ``Loader`` (or any iterable
+of ``(x, t)`` host batches, a generator included) streams instead: each batch is copied
+into the step's own device buffers just before the step, so the recorded step still
+replays and only one batch at a time needs device memory.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from . import _validate
+from .transfer import array_or_host
+
+
+class Loader:
+    """Host batches of ``(x, t)``: ``for xb, tb in Loader(x, t, batch_size=100)``.
+
+    ``x`` and ``t`` are host arrays of equal length, memory-maps included
+    (``numpy.load(path, mmap_mode="r")``, ``xn.datasets.load_memmap``): a batch reads only
+    its rows. ``shuffle`` draws a new order every epoch (iteration) from ``seed``;
+    ``drop_last`` leaves out a short last batch; ``transform(xb, tb) -> (xb, tb)`` runs on
+    each host batch (augmentation). Iterating again starts a new epoch.
+    """
+
+    def __init__(self, x, t, batch_size: int = 100, shuffle: bool = False, seed=None, drop_last: bool = False,
+                 transform=None):
+        self.x, self.t = array_or_host(x, "Loader: x"), array_or_host(t, "Loader: t")
+        if not all(isinstance(a, numpy.ndarray) for a in (self.x, self.t)):
+            raise TypeError("Loader reads host data (NumPy arrays or memory-maps); a set already on a "
+                            "device is given to fit as (x, t).")
+        if len(self.x) != len(self.t):
+            raise ValueError(f"Loader: x has {len(self.x)} samples but t has {len(self.t)}.")
+        self.batch_size = _validate.integer("Loader", "batch_size", batch_size)
+        self.shuffle, self.drop_last, self.transform = shuffle, drop_last, transform
+        self._rng = numpy.random.default_rng(seed)
+
+    def __len__(self):
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.x)
+        order = self._rng.permutation(n) if self.shuffle else None
+        for step in range(len(self)):
+            lo, hi = step * self.batch_size, min(n, (step + 1) * self.batch_size)
+            if order is None:
+                xb, tb = numpy.asarray(self.x[lo:hi]), numpy.asarray(self.t[lo:hi])
+            else:
+                idx = order[lo:hi]
+                xb, tb = self.x[idx], self.t[idx]
+            yield self.transform(xb, tb) if self.transform is not None else (xb, tb)
