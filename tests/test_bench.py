@@ -82,3 +82,10 @@ def test_a_recorded_step_holds_every_kernel_of_the_step():
     for name in MODELS:
         eager, replay, why = count(name, batch=8)
         assert eager > 20 and replay.launches == 1 and replay.kernels == eager and why is None, name
+
+
+def test_the_streaming_benchmark_runs():
+    result = subprocess.run([sys.executable, "stream.py", "--samples", "1500", "--epochs", "1"], capture_output=True,
+                            text=True, cwd=BENCH)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "memmap streamed" in result.stdout
