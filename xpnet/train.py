@@ -160,8 +160,8 @@ class _Batches:
 
 
 class _Stream:
-    """Host batches copied into per-size device buffers (the ones a recorded step reads),
-    one batch ahead of nothing: the copy is made just before its step."""
+    """Host batches, each copied into the device buffers for its shape (the ones a recorded
+    step reads) just before its step; the copy does not yet overlap the step before."""
 
     def __init__(self, source, labels):
         self.source, self.labels = source, labels
@@ -241,7 +241,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         labels.add(t, "fit data")
         if stream is None:
             free = device.backend.free_memory()
-            stream = free is not None and _nbytes(x) + _nbytes(t) > free // 2
+            stream = free is not None and x.nbytes + t.nbytes > free // 2
         steps = len(x) // batch_size if drop_last else math.ceil(len(x) / batch_size)
         if steps == 0:
             raise ShapeError(f"fit: drop_last=True with batch_size={batch_size} leaves no batch of the "
@@ -334,10 +334,6 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
                 bar.set_postfix(post)
                 bar.close()
     return history
-
-
-def _nbytes(array) -> int:
-    return int(array.size) * array.dtype.itemsize
 
 
 class _Snapshot:
