@@ -37,9 +37,12 @@ def save(model, path, optimizer=None) -> Path:
     The model stays where it is; its arrays are copied to the host for writing. Saving
     over a file keeps its permissions (a new file gets the umask's); a symlink is written
     through (its target is replaced, the link kept). Temporary files that a killed save of
-    the same checkpoint left behind are removed.
+    the same checkpoint left behind are removed. In a distributed run (``mpiexec``) only
+    rank 0 writes: the ranks hold the same model.
     """
-    from . import __version__
+    from . import __version__, distributed
+    if distributed.launched() and distributed.rank() != 0:
+        return Path(path)
     if optimizer is not None:
         optimizer.check_model(model, "save")
     target = Path(os.path.realpath(path))

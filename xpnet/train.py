@@ -27,6 +27,7 @@ import time
 import numpy
 
 from . import _validate
+from . import distributed as dist
 from .data import Loader
 from .device import Device, device_of, use_device
 from .errors import ShapeError, TrainingError
@@ -48,8 +49,11 @@ class History:
     def plot(self, path, title: str = "training") -> str:
         """Write a PNG: loss per step with epoch means, and accuracy per epoch if known.
 
-        Needs matplotlib (``pip install 'xpnet[plot]'``).
+        Needs matplotlib (``pip install 'xpnet[plot]'``). In a distributed run only rank 0
+        writes it.
         """
+        if dist.launched() and dist.rank() != 0:
+            return str(path)
         from .plot import plot_history
         return plot_history(self, path, title)
 
@@ -126,6 +130,8 @@ class _Batches:
     """Batches of a dataset copied to the device once, gathered into buffers reused across
     steps (one pair per batch size, so a recorded step always reads the same two)."""
 
+    ranks = None  # (rank, size) in a distributed run: each rank takes its part of a batch
+
     def __init__(self, x, t, batch_size, shuffle, seed, drop_last):
         self.x, self.t, self.batch_size, self.shuffle = x, t, batch_size, shuffle
         self.rng = numpy.random.default_rng(seed)
@@ -150,18 +156,31 @@ class _Batches:
                 bufs = self.buffers[hi - lo] = (
                     xp.empty((hi - lo,) + self.x.shape[1:], dtype=self.x.dtype),
                     xp.empty((hi - lo,) + self.t.shape[1:], dtype=self.t.dtype))
+            total = hi - lo
+            if self.ranks is not None:  # this rank's contiguous part of the global batch
+                rank, size = self.ranks
+                lo, hi = lo + total * rank // size, lo + total * (rank + 1) // size
+                bufs = self.buffers.get(hi - lo)
+                if bufs is None:
+                    xp = backend.xp
+                    bufs = self.buffers[hi - lo] = (
+                        xp.empty((hi - lo,) + self.x.shape[1:], dtype=self.x.dtype),
+                        xp.empty((hi - lo,) + self.t.shape[1:], dtype=self.t.dtype))
             if order is None:
                 bufs[0][...] = self.x[lo:hi]
                 bufs[1][...] = self.t[lo:hi]
-                yield bufs
+                batch = bufs
             else:
                 idx = order[lo:hi]
-                yield backend.gather_rows(self.x, idx, bufs[0]), backend.gather_rows(self.t, idx, bufs[1])
+                batch = backend.gather_rows(self.x, idx, bufs[0]), backend.gather_rows(self.t, idx, bufs[1])
+            yield batch if self.ranks is None else (*batch, (hi - lo) / total, total)
 
 
 class _Stream:
     """Host batches, each copied into the device buffers for its shape (the ones a recorded
     step reads) just before its step; the copy does not yet overlap the step before."""
+
+    ranks = None  # (rank, size) in a distributed run: each rank takes its part of a batch
 
     def __init__(self, source, labels):
         self.source, self.labels = source, labels
@@ -180,13 +199,35 @@ class _Stream:
             if len(xb) != len(tb) or len(xb) == 0:
                 raise ShapeError(f"fit data, batch {k}: x has {len(xb)} samples and t has {len(tb)}.")
             self.labels.add(tb, f"fit data, epoch {epoch}, batch {k}")
+            total = len(xb)
+            if self.ranks is not None:  # this rank's contiguous part of the global batch
+                rank, size = self.ranks
+                if total < size:
+                    raise ShapeError(f"fit data, batch {k}: {total} samples for {size} ranks; every batch "
+                                     f"needs at least one sample a rank (drop_last=True drops a short one).")
+                part = slice(total * rank // size, total * (rank + 1) // size)
+                xb, tb = xb[part], tb[part]
             key = (xb.shape, xb.dtype, tb.shape, tb.dtype)
             bufs = self.buffers.get(key)
             if bufs is None:
                 xp = backend.xp
                 bufs = self.buffers[key] = (xp.empty(xb.shape, dtype=xb.dtype), xp.empty(tb.shape, dtype=tb.dtype))
-            yield tuple(backend.upload(b, buf) if isinstance(b, numpy.ndarray) else _copy_into(buf, b)
-                        for b, buf in zip((xb, tb), bufs))
+            batch = tuple(backend.upload(b, buf) if isinstance(b, numpy.ndarray) else _copy_into(buf, b)
+                          for b, buf in zip((xb, tb), bufs))
+            yield batch if self.ranks is None else (*batch, len(xb) / total, total)
+
+
+def _ranks(distributed):
+    """(rank, size) for a data-parallel fit, or None for a single process."""
+    if distributed is None:
+        distributed = dist.launched()
+    if not distributed:
+        return None
+    if not dist.launched():
+        raise RuntimeError("fit(distributed=True): this process was not launched by an MPI launcher with more "
+                           "than one rank. Run it as: mpiexec -n 2 python your_script.py (install the launcher "
+                           "with pip install 'xpnet[mpi]').")
+    return dist.rank(), dist.size()
 
 
 def _copy_into(buf, array):
@@ -206,7 +247,8 @@ def _progress(total, desc, enabled):
 
 def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         validation=None, device=None, shuffle: bool = True, seed=None, progress=None,
-        graph: bool = True, drop_last: bool = False, schedule=None, stream=None) -> History:
+        graph: bool = True, drop_last: bool = False, schedule=None, stream=None,
+        distributed=None) -> History:
     """Train ``model``; returns a ``History``.
 
     ``data`` is a pair ``(x, t)`` of arrays (memory-maps included) or an iterable of host
@@ -228,11 +270,21 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     ``graph=False`` runs every step kernel by kernel. A step with a loss function that
     does not declare ``graph_safe``, or a layer that declares it False, runs kernel by
     kernel.
+
+    ``distributed`` (default: whether the process was launched by ``mpiexec`` with more
+    than one rank; see ``xpnet.distributed``): train data parallel. Every rank runs this
+    same call; rank r takes the r-th of ``size`` contiguous parts of every global batch,
+    the gradients are averaged across ranks (weighted by part size, so the result is the
+    single-process step's), the reported losses and accuracies are the global batch's,
+    and only rank 0 shows progress. BatchNorm normalises each rank's part by itself, and
+    Dropout draws the same masks on every rank (for an exact single-process match, train
+    without them). Distributed steps are not recorded (the allreduce runs on the host).
     """
     epochs = _validate.integer("fit", "epochs", epochs)
     batch_size = _validate.integer("fit", "batch_size", batch_size)
     optimizer.check_model(model, "fit")
     device = model.device if device is None else Device(device)
+    ranks = _ranks(distributed)
     labels = _LabelCheck()
     if _streamed(data):
         source = _Stream(data, labels)
@@ -246,17 +298,22 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         if steps == 0:
             raise ShapeError(f"fit: drop_last=True with batch_size={batch_size} leaves no batch of the "
                              f"{len(x)} samples; use a batch_size of at most {len(x)}.")
+        if ranks is not None and (len(x) % batch_size or batch_size) < ranks[1] and not drop_last:
+            raise ShapeError(f"fit: {ranks[1]} ranks share each batch, but the last batch has "
+                             f"{len(x) % batch_size} samples; use drop_last=True or another batch_size.")
         source = (_Stream(Loader(x, t, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last), labels)
                   if stream else _Batches(x, t, batch_size, shuffle, seed, drop_last))
+    source.ranks = ranks
     if validation is not None and not _streamed(validation):
         validation = _check_data(validation, "validation")
         _LabelCheck().add(validation[1], "validation")
     if model.device != device:
         model.to(device)
-    show = sys.stderr.isatty() if progress is None else bool(progress)
+    show = (sys.stderr.isatty() if progress is None else bool(progress)) and (ranks is None or ranks[0] == 0)
     history = History()
     classify = getattr(loss_fn, "classification", False)
-    record = graph and getattr(model, "graph_safe", False) and getattr(loss_fn, "graph_safe", False)
+    record = (graph and ranks is None and getattr(model, "graph_safe", False)
+              and getattr(loss_fn, "graph_safe", False))
     with use_device(device):
         xp = device.xp
         if isinstance(source, _Batches):
@@ -268,14 +325,22 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         losses = xp.empty(chunk, dtype=numpy.float32)
         correct = xp.zeros((), dtype=numpy.int64)
         replays = {}  # batch shapes -> the step as the device runs it (recorded where it records)
+        if ranks is not None:
+            optimizer._prepare()  # the flat gradient buffers, one allreduce each
+            dist.broadcast({**model.params(), **model.buffers()})  # every rank starts from rank 0's
         last_good = _Snapshot(model, optimizer)
 
-        def train_step(xb, tb):
+        def train_step(xb, tb, share=None):
             y = model.forward(xb)
             if classify:
                 labels.against(y.shape[1])
             loss = loss_fn(y, tb)
             model.backward(loss_fn.backward())
+            if share is not None:  # this rank's part of the global batch: weight, then sum
+                for group in optimizer._prepare():
+                    group.g *= share
+                    dist.allreduce(group.g)
+                loss = loss * share
             optimizer.step()
             if classify:
                 xp.add(correct, (y.argmax(axis=1) == _labels(tb)).sum(), out=correct)
@@ -289,7 +354,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
             epoch_losses, pending, seen, steps = [], 0, 0, 0
 
             def flush():
-                values = to_host(losses[:pending])
+                values = dist.allreduce(to_host(losses[:pending]).copy()) if ranks else to_host(losses[:pending])
                 _check_finite(values, epoch, steps - pending, optimizer, last_good)
                 last_good.take(epoch, steps)
                 epoch_losses.extend(values.tolist())
@@ -297,8 +362,10 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
                     bar.update(pending)
                     bar.set_postfix(loss=f"{values.mean():.4f}", refresh=False)
 
-            for xb, tb in source.batches(device.backend, epoch):
-                if record:  # one recorded step per batch shape, reading that shape's buffers
+            for xb, tb, *share in source.batches(device.backend, epoch):
+                if share:
+                    losses[pending] = train_step(xb, tb, share[0])
+                elif record:  # one recorded step per batch shape, reading that shape's buffers
                     key = (xb.shape, tb.shape)
                     run = replays.get(key)
                     if run is None:
@@ -307,7 +374,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
                     losses[pending] = run()
                 else:
                     losses[pending] = train_step(xb, tb)
-                pending, seen, steps = pending + 1, seen + len(xb), steps + 1
+                pending, seen, steps = pending + 1, seen + (share[1] if share else len(xb)), steps + 1
                 if pending == chunk:
                     flush()
                     pending = 0
@@ -319,7 +386,10 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
                                  f"xn.data.Loader.")
             history.step_loss.extend(epoch_losses)
             history.epoch_loss.append(float(numpy.mean(epoch_losses)))
-            history.epoch_accuracy.append(float(to_host(correct)) / seen if classify else None)
+            hits = to_host(correct).reshape(1).astype(numpy.float64)
+            if ranks:
+                dist.allreduce(hits)
+            history.epoch_accuracy.append(float(hits[0]) / seen if classify else None)
             if val is not None:
                 result = evaluate(model, val, device=device, loss_fn=loss_fn)
                 history.val_loss.append(result["loss"])

@@ -1,0 +1,53 @@
+"""Issue 18: data-parallel training on MPI. Two ranks launched with mpiexec (MPICH's wheel)
+train to the parameters of one process on the same global batches, on cpu and sim; a rank
+that raises stops the job."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy
+import pytest
+
+import xpnet as xn
+
+HERE = Path(__file__).resolve().parent
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec: pip install 'xpnet[mpi]' (mpi4py and MPICH)")
+
+
+def _job(*args, timeout=120):
+    env = {k: v for k, v in os.environ.items() if k not in ("XPNET_DEVICE",)}
+    start = time.monotonic()
+    result = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(HERE / "mpi_job.py"), *args],
+                            capture_output=True, text=True, timeout=timeout, env=env)
+    return result, time.monotonic() - start
+
+
+@pytest.mark.parametrize("device", ["cpu", "sim"])
+def test_two_ranks_train_to_the_single_process_parameters(tmp_path, device):
+    from tests.mpi_job import run
+    result, _ = _job("--device", device, "--out", str(tmp_path / "m.npz"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("losses") == 1  # only rank 0 reports
+    alone, history = run(device)
+    together, _ = run(device)
+    xn.load(together, tmp_path / "m.npz")
+    for name, value in xn.to_host(alone.params()).items():
+        numpy.testing.assert_allclose(xn.to_host(together.params()[name]), value, rtol=0, atol=1e-10, err_msg=name)
+    reported = [float(v) for v in result.stdout.split("losses [")[1].split("]")[0].split(",")]
+    numpy.testing.assert_allclose(reported, history.epoch_loss, rtol=1e-6)  # the global batch's losses
+
+
+def test_a_rank_that_raises_stops_the_job(tmp_path):
+    result, seconds = _job("--fail-at", "3", timeout=90)
+    assert result.returncode != 0 and seconds < 60
+    assert "rank 1 of 2 failed" in result.stderr and "fails on purpose" in result.stderr
+
+
+def test_distributed_without_a_launcher_says_how_to_launch():
+    from tests.mpi_job import run
+    with pytest.raises(RuntimeError, match="mpiexec -n 2 python"):
+        run("cpu", distributed=True)
