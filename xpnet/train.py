@@ -150,22 +150,16 @@ class _Batches:
         order = to_device(self.rng.permutation(n)) if self.shuffle else None
         for step in range(self.steps):
             lo, hi = step * self.batch_size, min(n, (step + 1) * self.batch_size)
+            total = hi - lo
+            if self.ranks is not None:  # this rank's contiguous part of the global batch
+                rank, size = self.ranks
+                lo, hi = lo + total * rank // size, lo + total * (rank + 1) // size
             bufs = self.buffers.get(hi - lo)
             if bufs is None:
                 xp = backend.xp
                 bufs = self.buffers[hi - lo] = (
                     xp.empty((hi - lo,) + self.x.shape[1:], dtype=self.x.dtype),
                     xp.empty((hi - lo,) + self.t.shape[1:], dtype=self.t.dtype))
-            total = hi - lo
-            if self.ranks is not None:  # this rank's contiguous part of the global batch
-                rank, size = self.ranks
-                lo, hi = lo + total * rank // size, lo + total * (rank + 1) // size
-                bufs = self.buffers.get(hi - lo)
-                if bufs is None:
-                    xp = backend.xp
-                    bufs = self.buffers[hi - lo] = (
-                        xp.empty((hi - lo,) + self.x.shape[1:], dtype=self.x.dtype),
-                        xp.empty((hi - lo,) + self.t.shape[1:], dtype=self.t.dtype))
             if order is None:
                 bufs[0][...] = self.x[lo:hi]
                 bufs[1][...] = self.t[lo:hi]
