@@ -14,6 +14,15 @@ def _pyplot():
     return plt
 
 
+def _write(plt, fig, path) -> str:
+    """Save the figure as a PNG, on rank 0 only in a distributed run (the ranks agree)."""
+    from . import distributed
+    if not distributed.launched() or distributed.rank() == 0:
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(Path(path))
+
+
 def plot_history(history, path, title="training") -> str:
     """Loss per step (and epoch means), accuracy per epoch when known."""
     plt = _pyplot()
@@ -41,9 +50,7 @@ def plot_history(history, path, title="training") -> str:
         ax.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(Path(path))
+    return _write(plt, fig, path)
 
 
 def plot_regression(x, y_true, y_pred, losses, path, title="regression") -> str:
@@ -58,9 +65,7 @@ def plot_regression(x, y_true, y_pred, losses, path, title="regression") -> str:
     b.plot(range(1, len(losses) + 1), losses, lw=0.7)
     b.set(xlabel="step", ylabel="loss", yscale="log", title=f"{title}: loss")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(Path(path))
+    return _write(plt, fig, path)
 
 
 def plot_filters(W, path, title="first-layer filters") -> str:
@@ -75,6 +80,4 @@ def plot_filters(W, path, title="first-layer filters") -> str:
         if i < n:
             ax.imshow(W[i, 0], cmap="gray_r", interpolation="nearest")
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(Path(path))
+    return _write(plt, fig, path)

@@ -52,8 +52,6 @@ class History:
         Needs matplotlib (``pip install 'xpnet[plot]'``). In a distributed run only rank 0
         writes it.
         """
-        if dist.launched() and dist.rank() != 0:
-            return str(path)
         from .plot import plot_history
         return plot_history(self, path, title)
 
