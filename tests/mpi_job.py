@@ -24,7 +24,7 @@ def run(device, out=None, fail_at=None, distributed=None):
                 real()
             opt.step = step
         history = xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x, t), epochs=3, batch_size=40, seed=1,
-                         distributed=distributed)
+                         distributed=distributed, validation=(x[:101], t[:101]))
     if out:
         xn.save(model, out)
     return model, history
@@ -38,4 +38,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     _, history = run(args.device, args.out, args.fail_at)
     if xn.distributed.rank() == 0:
-        print("losses", history.epoch_loss, "accuracy", history.epoch_accuracy)
+        print("losses", history.epoch_loss, "accuracy", history.epoch_accuracy, "validation", history.val_loss)

@@ -39,6 +39,8 @@ def test_two_ranks_train_to_the_single_process_parameters(tmp_path, device):
         numpy.testing.assert_allclose(xn.to_host(together.params()[name]), value, rtol=0, atol=1e-10, err_msg=name)
     reported = [float(v) for v in result.stdout.split("losses [")[1].split("]")[0].split(",")]
     numpy.testing.assert_allclose(reported, history.epoch_loss, rtol=1e-6)  # the global batch's losses
+    validated = [float(v) for v in result.stdout.split("validation [")[1].split("]")[0].split(",")]
+    numpy.testing.assert_allclose(validated, history.val_loss, rtol=1e-10)  # parts evaluated, sums reduced
 
 
 def test_a_rank_that_raises_stops_the_job(tmp_path):

@@ -383,7 +383,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
                 dist.allreduce(hits)
             history.epoch_accuracy.append(float(hits[0]) / seen if classify else None)
             if val is not None:
-                result = evaluate(model, val, device=device, loss_fn=loss_fn)
+                result = evaluate(model, val, device=device, loss_fn=loss_fn, distributed=ranks is not None)
                 history.val_loss.append(result["loss"])
                 history.val_accuracy.append(result["accuracy"])
             if schedule is not None:
@@ -476,21 +476,29 @@ def predict(model, x, batch_size: int = 1000):
         return device.xp.concatenate(outputs)
 
 
-def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None) -> dict:
+def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None, distributed=None) -> dict:
     """Mean loss and accuracy of ``model`` on ``data`` in eval mode: a pair ``(x, t)`` of
     arrays (each batch copied to the device as it is used, so memory-maps larger than the
     device work), or an iterable of ``(x, t)`` host batches.
 
     ``loss_fn`` defaults to SoftmaxCrossEntropy; accuracy is None for a loss that is not
-    a classification loss. The model's train/eval mode is restored afterwards.
+    a classification loss. The model's train/eval mode is restored afterwards. In a
+    distributed run (``distributed`` as in ``fit``) each rank evaluates its contiguous part
+    of a pair (an iterable: the batches it is given) and the sums are reduced, so every
+    rank returns the whole set's figures.
     """
     batch_size = _validate.integer("evaluate", "batch_size", batch_size)
+    ranks = _ranks(distributed)
     labels = _LabelCheck()
     if _streamed(data):
         batches = data
     else:
         x, t = _check_data(data, "evaluate data")
         labels.add(t, "evaluate data")
+        if ranks is not None:
+            rank, size = ranks
+            part = slice(len(x) * rank // size, len(x) * (rank + 1) // size)
+            x, t = x[part], t[part]
         batches = ((x[lo:lo + batch_size], t[lo:lo + batch_size]) for lo in range(0, len(x), batch_size))
     device = model.device if device is None else Device(device)
     if model.device != device:
@@ -516,7 +524,10 @@ def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None) -> 
             if classify:
                 correct += (y.argmax(axis=1) == _labels(tb)).sum()
             seen += len(xb)
+        sums = numpy.array([float(to_host(total)), float(to_host(correct)), seen], dtype=numpy.float64)
+        if ranks is not None:
+            dist.allreduce(sums)
+        total, correct, seen = sums
         if seen == 0:
             raise ShapeError("evaluate data is empty.")
-        total, correct = to_host((total, correct))
-    return {"loss": float(total) / seen, "accuracy": float(correct) / seen if classify else None}
+    return {"loss": float(total / seen), "accuracy": float(correct / seen) if classify else None}
