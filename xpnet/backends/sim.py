@@ -160,8 +160,6 @@ _METHODS = frozenset("""
 """.split())
 # Plain attributes (base, real and imag are arrays and come back as sim arrays):
 _ATTRIBUTES = frozenset("base dtype flags imag itemsize mT nbytes ndim real shape size strides".split())
-# Methods that read the data on the host: a device->host copy, counted.
-_HOST_READS = frozenset("tobytes tofile dump dumps".split())
 # CuPy accepts these kinds of dtype; strings, objects, records and datetimes it refuses.
 _DTYPE_KINDS = "biufc"
 
