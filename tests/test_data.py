@@ -114,3 +114,41 @@ def test_a_changed_memmap_file_is_refused(tmp_path):
         xn.datasets.load_memmap(folder)
     with pytest.raises(ValueError, match="no dataset.json"):
         xn.datasets.load_memmap(tmp_path)
+
+
+def test_each_copy_goes_out_a_step_ahead_and_each_step_waits_for_its_own_only():
+    """The streamed pipeline's order, from sim's stream/event log: the copies of batch k+1
+    are issued before step k is queued (so on a GPU they overlap it), step k waits for
+    batch k's copies and no others, and a copy into a buffer pair waits for the step that
+    last read that pair (batch k+2 after step k)."""
+    x, t = _set(n=250)  # five batches of 50
+    sim = xn.Device("sim").backend
+    sim.events.clear()
+    with xn.use_device("sim"):
+        _train(xn.data.Loader(x, t, batch_size=50))
+    log = list(sim.events)
+    uploads = [e for e in log if e[0] == "upload"]
+    waits = [e for e in log if e[0] == "wait"]
+    steps = [e for e in log if e[0] == "step"]
+    assert len(uploads) == len(waits) == 10 and len(steps) == 5  # x and t of each batch
+    for k in range(5):
+        copies = {uploads[2 * k][1], uploads[2 * k + 1][1]}
+        assert {waits[2 * k][1], waits[2 * k + 1][1]} == copies  # step k waits for its own batch only
+        assert log.index(waits[2 * k + 1]) < log.index(steps[k])
+        if k + 1 < 5:  # batch k+1's copies are issued before step k starts waiting
+            assert log.index(uploads[2 * (k + 1) + 1]) < log.index(waits[2 * k])
+        after = uploads[2 * k][2], uploads[2 * k + 1][2]
+        assert after == ((None, None) if k < 2 else (steps[k - 2][1],) * 2)
+
+
+def test_a_device_transform_runs_inside_the_step(device):
+    x, t = _set()
+    xd = None
+
+    def scale(xb, tb):
+        nonlocal xd
+        xd = xn.device_of(xb)
+        return xb * 2 - 1, tb
+    _same(_train((2 * x - 1, t), epochs=2, batch_size=64, seed=3),
+          _train((x, t), epochs=2, batch_size=64, seed=3, transform=scale))
+    assert xd == device

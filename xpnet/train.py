@@ -169,19 +169,23 @@ class _Batches:
 
 
 class _Stream:
-    """Host batches, each copied into the device buffers for its shape (the ones a recorded
-    step reads) just before its step; the copy does not yet overlap the step before."""
+    """Host batches streamed to the device, one ahead: the copy of batch k+1 is issued (on a
+    copy stream, from page-locked memory, on CUDA) before step k is queued, and step k waits
+    for its own batch's copy only. Each batch shape has two pairs of device buffers that
+    batches take in turn, so a copy never overwrites what a queued step still reads (the
+    copy into a pair waits for the step that used it last). The recorded steps read these
+    buffers, one recording per pair."""
 
     ranks = None  # (rank, size) in a distributed run: each rank takes its part of a batch
 
     def __init__(self, source, labels):
         self.source, self.labels = source, labels
-        self.buffers = {}
+        self.slots = {}  # batch shapes and dtypes -> two [x buffer, t buffer, event of last step]
 
     def __len__(self):
         return len(self.source) if hasattr(self.source, "__len__") else 0
 
-    def batches(self, backend, epoch):
+    def _host_batches(self, epoch):
         for k, batch in enumerate(self.source):
             try:
                 xb, tb = batch
@@ -199,14 +203,40 @@ class _Stream:
                                      f"needs at least one sample a rank (drop_last=True drops a short one).")
                 part = slice(total * rank // size, total * (rank + 1) // size)
                 xb, tb = xb[part], tb[part]
-            key = (xb.shape, xb.dtype, tb.shape, tb.dtype)
-            bufs = self.buffers.get(key)
-            if bufs is None:
-                xp = backend.xp
-                bufs = self.buffers[key] = (xp.empty(xb.shape, dtype=xb.dtype), xp.empty(tb.shape, dtype=tb.dtype))
-            batch = tuple(backend.upload(b, buf) if isinstance(b, numpy.ndarray) else _copy_into(buf, b)
-                          for b, buf in zip((xb, tb), bufs))
-            yield batch if self.ranks is None else (*batch, len(xb) / total, total)
+            yield xb, tb, total
+
+    def _start(self, backend, batch, turn):
+        """Issue the copies of ``batch`` into its shape's buffer pair for ``turn``."""
+        xb, tb, total = batch
+        key = (xb.shape, xb.dtype.str, tb.shape, tb.dtype.str)
+        pairs = self.slots.get(key)
+        if pairs is None:
+            xp = backend.xp
+            pairs = self.slots[key] = [[xp.empty(xb.shape, dtype=xb.dtype), xp.empty(tb.shape, dtype=tb.dtype),
+                                        None] for _ in range(2)]
+        pair = pairs[turn % 2]
+        events = []
+        for array, buf in zip((xb, tb), pair[:2]):
+            if isinstance(array, numpy.ndarray):
+                events.append(backend.upload_async(array, buf, after=pair[2]))
+            else:  # already on the device: copied on the compute stream, in order
+                _copy_into(buf, array)
+        return pair, [e for e in events if e is not None], len(xb) / total, total
+
+    def batches(self, backend, epoch):
+        host = self._host_batches(epoch)
+        batch = next(host, None)
+        ahead = None if batch is None else self._start(backend, batch, 0)
+        turn = 0
+        while ahead is not None:
+            pair, events, share, total = ahead
+            batch = next(host, None)  # the next batch's copy goes out before this step is queued
+            ahead = None if batch is None else self._start(backend, batch, turn + 1)
+            for event in events:
+                backend.wait(event)  # this step waits for its own batch, nothing else
+            yield (pair[0], pair[1]) if self.ranks is None else (pair[0], pair[1], share, total)
+            pair[2] = backend.step_event()  # the step that read this pair is queued: copies after it
+            turn += 1
 
 
 def _ranks(distributed):
@@ -240,7 +270,7 @@ def _progress(total, desc, enabled):
 def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         validation=None, device=None, shuffle: bool = True, seed=None, progress=None,
         graph: bool = True, drop_last: bool = False, schedule=None, stream=None,
-        distributed=None) -> History:
+        distributed=None, transform=None) -> History:
     """Train ``model``; returns a ``History``.
 
     ``data`` is a pair ``(x, t)`` of arrays (memory-maps included) or an iterable of host
@@ -256,7 +286,9 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     the loss stopped being finite. When ``batch_size`` does not divide the data, the last
     batch of each epoch is the short remainder; ``drop_last=True`` leaves it out (useful
     with BatchNorm, which cannot train on a batch of one). ``schedule`` (from
-    ``xn.optim.schedules``) sets the learning rate after every epoch.
+    ``xn.optim.schedules``) sets the learning rate after every epoch. ``transform(xb, tb)
+    -> (xb, tb)`` runs on the device on every training batch, inside the step (so it is
+    recorded with it: device operations only); a host-side one goes in an ``xn.data.Loader``.
 
     ``graph``: on CUDA and sim, record the step and replay it (see the module's notes);
     ``graph=False`` runs every step kernel by kernel. A step with a loss function that
@@ -316,13 +348,15 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         chunk = max(1, len(source) // 10) if len(source) else 50
         losses = xp.empty(chunk, dtype=numpy.float32)
         correct = xp.zeros((), dtype=numpy.int64)
-        replays = {}  # batch shapes -> the step as the device runs it (recorded where it records)
+        replays = {}  # batch buffers -> the step as the device runs it (recorded where it records)
         if ranks is not None:
             optimizer._prepare()  # the flat gradient buffers, one allreduce each
             dist.broadcast({**model.params(), **model.buffers()})  # every rank starts from rank 0's
         last_good = _Snapshot(model, optimizer)
 
         def train_step(xb, tb, share=None):
+            if transform is not None:
+                xb, tb = transform(xb, tb)
             y = model.forward(xb)
             if classify:
                 labels.against(y.shape[1])
@@ -357,8 +391,8 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
             for xb, tb, *share in source.batches(device.backend, epoch):
                 if share:
                     losses[pending] = train_step(xb, tb, share[0])
-                elif record:  # one recorded step per batch shape, reading that shape's buffers
-                    key = (xb.shape, tb.shape)
+                elif record:  # one recorded step per pair of batch buffers (per shape; two when streaming)
+                    key = (id(xb), id(tb))
                     run = replays.get(key)
                     if run is None:
                         run = replays[key] = device.backend.record(

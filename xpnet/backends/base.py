@@ -123,6 +123,21 @@ class Backend:
         as host->device): how a streamed batch enters the buffers a recorded step reads."""
         raise NotImplementedError
 
+    def upload_async(self, host, out, after=None):
+        """Start copying the NumPy array ``host`` into the device array ``out``, once the
+        event ``after`` (the step that last read ``out``) has passed; returns an event that
+        marks the copy's end, for ``wait``. Where copies cannot overlap compute (the CPU)
+        the copy is made at once and there are no events (None)."""
+        self.upload(host, out)
+        return None
+
+    def wait(self, event):
+        """Make the work queued next wait for ``event`` (None: nothing to wait for)."""
+
+    def step_event(self):
+        """An event after the work queued so far (None where work runs at once)."""
+        return None
+
     def free_memory(self):
         """Bytes a new array may still take on this device, or None where that is the
         host's memory (cpu; sim unless given a limit)."""

@@ -107,6 +107,7 @@ class CupyBackend(Backend):
         self.index = index
         self._device = cupy.cuda.Device(index)
         self._blas = self._handle = None  # found, and created, on the first product
+        self._copy_stream, self._staging = None, {}  # streamed batches: their stream and pinned buffers
 
     def describe(self):
         rt = cupy.cuda.runtime
@@ -207,6 +208,35 @@ class CupyBackend(Backend):
         TRANSFERS.record("h2d", host.nbytes)
         out.set(host)
         return out
+
+    def upload_async(self, host, out, after=None):
+        """Stage ``host`` in page-locked memory kept for ``out`` and copy it on a stream of
+        its own, after ``after``; the returned event marks the end of the copy."""
+        key = id(out)
+        staged = self._staging.get(key)
+        if staged is None or staged[0].shape != host.shape or staged[0].dtype != host.dtype:
+            memory = cupy.cuda.alloc_pinned_memory(host.nbytes)
+            staged = (numpy.frombuffer(memory, host.dtype, host.size).reshape(host.shape), None)
+        if staged[1] is not None:
+            staged[1].synchronize()  # the last copy from this page-locked buffer is done
+        numpy.copyto(staged[0], host)
+        with self._device:
+            if self._copy_stream is None:
+                self._copy_stream = cupy.cuda.Stream(non_blocking=True)
+            if after is not None:
+                self._copy_stream.wait_event(after)
+            TRANSFERS.record("h2d", host.nbytes)
+            out.set(staged[0], stream=self._copy_stream)
+            done = self._copy_stream.record()
+        self._staging[key] = (staged[0], done)
+        return done
+
+    def wait(self, event):
+        if event is not None:
+            cupy.cuda.get_current_stream().wait_event(event)
+
+    def step_event(self):
+        return cupy.cuda.get_current_stream().record()
 
     def free_memory(self):
         with self._device:

@@ -489,6 +489,7 @@ class SimBackend(Backend):
         super().__init__()
         self.index = index
         self.xp = SimNamespace(numpy, index)
+        self.events = []  # the stream/event log of streamed batches (see upload_async)
 
     records = True
 
@@ -513,6 +514,24 @@ class SimBackend(Backend):
     def upload(self, host, out):
         out.set(host)  # counted, and refused while recording, as CuPy's ndarray.set
         return out
+
+    # Streams and events, as CUDA would order them; sim copies at once and logs the order in
+    # ``events`` (("upload", event, after), ("wait", event), ("step", event)) for tests.
+    def upload_async(self, host, out, after=None):
+        self.upload(host, out)
+        return self._event("upload", after)
+
+    def wait(self, event):
+        if event is not None:
+            self.events.append(("wait", event))
+
+    def step_event(self):
+        return self._event("step")
+
+    def _event(self, kind, *more):
+        self._events_made = getattr(self, "_events_made", 0) + 1
+        self.events.append((kind, self._events_made, *more))
+        return self._events_made
 
     def from_peer(self, array):
         _refuse_while_recording(self.index, "a copy from another device")
