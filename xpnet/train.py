@@ -276,8 +276,8 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     ``data`` is a pair ``(x, t)`` of arrays (memory-maps included) or an iterable of host
     batches ``(xb, tb)``: a list, an ``xn.data.Loader``, or a generator (one epoch only).
     A pair is copied to the device once, unless it takes more than half of the device's
-    free memory (``stream=None``, the default) or ``stream=True``: then it is read in
-    host batches, each copied to the device just before its step. ``batch_size``,
+    free memory (``stream=None``, the default; ``stream=0.3`` sets another share) or
+    ``stream=True``: then it is read in host batches, each copied to the device a step ahead. ``batch_size``,
     ``shuffle``, ``seed`` and ``drop_last`` apply to a pair; an iterable brings its own.
 
     ``device`` defaults to the model's; if given and different, the model is moved there
@@ -315,9 +315,10 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     else:
         x, t = _check_data(data, "fit data")
         labels.add(t, "fit data")
-        if stream is None:
+        if stream is None or (not isinstance(stream, bool) and isinstance(stream, (int, float))):
+            share = 0.5 if stream is None else _validate.real("fit", "stream", stream, low=0, high=1, low_open=True)
             free = device.backend.free_memory()
-            stream = free is not None and x.nbytes + t.nbytes > free // 2
+            stream = free is not None and x.nbytes + t.nbytes > share * free
         steps = len(x) // batch_size if drop_last else math.ceil(len(x) / batch_size)
         if steps == 0:
             raise ShapeError(f"fit: drop_last=True with batch_size={batch_size} leaves no batch of the "
