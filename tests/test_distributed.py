@@ -53,3 +53,23 @@ def test_distributed_without_a_launcher_says_how_to_launch():
     from tests.mpi_job import run
     with pytest.raises(RuntimeError, match="mpiexec -n 2 python"):
         run("cpu", distributed=True)
+
+
+def test_ranks_draw_dropout_masks_of_their_own():
+    layers = [xn.nn.Dropout(0.5, seed=1) for _ in range(2)]
+    xn.distributed.separate_streams(xn.nn.Sequential(layers[1]), 1)  # what rank 1's fit does
+    masks = [xn.to_host(layer(numpy.ones((8, 8)))) for layer in layers]
+    assert not numpy.array_equal(*masks)
+
+
+def test_auto_gives_each_rank_on_a_host_its_own_gpu(monkeypatch):
+    from xpnet import backends, device
+    monkeypatch.setattr(backends, "cuda_unavailable_reason", lambda index=None: None)
+    monkeypatch.setattr(backends, "cuda_device_names", lambda: ("GPU A", "GPU B"))
+    monkeypatch.setattr(device, "Device", lambda spec, **kw: spec)  # the name auto would open
+    monkeypatch.setenv("MPI_LOCALNRANKS", "2")
+    monkeypatch.setenv("MPI_LOCALRANKID", "1")
+    assert device._auto_device() == "cuda:1"
+    monkeypatch.setenv("MPI_LOCALNRANKS", "3")
+    with pytest.raises(xn.DeviceError, match="3 MPI ranks on this host but 2 CUDA device"):
+        device._auto_device()

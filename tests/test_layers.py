@@ -27,6 +27,9 @@ LAYERS = {
     "batchnorm_4d": (lambda: xn.nn.BatchNorm(2, dtype="float64"), (3, 2, 2, 2)),
     "dropout": (lambda: xn.nn.Dropout(0.3, seed=1), (4, 5)),  # its draws are replayed for every evaluation
     "lambda_swish": (lambda: xn.nn.Lambda(lambda x: x * xn.functional.sigmoid(x)), (4, 5)),
+    "sequential_with_dropout": (lambda: xn.nn.Sequential(xn.nn.Affine(5, 4, dtype="float64"), xn.nn.Dropout(0.5),
+                                                         xn.nn.Affine(4, 3, dtype="float64"), input_grad=True),
+                                (6, 5)),  # its draws replayed through Sequential.random_state
     "sequential_with_input_grad": (lambda: xn.nn.Sequential(xn.nn.Affine(5, 4, dtype="float64"), xn.nn.Tanh(),
                                                             xn.nn.BatchNorm(4, dtype="float64"),
                                                             xn.nn.Affine(4, 3, dtype="float64"), input_grad=True),

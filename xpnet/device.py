@@ -103,7 +103,17 @@ def _valid_here() -> str:
 
 
 def _auto_device() -> Device:
-    return CPU if backends.cuda_unavailable_reason() is not None else Device("cuda:0")
+    """The first usable GPU, else the CPU; under an MPI launch, the GPU of this rank's
+    place on its host (ranks on one host never share a GPU by accident)."""
+    if backends.cuda_unavailable_reason() is not None:
+        return CPU
+    from . import distributed
+    gpus, local = len(backends.cuda_device_names()), distributed.local_size()
+    if local > gpus:
+        raise DeviceError(f"{local} MPI ranks on this host but {gpus} CUDA device(s): auto gives each rank "
+                          f"a GPU of its own. Launch at most {gpus} rank(s) a host, or pick devices "
+                          f"explicitly (XPNET_DEVICE=cpu, or cuda:N per rank).")
+    return Device(f"cuda:{distributed.local_rank()}")
 
 
 def auto_device_reason() -> str:

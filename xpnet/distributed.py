@@ -32,6 +32,24 @@ def launched() -> bool:
     return False
 
 
+def local_rank() -> int:
+    """This process's rank among those on its host (0 when not launched by MPI)."""
+    for name in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"):
+        value = os.environ.get(name)
+        if value and value.isdigit():
+            return int(value)
+    return 0
+
+
+def local_size() -> int:
+    """How many ranks share this host (1 when not launched by MPI)."""
+    for name in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(name)
+        if value and value.isdigit():
+            return int(value)
+    return 1
+
+
 def init():
     """The MPI world communicator (imports mpi4py on first use). Installs a hook that
     aborts the whole job when this rank dies of an exception."""
@@ -68,6 +86,14 @@ def size() -> int:
 def rank() -> int:
     """This process's rank, 0..size-1 (0 when not launched by MPI)."""
     return init().rank if launched() else 0
+
+
+def separate_streams(model, which: int) -> None:
+    """Move the model's random streams (``random_state``: Dropout's counters) to a range
+    of their own for rank ``which`` (2^48 blocks apart), so ranks draw different masks
+    for their different samples."""
+    for counter in model.random_state().values():
+        counter += which << 48
 
 
 def barrier() -> None:

@@ -301,8 +301,9 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     the gradients are averaged across ranks (weighted by part size, so the result is the
     single-process step's), the reported losses and accuracies are the global batch's,
     and only rank 0 shows progress. BatchNorm normalises each rank's part by itself, and
-    Dropout draws the same masks on every rank (for an exact single-process match, train
-    without them). Distributed steps are not recorded (the allreduce runs on the host).
+    each rank's Dropout draws from a counter range of its own (so an exact single-process
+    match needs a model without them). Distributed steps are not recorded (the allreduce
+    runs on the host).
     """
     epochs = _validate.integer("fit", "epochs", epochs)
     batch_size = _validate.integer("fit", "batch_size", batch_size)
@@ -353,6 +354,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         if ranks is not None:
             optimizer._prepare()  # the flat gradient buffers, one allreduce each
             dist.broadcast({**model.params(), **model.buffers()})  # every rank starts from rank 0's
+            dist.separate_streams(model, ranks[0])  # different samples, different Dropout masks
         last_good = _Snapshot(model, optimizer)
 
         def train_step(xb, tb, share=None):

@@ -380,7 +380,7 @@ class Sequential(Layer):
             layer._drop_work()
 
     def random_state(self):
-        return self._named(Layer.random_state)
+        return self._named(lambda layer: layer.random_state())
 
     def __getitem__(self, i):
         return self.layers[i]
