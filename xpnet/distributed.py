@@ -23,31 +23,29 @@ _LAUNCH_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "SLU
 _comm = None
 
 
-def launched() -> bool:
-    """Whether this process was started by an MPI launcher (mpiexec, srun) with more than one rank."""
-    for name in _LAUNCH_VARIABLES:
+def _launcher_says(names, default: int) -> int:
+    """The first of the launchers' environment variables ``names`` that is set (MPICH's
+    hydra, Open MPI, Slurm), as an int; ``default`` when none is."""
+    for name in names:
         value = os.environ.get(name)
         if value and value.isdigit():
-            return int(value) > 1
-    return False
+            return int(value)
+    return default
+
+
+def launched() -> bool:
+    """Whether this process was started by an MPI launcher (mpiexec, srun) with more than one rank."""
+    return _launcher_says(_LAUNCH_VARIABLES, 1) > 1
 
 
 def local_rank() -> int:
     """This process's rank among those on its host (0 when not launched by MPI)."""
-    for name in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"):
-        value = os.environ.get(name)
-        if value and value.isdigit():
-            return int(value)
-    return 0
+    return _launcher_says(("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"), 0)
 
 
 def local_size() -> int:
     """How many ranks share this host (1 when not launched by MPI)."""
-    for name in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"):
-        value = os.environ.get(name)
-        if value and value.isdigit():
-            return int(value)
-    return 1
+    return _launcher_says(("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"), 1)
 
 
 def init():
