@@ -6,7 +6,8 @@
 # pytest-benchmark (PYTHON=... to choose another). Writes into OUTDIR: info.txt (the GPU
 # and `xpnet info`), test-cuda.log (the whole suite with cuda as the default device),
 # bench.log and the benchmark report (report.md, benchmark.json, chart.png), fit5.txt
-# (five MNIST epochs, recorded step against kernel by kernel) and matmul.txt.
+# (five MNIST epochs, recorded step against kernel by kernel), matmul.txt and recorded.txt
+# (bench/recorded.py: each model's recorded step against PyTorch eager and its CUDA graph).
 set -u
 out=${1:?usage: bash bench/gpu_run.sh OUTDIR}
 py=${PYTHON:-python3}
@@ -31,3 +32,6 @@ for batch in 100 32; do
     for mode in graph eager; do $py bench/gpu_fit5.py $mode $batch 2>&1 | tail -n 1; done
 done | tee "$out/fit5.txt"
 $py bench/gpu_matmul.py 2>&1 | tee "$out/matmul.txt"
+# Issue 14's targets: recorded steps of the MLP, the Dropout/BatchNorm MLP and the CNN
+# against PyTorch eager and PyTorch's CUDA graph (capturable Adam).
+(cd bench && timeout "${RECORDED_TIMEOUT:-300}" $py recorded.py --device cuda) 2>&1 | tee "$out/recorded.txt"

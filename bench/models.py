@@ -7,7 +7,7 @@ PyTorch is imported only by its builders, with NumPy's BLAS thread count.
 """
 import numpy
 from floor_cnn import FloorConvNet
-from test_training import _blas_threads, _train_step
+from test_training import _blas_threads, _train_step, torch_graph
 
 import xpnet as xn
 
@@ -46,44 +46,78 @@ def _xpnet_step(model, x, t):
     return _train_step(model, xn.optim.Adam(model, lr=1e-3), x, t)
 
 
-def _torch_step(model, x, t, torch):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+def _torch_step(model, x, t, torch, where="cpu", graph=False):
+    """PyTorch's step on ``where``; with ``graph`` (CUDA), recorded the documented way:
+    warm-up on a side stream, then the whole step captured, Adam with capturable=True."""
+    model = model.to(where)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=graph)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x, t = torch.from_numpy(x), torch.from_numpy(t)
+    x, t = torch.from_numpy(x).to(where), torch.from_numpy(t).to(where)
 
     def step():
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=not graph)
         loss_fn(model(x), t).backward()
         opt.step()
-    return step
+    return torch_graph(torch, step, lambda: None, step) if graph else step
 
 
-def cnn_steps(batch):
-    """xpnet, the NumPy floor and PyTorch eager: SimpleConvNet with Adam at ``batch``."""
-    x, t = _data(batch, (1, 28, 28))
-    with xn.use_device("cpu"):
-        steps = {"xpnet": _xpnet_step(convnet(), x, t)}
-    floor = FloorConvNet(batch)
-    steps["numpy-floor"] = lambda: floor.step(x, t)
+def _references(torch_model, x, t, device):
+    """PyTorch eager on the same device kind, and its CUDA graph on CUDA."""
+    if device.kind == "sim":
+        return {}  # sim is a correctness device: PyTorch has no counterpart
     torch = _torch()
-    nn = torch.nn
-    model = nn.Sequential(nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10))
-    steps["torch"] = _torch_step(model, x, t, torch)
+    where = "cpu" if device.kind != "cuda" else f"cuda:{device.index}"
+    steps = {"torch": _torch_step(torch_model(torch), x, t, torch, where)}
+    if device.kind == "cuda":
+        steps["torch-graph"] = _torch_step(torch_model(torch), x, t, torch, where, graph=True)
     return steps
 
 
-def regularised_steps(batch):
-    """xpnet and PyTorch eager: the Adam/Dropout/BatchNorm MLP at ``batch``."""
-    x, t = _data(batch, (784,))
-    with xn.use_device("cpu"):
-        steps = {"xpnet": _xpnet_step(regularised_mlp(), x, t)}
-    torch = _torch()
+def _xpnet_steps(build, x, t, device):
+    """xpnet kernel by kernel, and recorded where the device records (the step fit runs)."""
+    with xn.use_device(device):
+        steps = {"xpnet": _xpnet_step(build(), *xn.to_device((x, t)))}
+        if device.backend.records:
+            model = build()
+            loss = xn.nn.SoftmaxCrossEntropy()
+            steps["xpnet-graph"] = device.backend.record(
+                _train_step(model, xn.optim.Adam(model, lr=1e-3), *xn.to_device((x, t)), loss=loss),
+                owners=(model, loss))
+    return steps
+
+
+def _torch_convnet(torch):
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10))
+
+
+def _torch_regularised(torch):
     nn = torch.nn
     parts = []
     for a, b in ((784, 256), (256, 256)):
         parts += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU(), nn.Dropout(0.2)]
-    steps["torch"] = _torch_step(nn.Sequential(*parts, nn.Linear(256, 10)), x, t, torch)
+    return nn.Sequential(*parts, nn.Linear(256, 10))
+
+
+def cnn_steps(batch, device="cpu"):
+    """xpnet, the NumPy floor (on the CPU) and PyTorch: SimpleConvNet with Adam at ``batch``."""
+    device = xn.Device(device)
+    x, t = _data(batch, (1, 28, 28))
+    steps = _xpnet_steps(convnet, x, t, device)
+    if device.kind == "cpu":
+        floor = FloorConvNet(batch)
+        steps["numpy-floor"] = lambda: floor.step(x, t)
+    steps.update(_references(_torch_convnet, x, t, device))
+    return steps
+
+
+def regularised_steps(batch, device="cpu"):
+    """xpnet and PyTorch: the Adam/Dropout/BatchNorm MLP at ``batch``."""
+    device = xn.Device(device)
+    x, t = _data(batch, (784,))
+    steps = _xpnet_steps(regularised_mlp, x, t, device)
+    steps.update(_references(_torch_regularised, x, t, device))
     return steps
 
 

@@ -34,9 +34,9 @@ def mlp(layers=MLP, seed=0):
     return xn.nn.Sequential(*parts[:-1])
 
 
-def _train_step(model, opt, x, t):
+def _train_step(model, opt, x, t, loss=None):
     """One training step of ``model`` on (x, t) with softmax cross-entropy, as a callable."""
-    loss = xn.nn.SoftmaxCrossEntropy()
+    loss = loss or xn.nn.SoftmaxCrossEntropy()
 
     def step():
         loss(model.forward(x), t)
@@ -90,7 +90,13 @@ def _torch_step(device, layers, batch, graph=False):
         return step
     if device.kind != "cuda":
         pytest.skip("torch records CUDA graphs on CUDA devices only")
-    # PyTorch's documented whole-network capture: warm up on a side stream, then record.
+    return torch_graph(torch, step, lambda: opt.zero_grad(set_to_none=True),
+                       lambda: (loss_fn(model(x), t).backward(), opt.step()))
+
+
+def torch_graph(torch, step, reset, body):
+    """PyTorch's documented whole-network capture: ``step`` three times on a side stream
+    to warm up, ``reset`` (the gradients), then ``body`` recorded; returns the replay."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -98,10 +104,9 @@ def _torch_step(device, layers, batch, graph=False):
             step()
     torch.cuda.current_stream().wait_stream(side)
     recorded = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
+    reset()
     with torch.cuda.graph(recorded):
-        loss_fn(model(x), t).backward()
-        opt.step()
+        body()
     return recorded.replay
 
 

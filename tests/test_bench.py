@@ -89,3 +89,12 @@ def test_the_streaming_benchmark_runs():
                             text=True, cwd=BENCH)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "memmap streamed" in result.stdout
+
+
+def test_the_recorded_step_comparison_runs_on_sim():
+    """bench/recorded.py, the GPU session's comparison of recorded steps, runs end to end
+    (on sim, which records as CUDA does; PyTorch has no sim counterpart)."""
+    result = subprocess.run([sys.executable, "recorded.py", "--device", "sim", "--batch", "8", "--rounds", "1"],
+                            capture_output=True, text=True, cwd=BENCH)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("xpnet-graph") == 3
