@@ -320,15 +320,14 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
             share = 0.5 if stream is None else _validate.real("fit", "stream", stream, low=0, high=1, low_open=True)
             free = device.backend.free_memory()
             stream = free is not None and x.nbytes + t.nbytes > share * free
-        steps = len(x) // batch_size if drop_last else math.ceil(len(x) / batch_size)
-        if steps == 0:
-            raise ShapeError(f"fit: drop_last=True with batch_size={batch_size} leaves no batch of the "
-                             f"{len(x)} samples; use a batch_size of at most {len(x)}.")
         if ranks is not None and (len(x) % batch_size or batch_size) < ranks[1] and not drop_last:
             raise ShapeError(f"fit: {ranks[1]} ranks share each batch, but the last batch has "
                              f"{len(x) % batch_size} samples; use drop_last=True or another batch_size.")
         source = (_Stream(Loader(x, t, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last), labels)
                   if stream else _Batches(x, t, batch_size, shuffle, seed, drop_last))
+        if len(source) == 0:
+            raise ShapeError(f"fit: drop_last=True with batch_size={batch_size} leaves no batch of the "
+                             f"{len(x)} samples; use a batch_size of at most {len(x)}.")
     source.ranks = ranks
     if validation is not None and not _streamed(validation):
         validation = _check_data(validation, "validation")

@@ -8,7 +8,6 @@ are read.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,16 +15,9 @@ from pathlib import Path
 import numpy
 
 from ..transfer import array_or_host
+from .mnist import _sha256  # one file checksum for every dataset
 
 RECORD = "dataset.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def to_memmap(folder, x, t) -> Path:

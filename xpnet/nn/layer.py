@@ -16,30 +16,28 @@ from ..errors import DTypeError, ImplicitTransferError, ShapeError
 from ..transfer import array_or_host, to_device
 
 
-def on_device(method):
-    """Run ``method`` under its object's device (``self.backend.activate()``), as CuPy
-    needs: arrays are allocated, and kernels launched, on the current device. A no-op
-    where the device has no notion of a current one (the CPU)."""
+def _under(backend_of, method):
+    """``method`` run under the device ``backend_of(self)`` names (its ``activate()``), as
+    CuPy needs: arrays are allocated, and kernels launched, on the current device. A
+    no-op where the device has no notion of a current one (the CPU)."""
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        backend = self.backend
+        backend = backend_of(self)
         if not backend.scoped:
             return method(self, *args, **kwargs)
         with backend.activate():
             return method(self, *args, **kwargs)
     return run
+
+
+def on_device(method):
+    """``method`` run under its object's device (``self.backend``)."""
+    return _under(lambda self: self.backend, method)
 
 
 def _on_current_device(init):
     """``__init__`` under the device the layer is built on (the current one)."""
-    @functools.wraps(init)
-    def run(self, *args, **kwargs):
-        backend = current_device().backend
-        if not backend.scoped:
-            return init(self, *args, **kwargs)
-        with backend.activate():
-            return init(self, *args, **kwargs)
-    return run
+    return _under(lambda self: current_device().backend, init)
 
 
 def _unwrapped(fn):
