@@ -1,15 +1,17 @@
 """The floor for issue 15: a hand-tuned plain-NumPy training step of the book's SimpleConvNet
 (conv 30x5x5 - ReLU - max pool 2x2 - affine 100 - ReLU - affine 10) with Adam.
 
-No xpnet. Every array is preallocated and written with ``out=``; the convolution is im2col
-with the batch folded into one product; pooling is a running maximum of the four strided
-slices; the pooling backward routes each gradient to its window's first maximum and, since
-ReLU comes just before the pooling, skips windows whose maximum is 0 (ReLU's gradient there
-is 0), which makes ReLU's own backward pass unnecessary; the input gradient of the conv is
-never computed. Adam is the book's (bias correction folded into the rate, eps 1e-7).
+No xpnet. Every array is preallocated and written with ``out=``. The convolution is im2col
+with the batch folded into one product, its columns ordered by place in the 2x2 pooling
+window, so that pooling is three maxima of contiguous blocks; bias and ReLU come after the
+pooling (both commute with max), on a 4x smaller array. The pooling backward routes each
+gradient to its window's first maximum, after ReLU's mask on the pooled gradient; the input
+gradient of the conv is never computed. Adam is the book's (bias correction folded into
+the rate, eps 1e-7).
 """
 import numpy as np
 from floor import softmax_cross_entropy
+from numpy.lib.stride_tricks import as_strided
 
 
 class FloorConvNet:
@@ -25,15 +27,17 @@ class FloorConvNet:
         n = batch
         self.col = np.empty((25, n * 576), dtype)
         self.prod = np.empty((30, n * 576), dtype)
-        self.h1 = np.empty((n, 30, 24, 24), dtype)
+        self.dprod = np.empty((30, n * 576), dtype)
+        self.pooled = np.empty((30, n * 144), dtype)
+        self.d = np.empty((30, n * 144), dtype)
         self.p = np.empty((n, 30, 12, 12), dtype)
+        self.positive = np.empty((n, 30, 12, 12), bool)
         self.h2 = np.empty((n, 100), dtype)
         self.z = np.empty((n, 10), dtype)
         self.dh2 = np.empty((n, 100), dtype)
         self.da = np.empty((n, 4320), dtype)
-        self.dh1 = np.empty((n, 30, 24, 24), dtype)
-        self.hit = np.empty((n, 30, 12, 12), bool)
-        self.free = np.empty((n, 30, 12, 12), bool)
+        self.hit = np.empty((30, n * 144), bool)
+        self.free = np.empty((30, n * 144), bool)
         self.mask = np.empty((n, 100), bool)
         self.rows = np.arange(n)
         self.lr, self.t = lr, 0
@@ -42,19 +46,19 @@ class FloorConvNet:
         W1, b1, W2, b2, W3, b3 = self.params
         dW1, db1, dW2, db2, dW3, db3 = self.grads
         n = len(x)
-        col = self.col.reshape(25, n, 24, 24)
-        for i in range(5):  # im2col: C=1, so row i*5+j is the image shifted by (i, j)
-            for j in range(5):
-                col[i * 5 + j] = x[:, 0, i:i + 24, j:j + 24]
+        col = self.col.reshape(5, 5, 2, 2, n, 12, 12)  # (i, j, a, b, image, row, column)
+        sn, _, sy, sx = x.strides
+        for i in range(5):  # im2col, C=1: [i, j, a, b, n, r, c] = x[n, 0, 2r + a + i, 2c + b + j]
+            col[i] = as_strided(x[:, 0, i:], (5, 2, 2, n, 12, 12), (sx, sy, sx, sn, 2 * sy, 2 * sx))
         np.dot(W1, self.col, out=self.prod)
-        h1 = self.h1
-        np.add(self.prod.reshape(30, n, 24, 24).transpose(1, 0, 2, 3), b1.reshape(1, 30, 1, 1), out=h1)
-        np.maximum(h1, 0, out=h1)
+        places = self.prod.reshape(30, 4, n * 144)
+        pooled = self.pooled
+        np.maximum(places[:, 0], places[:, 1], out=pooled)
+        np.maximum(pooled, places[:, 2], out=pooled)
+        np.maximum(pooled, places[:, 3], out=pooled)
         p = self.p
-        slices = [h1[:, :, i::2, j::2] for i in (0, 1) for j in (0, 1)]
-        np.maximum(slices[0], slices[1], out=p)
-        np.maximum(p, slices[2], out=p)
-        np.maximum(p, slices[3], out=p)
+        np.add(pooled.reshape(30, n, 12, 12).transpose(1, 0, 2, 3), b1.reshape(1, 30, 1, 1), out=p)
+        np.maximum(p, 0, out=p)
         a = p.reshape(n, 4320)
         np.dot(a, W2, out=self.h2)
         self.h2 += b2
@@ -72,18 +76,21 @@ class FloorConvNet:
         self.dh2.sum(axis=0, out=db2)
         np.dot(self.dh2, W2.T, out=self.da)
         da = self.da.reshape(n, 30, 12, 12)
+        d = self.d
+        np.multiply(da, np.greater(p, 0, out=self.positive), out=d.reshape(30, n, 12, 12).transpose(1, 0, 2, 3))
+        d.sum(axis=1, out=db1)
         hit, free = self.hit, self.free
-        np.greater(p, 0, out=free)  # a window whose max is 0 passes no gradient through ReLU
-        for k, s in enumerate(slices):
-            np.equal(s, p, out=hit)
-            hit &= free
-            np.multiply(da, hit, out=self.dh1[:, :, k // 2::2, k % 2::2])
-            if k < 3:
+        dplaces = self.dprod.reshape(30, 4, n * 144)
+        for k in range(4):
+            np.equal(places[:, k], pooled, out=hit)
+            if k:
+                hit &= free
+            np.multiply(d, hit, out=dplaces[:, k])
+            if k == 0:
+                np.logical_not(hit, out=free)
+            elif k < 3:
                 np.greater(free, hit, out=free)
-        d2 = self.prod.reshape(30, n, 24, 24)
-        d2[...] = self.dh1.transpose(1, 0, 2, 3)
-        np.dot(self.prod, self.col.T, out=dW1)
-        self.prod.sum(axis=1, out=db1)
+        np.dot(self.dprod, self.col.T, out=dW1)
         self.t += 1
         lr_t = self.lr * np.sqrt(1 - 0.999 ** self.t) / (1 - 0.9 ** self.t)
         for param, g, m, v in zip(self.params, self.grads, self.m, self.v):

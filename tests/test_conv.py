@@ -101,3 +101,83 @@ def test_conv_and_pool_take_any_input_layout(device, rng):
 def test_maxpool_padding_larger_than_half_the_window_is_refused(device):
     with pytest.raises(ValueError, match="more than half the window"):
         xn.nn.MaxPool2D(2, pad=2)
+
+
+# Conv2D [-> ReLU] -> MaxPool2D inside a Sequential runs as one stage (Backend.conv2d_maxpool)
+# when the windows tile the convolution's output; these check it against the layers run
+# one by one, alone, on the same weights and input.
+FUSED = {
+    "book": (lambda: [xn.nn.Conv2D(1, 4, 5, dtype="float64"), xn.nn.ReLU(), xn.nn.MaxPool2D(2)],
+             (3, 1, 12, 12)),
+    "no_relu_stride_pad_rect_pool": (
+        lambda: [xn.nn.Conv2D(2, 3, 3, stride=2, pad=1, dtype="float64"), xn.nn.MaxPool2D((1, 3))],
+        (2, 2, 5, 11)),
+    "channels_rect_kernel": (
+        lambda: [xn.nn.Conv2D(3, 2, (2, 3), pad=(1, 0), dtype="float64"), xn.nn.ReLU(), xn.nn.MaxPool2D(2)],
+        (2, 3, 5, 6)),
+    "untiled_falls_back": (lambda: [xn.nn.Conv2D(1, 2, 3, dtype="float64"), xn.nn.ReLU(), xn.nn.MaxPool2D(2)],
+                           (2, 1, 7, 7)),
+}
+
+
+def _one_by_one(layers, x, dout):
+    for layer in layers:
+        x = layer(x)
+    y = x
+    for layer in reversed(layers):
+        dout = layer.backward(dout)
+    return y, dout, layers[0].grads()
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["random", "ties"])
+@pytest.mark.parametrize("name", FUSED)
+def test_conv_relu_maxpool_stage_equals_the_layers_one_by_one(name, ties, device, rng):
+    """Same output, input gradient and weight gradients. With ``ties`` every product in a
+    window is equal (constant input, constant weights), so the gradient must go to each
+    window's first element, as MaxPool2D's does."""
+    make, shape = FUSED[name]
+    xn.seed(0)
+    model = xn.nn.Sequential(*make(), xn.nn.Tanh(), input_grad=True)
+    xn.seed(0)
+    alone = make() + [xn.nn.Tanh()]
+    x = numpy.full(shape, 0.5) if ties else host_rand(rng, *shape)
+    if ties:
+        for layers in (model.layers, alone):
+            layers[0].set_params({"W": numpy.full(layers[0].params()["W"].shape, 0.25)})
+    for _ in range(2):  # the second call runs on the stage's reused buffers
+        y = model(xn.to_device(x))
+        dout = host_rand(rng, *y.shape)
+        dx = model.backward(xn.to_device(dout))
+        y1, dx1, grads1 = _one_by_one(alone, xn.to_device(x), xn.to_device(dout))
+        numpy.testing.assert_allclose(xn.to_host(y), xn.to_host(y1), rtol=1e-12, atol=1e-12)
+        numpy.testing.assert_allclose(xn.to_host(dx), xn.to_host(dx1), rtol=1e-12, atol=1e-12)
+        for k, g in model.layers[0].grads().items():
+            numpy.testing.assert_allclose(xn.to_host(g), xn.to_host(grads1[k]), rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_conv_relu_maxpool_stage_gradients_match_numerical(name, device, rng):
+    make, shape = FUSED[name]
+    model = xn.nn.Sequential(*make(), input_grad=True)
+    errors = xn.testing.check_gradients(model, host_rand(rng, *shape))
+    assert set(errors) == {"0.W", "0.b", "input"}
+
+
+def test_conv_relu_maxpool_runs_as_one_stage_on_sim(rng):
+    """The stage is taken: the book's conv block runs fewer kernels than its layers one by
+    one (on sim, where kernels are counted)."""
+    with xn.use_device("sim") as sim:
+        make, shape = FUSED["book"]
+        x = xn.to_device(host_rand(rng, *shape))
+
+        def kernels(run):
+            run()  # buffers and one-time work first
+            before = xn.launch_stats()[sim.name]
+            run()
+            return (xn.launch_stats()[sim.name] - before).kernels
+
+        model, alone = xn.nn.Sequential(*make(), xn.nn.Tanh()), make() + [xn.nn.Tanh()]
+        dout = xn.to_device(host_rand(rng, *model(x).shape))
+        fused = kernels(lambda: model.backward(dout) if model(x) is not None else None)
+        one_by_one = kernels(lambda: _one_by_one(alone, x, dout))
+        assert fused < 0.75 * one_by_one, (fused, one_by_one)

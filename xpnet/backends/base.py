@@ -104,6 +104,7 @@ class Backend:
 
     def __init__(self):
         self._aranges = {}
+        self._philox = {}  # key -> Philox's device constants (see _philox_constants)
 
     # -- arrays and transfers (each subclass overrides these) ---------------------------
     def from_host(self, array):
@@ -356,48 +357,67 @@ class Backend:
         ``counter`` is a (4, n) uint64 array holding 32-bit words (one counter per column),
         overwritten with the result; ``key`` is two Python ints. Element-wise integer
         arithmetic only, so every backend computes the same bits (a 32x32-bit product fits
-        in uint64), in place, ten operations a round.
+        in uint64).
         """
-        xp = self.xp
-        c0, c1, c2, c3 = counter
-        hi, lo = xp.empty_like(c0), xp.empty_like(c0)
-        k0, k1 = key
-        for r in range(10):
-            if r:  # the key schedule: add the Weyl constants before every round but the first
-                k0, k1 = (k0 + _PHILOX_W[0]) & _MASK32, (k1 + _PHILOX_W[1]) & _MASK32
-            xp.multiply(c0, _PHILOX_M[0], out=hi)  # 64-bit products of two 32-bit words
-            xp.multiply(c2, _PHILOX_M[1], out=lo)
-            xp.right_shift(lo, 32, out=c0)         # c0 = hi(M1 c2) ^ c1 ^ k0
-            c0 ^= c1
-            c0 ^= k0
-            xp.right_shift(hi, 32, out=c2)         # c2 = hi(M0 c0) ^ c3 ^ k1
-            c2 ^= c3
-            c2 ^= k1
-            xp.bitwise_and(lo, _MASK32, out=c1)    # c1 = lo(M1 c2), c3 = lo(M0 c0)
-            xp.bitwise_and(hi, _MASK32, out=c3)
+        state = self.xp.empty_like(counter)  # the rounds' layout: rows c0, c2, c1, c3
+        state[:2], state[2:] = counter[0::2], counter[1::2]
+        self._philox_rounds(state, key)
+        counter[0::2], counter[1::2] = state[:2], state[2:]
         return counter
+
+    def _philox_rounds(self, state, key):
+        """The ten rounds in place on ``state``, (4, n) uint64 with rows (c0, c2, c1, c3):
+        then a round is five operations on (2, n) halves, whatever n is (the GPU launches
+        and the CPU's per-call costs are per operation). Each round computes
+        (c0, c2) = (hi(M1 c2) ^ c1 ^ k0, hi(M0 c0) ^ c3 ^ k1), (c1, c3) = (lo(M1 c2), lo(M0 c0))."""
+        xp = self.xp
+        a, b = state[:2], state[2:]
+        prod = xp.empty_like(a)
+        multipliers, round_keys = self._philox_constants(key)
+        for r in range(10):
+            xp.multiply(a[::-1], multipliers, out=prod)  # (M1 c2, M0 c0): 64-bit products
+            xp.right_shift(prod, 32, out=a)
+            a ^= b
+            a ^= round_keys[r]
+            xp.bitwise_and(prod, _MASK32, out=b)
+        return state
+
+    def _philox_constants(self, key):
+        """The multipliers (M1, M0) and the ten round keys for ``key`` as device columns,
+        filled once per key (fills from Python values: no copy from the host)."""
+        constants = self._philox.get(key)
+        if constants is None:
+            xp = self.xp
+            multipliers = xp.empty((2, 1), dtype=xp.uint64)
+            multipliers[0], multipliers[1] = _PHILOX_M[1], _PHILOX_M[0]
+            round_keys = xp.empty((10, 2, 1), dtype=xp.uint64)
+            for r in range(10):  # the key schedule: the Weyl constants added before every round but the first
+                for i in (0, 1):
+                    round_keys[r, i] = (key[i] + r * _PHILOX_W[i]) & _MASK32
+            constants = self._philox[key] = (multipliers, round_keys)
+        return constants
 
     def dropout_mask(self, key, offset, shape, p, dtype, out=None):
         """Inverted dropout's mask: keep with probability 1-p, kept units scaled by 1/(1-p).
 
-        Each unit takes one 32-bit word of Philox4x32-10 under ``key``, from counters
-        ``offset``, ``offset`` + 1, ... (four words each), and is kept when the word's top
-        24 bits, read as a uniform in [0, 1), are >= p. The 0-d uint64 ``offset`` lives on
-        the device and is advanced here, so a recorded step draws a fresh mask on every
-        replay, and one seed gives the same mask on every device.
+        The mask takes blocks = ceil(size / 4) counters of Philox4x32-10 under ``key``,
+        ``offset``, ``offset`` + 1, ...; unit i takes word (c0, c2, c1, c3)[i // blocks] of
+        counter ``offset`` + i % blocks (the order the rounds keep the words in), and is
+        kept when the word's top 24 bits, read as a uniform in [0, 1), are >= p. The 0-d
+        uint64 ``offset`` lives on the device and is advanced here, so a recorded step
+        draws a fresh mask on every replay, and one seed gives the same mask on every device.
         """
         xp = self.xp
         size = int(numpy.prod(shape))
         blocks = -(-size // 4)
-        counter = xp.zeros((4, blocks), dtype=xp.uint64)  # block j: (offset + j) in words 0 and 1
-        xp.add(self._counting(blocks), offset, out=counter[0])
+        state = xp.zeros((4, blocks), dtype=xp.uint64)  # counter offset + j: low word c0, high word c1
+        xp.add(self._counting(blocks), offset, out=state[0])
         offset += blocks
-        xp.right_shift(counter[0], 32, out=counter[1])
-        counter[0] &= _MASK32
-        words = self.philox4x32(counter, key)
+        xp.right_shift(state[0], 32, out=state[2])
+        state[0] &= _MASK32
+        words = self._philox_rounds(state, key).reshape(-1)[:size].reshape(shape)
         # uniform >= p, with uniform = (word >> 8) / 2^24, is word >= ceil(p 2^24) * 2^8: exact
         keep = xp.greater_equal(words, math.ceil(p * 2 ** 24) << 8)
-        keep = keep.T.reshape(-1)[:size].reshape(shape)  # block by block, word by word
         return xp.multiply(keep, 1.0 / (1.0 - p), out=out, dtype=dtype)
 
     def _counting(self, n):
@@ -419,29 +439,37 @@ class Backend:
             xn = (x - running_mean) / std
             return gamma * xn + beta, xn, std
         mu = x.mean(axis=0)
-        xc = x - mu
-        var = (xc * xc).mean(axis=0)
+        xn = x - mu
+        var = xp.square(xn).mean(axis=0)
         std = xp.sqrt(var + eps)
-        xn = xc / std
+        xn /= std
         running_mean *= momentum
         running_mean += (1 - momentum) * mu
         running_var *= momentum
         running_var += (1 - momentum) * var
-        return gamma * xn + beta, xn, std
+        y = xn * gamma
+        y += beta
+        return y, xn, std
 
     def batchnorm_backward(self, dout, gamma, xn, std, dgamma, dbeta, training=True):
         """Writes dgamma, dbeta in place; returns dx.
 
-        After a training forward, dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std, the
-        book's chain of steps collapsed into one expression. After an eval forward the
-        statistics are constants, and dx = dout * gamma / std.
+        After a training forward the book's chain of steps collapses to
+        dx = gamma / std * (dout - mean(dout) - xn * mean(dout * xn)), and those two means
+        are dbeta / N and dgamma / N, already at hand. After an eval forward the statistics
+        are constants, and dx = dout * gamma / std.
         """
+        n = dout.shape[0]
         dout.sum(axis=0, out=dbeta)
-        (xn * dout).sum(axis=0, out=dgamma)
-        dxn = gamma * dout
+        dx = xn * dout
+        dx.sum(axis=0, out=dgamma)
         if not training:
-            return dxn / std
-        return (dxn - dxn.mean(axis=0) - xn * (dxn * xn).mean(axis=0)) / std
+            return self.xp.multiply(dout, gamma / std, out=dx)
+        self.xp.multiply(xn, dgamma / n, out=dx)
+        self.xp.subtract(dout, dx, out=dx)
+        dx -= dbeta / n
+        dx *= gamma / std
+        return dx
 
     # -- convolution and pooling (book ch. 7) ---------------------------------------------
     # Every routine here loops over the kernel's offsets (kh*kw strided slices of the whole
@@ -450,7 +478,7 @@ class Backend:
 
     @staticmethod
     def _window_slices(kh, kw, stride, oh, ow):
-        """For each kernel offset (i, j): the slices of the padded image it meets."""
+        """For each window offset (i, j): the slices of the padded image it meets."""
         (sh, sw) = stride
         return [(i * kw + j, (Ellipsis, slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw)))
                 for i in range(kh) for j in range(kw)]
@@ -461,35 +489,59 @@ class Backend:
             return x
         return self.xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
 
-    def im2col(self, x, kh, kw, stride, pad, out=None):
+    def im2col(self, x, kh, kw, stride, pad, out=None, group=(1, 1)):
         """(N, C, H, W) -> (C*kh*kw, N*OH*OW): row (c, i, j) holds input pixel (i, j) of
         channel c's window for every output pixel of the whole batch.
 
         The batch is folded into the columns, so a convolution is one 2-D product
         W (F, C*kh*kw) @ col for the whole batch: one large BLAS call on the CPU and one
-        gemm a CUDA graph can record, instead of N small ones.
+        gemm a CUDA graph can record, instead of N small ones. With ``group`` (gh, gw) the
+        columns come in gh*gw contiguous blocks, one for each place in a gh x gw block of
+        output pixels (see ``conv2d_maxpool``), each block ordered (N, OH/gh, OW/gw).
+        One strided copy per kernel row.
         """
-        n, c, h, w = x.shape
-        (sh, sw), (ph, pw) = stride, pad
-        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        img = self._padded(x, pad, 0).transpose(1, 0, 2, 3)  # (C, N, H, W): a view
+        n, c = x.shape[:2]
+        oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
         if out is None:
             out = self.xp.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
-        col = out.reshape(c, kh * kw, n, oh, ow)
-        for k, window in self._window_slices(kh, kw, stride, oh, ow):
-            col[:, k] = img[window]
+        rows = out.reshape((c, kh) + self._window_shape(n, kw, oh, ow, group))
+        for i, window in enumerate(self._kernel_windows(self._padded(x, pad, 0), kh, kw, stride, oh, ow, group)):
+            rows[:, i] = window
         return out
 
-    def col2im(self, col, x_shape, kh, kw, stride, pad):
-        """Adjoint of im2col: adds each row of ``col`` back onto the image it came from."""
+    def col2im(self, col, x_shape, kh, kw, stride, pad, group=(1, 1)):
+        """Adjoint of im2col: adds each row of ``col`` back onto the image it came from,
+        one kernel offset at a time (the windows of one offset never overlap)."""
         n, c, h, w = x_shape
+        (ph, pw) = pad
+        oh, ow = self._conv_geometry(x_shape, kh, kw, stride, pad)
+        col = col.reshape((c, kh) + self._window_shape(n, kw, oh, ow, group))
+        img = self.xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
+        for i, window in enumerate(self._kernel_windows(img, kh, kw, stride, oh, ow, group)):
+            for j in range(kw):
+                window[:, j] += col[:, i, j]
+        return img[:, :, ph:ph + h, pw:pw + w]
+
+    @staticmethod
+    def _window_shape(n, kw, oh, ow, group):
+        (gh, gw) = group
+        return (kw, gh, gw, n, oh // gh, ow // gw)
+
+    def _kernel_windows(self, img, kh, kw, stride, oh, ow, group):
+        """For each kernel row i, a strided view (C, kw, gh, gw, N, OH/gh, OW/gw) of the
+        padded image ``img`` (N, C, H, W): [c, j, a, b, n, p, q] is the pixel that kernel
+        offset (i, j) of channel c meets for output pixel (a + gh*p, b + gw*q) of image n."""
+        (sh, sw), (gh, gw) = stride, group
+        sn, sc, sy, sx = img.strides
+        shape = (img.shape[1],) + self._window_shape(img.shape[0], kw, oh, ow, group)
+        strides = (sc, sx, sh * sy, sw * sx, sn, gh * sh * sy, gw * sw * sx)
+        as_strided = self.xp.lib.stride_tricks.as_strided
+        return [as_strided(img[:, :, i:], shape=shape, strides=strides) for i in range(kh)]
+
+    @staticmethod
+    def _conv_geometry(x_shape, kh, kw, stride, pad):
         (sh, sw), (ph, pw) = stride, pad
-        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        col = col.reshape(c, kh * kw, n, oh, ow)
-        img = self.xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
-        for k, window in self._window_slices(kh, kw, stride, oh, ow):
-            img[window] += col[:, k]
-        return img[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+        return (x_shape[2] + 2 * ph - kh) // sh + 1, (x_shape[3] + 2 * pw - kw) // sw + 1
 
     def conv2d(self, x, W, b, stride, pad, col=None, prod=None, out=None):
         """Convolution by im2col and one product; returns (y, col), col kept for backward.
@@ -498,10 +550,9 @@ class Backend:
         y (N, F, OH, OW), C-contiguous, in the same pass. ``col``, ``prod`` (F, N*OH*OW)
         and ``out`` are optional buffers.
         """
-        n, _, h, w = x.shape
+        n = x.shape[0]
         f, _, kh, kw = W.shape
-        (sh, sw), (ph, pw) = stride, pad
-        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
         col = self.im2col(x, kh, kw, stride, pad, out=col)
         prod = self.matmul(W.reshape(f, -1), col, out=prod)
         if out is None:
@@ -524,6 +575,81 @@ class Backend:
             return None
         dcol = self.matmul(W.reshape(f, -1).T, d2)
         return self.col2im(dcol, x_shape, W.shape[2], W.shape[3], stride, pad)
+
+    def conv2d_maxpool(self, x, W, b, stride, pad, size, relu, scratch=None, out=None):
+        """Conv2D, ReLU when ``relu``, then max pooling over ``size`` windows that tile the
+        convolution's output (stride = size, no pad, size divides it): the book's conv
+        block in one pass. Returns y (N, F, OH/gh, OW/gw) and what backward needs.
+
+        im2col orders the product's columns by place in the pooling window (``group``),
+        so the product (F, gh*gw, M) holds each place's values as one contiguous block, and
+        pooling is gh*gw - 1 maxima of contiguous arrays. Max commutes with adding the
+        channel's bias and with ReLU (both monotone, and rounding is monotone too), so those
+        run after pooling on a gh*gw times smaller array, exactly as if run before it.
+        ``scratch(name, shape, dtype)`` gives a buffer (default: a new array).
+        """
+        xp, scratch = self.xp, scratch or self._new_array
+        n = x.shape[0]
+        f, c, kh, kw = W.shape
+        oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
+        (gh, gw), qh, qw = size, oh // size[0], ow // size[1]
+        m = n * qh * qw
+        col = self.im2col(x, kh, kw, stride, pad, out=scratch("col", (c * kh * kw, n * oh * ow), x.dtype),
+                          group=size)
+        prod = self.matmul(W.reshape(f, -1), col, out=scratch("prod", (f, n * oh * ow), x.dtype))
+        places = prod.reshape(f, gh * gw, m)
+        pooled = scratch("pooled", (f, m), x.dtype)
+        if gh * gw == 1:
+            pooled[...] = places[:, 0]
+        else:
+            xp.maximum(places[:, 0], places[:, 1], out=pooled)
+        for k in range(2, gh * gw):
+            xp.maximum(pooled, places[:, k], out=pooled)
+        if out is None:
+            out = xp.empty((n, f, qh, qw), dtype=x.dtype)
+        xp.add(pooled.reshape(f, n, qh, qw).transpose(1, 0, 2, 3), b.reshape(1, f, 1, 1), out=out)
+        if relu:
+            xp.maximum(out, 0, out=out)
+        return out, (col, prod, pooled)
+
+    def conv2d_maxpool_backward(self, dout, y, saved, x_shape, W, stride, pad, size, relu, dW, db,
+                                need_dx=True, scratch=None):
+        """Backward of ``conv2d_maxpool`` (``saved`` is what it returned besides y): writes
+        dW and db; returns dx,
+        or None when ``need_dx`` is False. Each window's gradient, through ReLU's mask,
+        goes to its first maximum in row-major window order, as MaxPool2D's does."""
+        xp, scratch = self.xp, scratch or self._new_array
+        n, f, qh, qw = dout.shape
+        kh, kw = W.shape[2], W.shape[3]
+        (gh, gw), m = size, n * qh * qw
+        col, prod, pooled = saved
+        d = scratch("d", (f, m), dout.dtype)  # dout in the product's layout, through ReLU
+        d_nchw = d.reshape(f, n, qh, qw).transpose(1, 0, 2, 3)
+        if relu:
+            xp.multiply(dout, xp.greater(y, 0, out=scratch("positive", y.shape, bool)), out=d_nchw)
+        else:
+            d_nchw[...] = dout
+        d.sum(axis=1, out=db)
+        dprod = scratch("dprod", prod.shape, dout.dtype)
+        places, dplaces = prod.reshape(f, gh * gw, m), dprod.reshape(f, gh * gw, m)
+        hit, free = scratch("hit", (f, m), bool), scratch("free", (f, m), bool)
+        for k in range(gh * gw):
+            xp.equal(places[:, k], pooled, out=hit)
+            if k:
+                xp.logical_and(hit, free, out=hit)
+            xp.multiply(d, hit, out=dplaces[:, k])
+            if k == 0:
+                xp.logical_not(hit, out=free)
+            elif k + 1 < gh * gw:
+                xp.greater(free, hit, out=free)  # free and not hit
+        self.matmul(dprod, col.T, out=dW.reshape(f, -1))
+        if not need_dx:
+            return None
+        dcol = self.matmul(W.reshape(f, -1).T, dprod)
+        return self.col2im(dcol, x_shape, kh, kw, stride, pad, group=size)
+
+    def _new_array(self, name, shape, dtype):
+        return self.xp.empty(shape, dtype=dtype)
 
     def _pool_geometry(self, x_shape, size, stride, pad):
         (ph_, pw_), (sh, sw), (ph, pw) = size, stride, pad

@@ -12,7 +12,8 @@ import numpy
 from .. import _validate
 from ..errors import ShapeError
 from .init import initial_weights
-from .layer import Layer
+from .layer import Layer, reusable
+from .layers import ReLU
 
 
 def _output_size(size, kernel, stride, pad):
@@ -45,17 +46,20 @@ class Conv2D(Layer):
         return (f"Conv2D {self.in_channels}->{self.out_channels} {self.kh}x{self.kw}"
                 f"{_geometry(self.stride, self.pad, (1, 1))}")
 
-    def forward(self, x):
+    def _input(self, x):
+        """x checked and cast to the parameters' dtype, and the output's height and width."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ShapeError(f"got input of shape {tuple(x.shape)}; expected "
                              f"(N, {self.in_channels}, H, W).")
-        W = self.param("W")
-        x = self._as_dtype(x, W.dtype)
-        n, _, h, w = x.shape
-        oh = _output_size(h, self.kh, self.stride[0], self.pad[0])
-        ow = _output_size(w, self.kw, self.stride[1], self.pad[1])
+        x = self._as_dtype(x, self.param("W").dtype)
         self.x_shape = x.shape
-        k = self.in_channels * self.kh * self.kw
+        return (x, _output_size(x.shape[2], self.kh, self.stride[0], self.pad[0]),
+                _output_size(x.shape[3], self.kw, self.stride[1], self.pad[1]))
+
+    def forward(self, x):
+        x, oh, ow = self._input(x)
+        W = self.param("W")
+        n, k = x.shape[0], self.in_channels * self.kh * self.kw
         products = (self.out_channels, n * oh * ow)
         y, self.col = self.backend.conv2d(
             x, W, self.param("b"), self.stride, self.pad,
@@ -67,6 +71,55 @@ class Conv2D(Layer):
         work = self._buffer("prod", (self.out_channels, dout.size // self.out_channels), dout.dtype)
         return self.backend.conv2d_backward(dout, self.col, self.param("W"), self.x_shape, self.stride,
                                             self.pad, self.grad("W"), self.grad("b"), self._need_dx, work)
+
+    def _fuse(self, following):
+        """Conv2D [-> ReLU] -> MaxPool2D with non-overlapping, unpadded windows runs as one
+        stage in a Sequential (``Backend.conv2d_maxpool``); the built-in classes only, so a
+        subclass's own forward is never bypassed."""
+        if type(self) is not Conv2D:
+            return None
+        relu = following[0] if following and type(following[0]) is ReLU else None
+        pool = following[1 if relu else 0] if len(following) > (1 if relu else 0) else None
+        if type(pool) is not MaxPool2D or pool.stride != (pool.ph, pool.pw) or pool.pad != (0, 0):
+            return None
+        return _ConvMaxPool(self, relu, pool)
+
+
+class _ConvMaxPool:
+    """Sequential's stage for Conv2D [-> ReLU] -> MaxPool2D (see ``Conv2D._fuse``): the same
+    values and gradients as the layers one by one, in one pass with no full-size ReLU or
+    transposing copy. Taken for inputs whose convolution output the windows tile exactly;
+    Sequential runs the layers one by one for any other."""
+
+    def __init__(self, conv, relu, pool):
+        self.conv, self.relu, self.pool = conv, relu, pool
+        self.size = 3 if relu else 2  # layers it stands for
+
+    def applies(self, x) -> bool:
+        conv, (ph, pw) = self.conv, (self.pool.ph, self.pool.pw)
+        if x.ndim != 4 or x.shape[1] != conv.in_channels:
+            return False
+        oh, ow = conv.backend._conv_geometry(x.shape, conv.kh, conv.kw, conv.stride, conv.pad)
+        return oh >= ph and ow >= pw and oh % ph == 0 and ow % pw == 0
+
+    def _scratch(self, name, shape, dtype):
+        return reusable(self.conv._work, name, shape, dtype, self.conv.backend.xp)
+
+    def forward(self, x):
+        conv, pool = self.conv, self.pool
+        x, oh, ow = conv._input(x)
+        shape = (x.shape[0], conv.out_channels, oh // pool.ph, ow // pool.pw)
+        self.y, self.saved = conv.backend.conv2d_maxpool(
+            x, conv.param("W"), conv.param("b"), conv.stride, conv.pad, (pool.ph, pool.pw),
+            self.relu is not None, scratch=self._scratch, out=pool._buffer("y", shape, x.dtype))
+        return self.y
+
+    def backward(self, dout):
+        conv = self.conv
+        return conv.backend.conv2d_maxpool_backward(
+            dout, self.y, self.saved, conv.x_shape, conv.param("W"), conv.stride, conv.pad,
+            (self.pool.ph, self.pool.pw), self.relu is not None, conv.grad("W"), conv.grad("b"),
+            conv._need_dx, scratch=self._scratch)
 
 
 def _geometry(stride, pad, default_stride):

@@ -143,6 +143,12 @@ class Layer:
     def backward(self, dout):
         raise NotImplementedError
 
+    def _fuse(self, following):
+        """A stage that runs this layer and the first few ``following`` ones in one pass, or
+        None. Sequential asks each layer; a stage has ``size`` (the layers it stands for),
+        ``applies(x)``, ``forward`` and ``backward``, and gives the layers' results."""
+        return None
+
     def random_state(self) -> dict:
         """Device arrays that decide the layer's random draws (Dropout's counter). Restoring
         them replays the same draws: ``xn.testing.check_gradients`` does so before each
@@ -361,6 +367,12 @@ class Sequential(Layer):
             layer._reuse = i < last            # the output handed back to the caller is fresh
             layer._inplace = 0 < i < last      # never overwrite the caller's input or output
             layer._need_dx = self.input_grad or i > first_with_params
+        self._fusions = {}  # first layer's index -> a stage running several layers in one pass
+        for i, layer in enumerate(self.layers):
+            stage = layer._fuse(self.layers[i + 1:])
+            if stage is not None:
+                self._fusions[i] = stage
+        self._ran = []  # what the last forward ran, for backward: layers and stages
 
     def __call__(self, x):
         self._check_device(x)
@@ -384,17 +396,25 @@ class Sequential(Layer):
         return self.layers[i]
 
     def forward(self, x):
-        i = 0
+        i, ran = 0, []
         try:
-            for i, layer in enumerate(self.layers):  # noqa: B007 (i names the failing layer)
-                x = layer.forward(x)
+            while i < len(self.layers):
+                stage, size = self._fusions.get(i), 1
+                if stage is not None and stage.applies(x):
+                    size = stage.size
+                else:
+                    stage = self.layers[i]
+                x = stage.forward(x)
+                ran.append(stage)
+                i += size
         except (ShapeError, DTypeError) as exc:
             raise type(exc)(f"Sequential layer {i} ({self.layers[i].describe()}): {exc}") from None
+        self._ran = ran
         return x
 
     def backward(self, dout):
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        for stage in reversed(self._ran):
+            dout = stage.backward(dout)
             if dout is None:
                 break
         return dout
