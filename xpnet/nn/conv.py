@@ -88,8 +88,10 @@ class Conv2D(Layer):
 class _ConvMaxPool:
     """Sequential's stage for Conv2D [-> ReLU] -> MaxPool2D (see ``Conv2D._fuse``): the same
     values and gradients as the layers one by one, in one pass with no full-size ReLU or
-    transposing copy. Taken for inputs whose convolution output the windows tile exactly;
-    Sequential runs the layers one by one for any other."""
+    transposing copy. A window's maximum is found before the bias is added, so two products
+    that differ by less than the bias's rounding are not a tie here (one by one they are,
+    and the first takes the gradient). Taken for inputs whose convolution output the
+    windows tile exactly; Sequential runs the layers one by one for any other."""
 
     def __init__(self, conv, relu, pool):
         self.conv, self.relu, self.pool = conv, relu, pool
