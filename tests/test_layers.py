@@ -282,3 +282,15 @@ def test_book_loss_functions(device):
     t = xn.to_device(numpy.eye(10)[2], device)
     assert abs(float(xn.to_host(F.cross_entropy_error(y, t))) - 0.510825457099338) < 1e-9
     assert abs(float(xn.to_host(F.sum_squared_error(y, t))) - 0.0975) < 1e-12
+
+
+def test_sequential_backward_without_a_forward_pass_is_refused(device, rng):
+    """After a failed forward (or none), backward would run on the previous call's state."""
+    model = xn.nn.Sequential(xn.nn.Affine(3, 2), xn.nn.ReLU(), xn.nn.Affine(2, 2))
+    with pytest.raises(RuntimeError, match="needs a forward pass first"):
+        model.backward(xn.xp.ones((4, 2)))
+    model(xn.to_device(host_rand(rng, 4, 3)))
+    with pytest.raises(xn.ShapeError):
+        model(xn.to_device(host_rand(rng, 4, 5)))
+    with pytest.raises(RuntimeError, match="needs a forward pass first"):
+        model.backward(xn.xp.ones((4, 2)))

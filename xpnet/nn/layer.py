@@ -372,7 +372,7 @@ class Sequential(Layer):
             stage = layer._fuse(self.layers[i + 1:])
             if stage is not None:
                 self._fusions[i] = stage
-        self._ran = []  # what the last forward ran, for backward: layers and stages
+        self._ran = None  # what the last forward ran, for backward: layers and stages
 
     def __call__(self, x):
         self._check_device(x)
@@ -396,7 +396,7 @@ class Sequential(Layer):
         return self.layers[i]
 
     def forward(self, x):
-        i, ran = 0, []
+        i, ran, self._ran = 0, [], None  # a forward that fails leaves nothing to go back through
         try:
             while i < len(self.layers):
                 stage, size = self._fusions.get(i), 1
@@ -413,6 +413,9 @@ class Sequential(Layer):
         return x
 
     def backward(self, dout):
+        if self._ran is None:
+            raise RuntimeError(f"{self.describe()}: backward needs a forward pass first (the last one "
+                               f"failed, or none ran). Call model(x), then model.backward(dout).")
         for stage in reversed(self._ran):
             dout = stage.backward(dout)
             if dout is None:
