@@ -2,12 +2,13 @@
 (conv 30x5x5 - ReLU - max pool 2x2 - affine 100 - ReLU - affine 10) with Adam.
 
 No xpnet. Every array is preallocated and written with ``out=``. The convolution is im2col
-with the batch folded into one product, its columns ordered by place in the 2x2 pooling
-window, so that pooling is three maxima of contiguous blocks; bias and ReLU come after the
-pooling (both commute with max), on a 4x smaller array. The pooling backward routes each
-gradient to its window's first maximum, after ReLU's mask on the pooled gradient; the input
-gradient of the conv is never computed. Adam is the book's (bias correction folded into
-the rate, eps 1e-7).
+with the batch folded into the columns, laid out place by place in the 2x2 pooling window,
+so the conv is four products, one per place, each followed by a running maximum that notes
+the place of each window's first maximum; the full-size conv output is never stored. Bias
+and ReLU come after the pooling (both commute with max), on a 4x smaller array. The
+backward routes each gradient, after ReLU's mask, to its window's first maximum, and the
+weight gradient is four products; the input gradient of the conv is never computed. Adam
+is the book's (bias correction folded into the rate, eps 1e-7).
 """
 import numpy as np
 from floor import softmax_cross_entropy
@@ -26,9 +27,11 @@ class FloorConvNet:
         self.scratch = np.empty(4320 * 100, dtype)
         n = batch
         self.col = np.empty((25, n * 576), dtype)
-        self.prod = np.empty((30, n * 576), dtype)
-        self.dprod = np.empty((30, n * 576), dtype)
+        self.place = np.empty((30, n * 144), dtype)
         self.pooled = np.empty((30, n * 144), dtype)
+        self.first = np.empty((30, n * 144), np.uint8)
+        self.marks = np.empty((30, n * 144), np.uint8)
+        self.dk = np.empty((30, n * 144), dtype)
         self.d = np.empty((30, n * 144), dtype)
         self.p = np.empty((n, 30, 12, 12), dtype)
         self.positive = np.empty((n, 30, 12, 12), bool)
@@ -37,7 +40,6 @@ class FloorConvNet:
         self.dh2 = np.empty((n, 100), dtype)
         self.da = np.empty((n, 4320), dtype)
         self.hit = np.empty((30, n * 144), bool)
-        self.free = np.empty((30, n * 144), bool)
         self.mask = np.empty((n, 100), bool)
         self.rows = np.arange(n)
         self.lr, self.t = lr, 0
@@ -46,16 +48,20 @@ class FloorConvNet:
         W1, b1, W2, b2, W3, b3 = self.params
         dW1, db1, dW2, db2, dW3, db3 = self.grads
         n = len(x)
-        col = self.col.reshape(5, 5, 2, 2, n, 12, 12)  # (i, j, a, b, image, row, column)
+        col = self.col.reshape(2, 2, 5, 5, n, 12, 12)  # (a, b, i, j, image, row, column)
         sn, _, sy, sx = x.strides
-        for i in range(5):  # im2col, C=1: [i, j, a, b, n, r, c] = x[n, 0, 2r + a + i, 2c + b + j]
-            col[i] = as_strided(x[:, 0, i:], (5, 2, 2, n, 12, 12), (sx, sy, sx, sn, 2 * sy, 2 * sx))
-        np.dot(W1, self.col, out=self.prod)
-        places = self.prod.reshape(30, 4, n * 144)
-        pooled = self.pooled
-        np.maximum(places[:, 0], places[:, 1], out=pooled)
-        np.maximum(pooled, places[:, 2], out=pooled)
-        np.maximum(pooled, places[:, 3], out=pooled)
+        for i in range(5):  # im2col, C=1: [a, b, i, j, n, r, c] = x[n, 0, 2r + a + i, 2c + b + j]
+            col[:, :, i] = as_strided(x[:, 0, i:], (2, 2, 5, n, 12, 12), (sy, sx, sx, sn, 2 * sy, 2 * sx))
+        blocks = self.col.reshape(4, 25, n * 144)  # place k's columns: a contiguous matrix
+        pooled, place, first, marks, hit = self.pooled, self.place, self.first, self.marks, self.hit
+        np.dot(W1, blocks[0], out=pooled)
+        first[...] = 0
+        for k in range(1, 4):
+            np.dot(W1, blocks[k], out=place)
+            np.greater(place, pooled, out=hit)
+            np.maximum(pooled, place, out=pooled)
+            np.multiply(hit, k, out=marks, dtype=np.uint8)
+            np.maximum(first, marks, out=first)
         p = self.p
         np.add(pooled.reshape(30, n, 12, 12).transpose(1, 0, 2, 3), b1.reshape(1, 30, 1, 1), out=p)
         np.maximum(p, 0, out=p)
@@ -79,18 +85,14 @@ class FloorConvNet:
         d = self.d
         np.multiply(da, np.greater(p, 0, out=self.positive), out=d.reshape(30, n, 12, 12).transpose(1, 0, 2, 3))
         d.sum(axis=1, out=db1)
-        hit, free = self.hit, self.free
-        dplaces = self.dprod.reshape(30, 4, n * 144)
+        dk = self.dk
         for k in range(4):
-            np.equal(places[:, k], pooled, out=hit)
-            if k:
-                hit &= free
-            np.multiply(d, hit, out=dplaces[:, k])
+            np.equal(first, k, out=hit)
+            np.multiply(d, hit, out=dk)
             if k == 0:
-                np.logical_not(hit, out=free)
-            elif k < 3:
-                np.greater(free, hit, out=free)
-        np.dot(self.dprod, self.col.T, out=dW1)
+                np.dot(dk, blocks[0].T, out=dW1)
+            else:
+                dW1 += np.dot(dk, blocks[k].T)
         self.t += 1
         lr_t = self.lr * np.sqrt(1 - 0.999 ** self.t) / (1 - 0.9 ** self.t)
         for param, g, m, v in zip(self.params, self.grads, self.m, self.v):

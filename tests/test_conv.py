@@ -115,6 +115,8 @@ FUSED = {
     "channels_rect_kernel": (
         lambda: [xn.nn.Conv2D(3, 2, (2, 3), pad=(1, 0), dtype="float64"), xn.nn.ReLU(), xn.nn.MaxPool2D(2)],
         (2, 3, 5, 6)),
+    "window_of_272_places": (lambda: [xn.nn.Conv2D(1, 2, 3, dtype="float64"), xn.nn.MaxPool2D((16, 17))],
+                             (2, 1, 18, 19)),
     "untiled_falls_back": (lambda: [xn.nn.Conv2D(1, 2, 3, dtype="float64"), xn.nn.ReLU(), xn.nn.MaxPool2D(2)],
                            (2, 1, 7, 7)),
 }
@@ -155,7 +157,7 @@ def test_conv_relu_maxpool_stage_equals_the_layers_one_by_one(name, ties, device
             numpy.testing.assert_allclose(xn.to_host(g), xn.to_host(grads1[k]), rtol=1e-11, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", FUSED)
+@pytest.mark.parametrize("name", [n for n in FUSED if n != "window_of_272_places"])  # slow: 272 products a call
 def test_conv_relu_maxpool_stage_gradients_match_numerical(name, device, rng):
     make, shape = FUSED[name]
     model = xn.nn.Sequential(*make(), input_grad=True)

@@ -496,30 +496,31 @@ class Backend:
         The batch is folded into the columns, so a convolution is one 2-D product
         W (F, C*kh*kw) @ col for the whole batch: one large BLAS call on the CPU and one
         gemm a CUDA graph can record, instead of N small ones. With ``group`` (gh, gw) the
-        columns come in gh*gw contiguous blocks, one for each place in a gh x gw block of
-        output pixels (see ``conv2d_maxpool``), each block ordered (N, OH/gh, OW/gw).
-        One strided copy per kernel row.
+        columns are taken in gh x gw blocks of output pixels, and the result holds one
+        contiguous (C*kh*kw, N*OH*OW / (gh*gw)) matrix for each place in the block, place
+        by place (see ``conv2d_maxpool``); each is ordered (N, OH/gh, OW/gw). One strided
+        copy per kernel row.
         """
         n, c = x.shape[:2]
         oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
         if out is None:
             out = self.xp.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
-        rows = out.reshape((c, kh) + self._window_shape(n, kw, oh, ow, group))
+        rows = out.reshape(group + (c, kh, kw, n, oh // group[0], ow // group[1]))
         for i, window in enumerate(self._kernel_windows(self._padded(x, pad, 0), kh, kw, stride, oh, ow, group)):
-            rows[:, i] = window
+            rows[:, :, :, i] = window.transpose(2, 3, 0, 1, 4, 5, 6)
         return out
 
     def col2im(self, col, x_shape, kh, kw, stride, pad, group=(1, 1)):
-        """Adjoint of im2col: adds each row of ``col`` back onto the image it came from,
-        one kernel offset at a time (the windows of one offset never overlap)."""
+        """Adjoint of im2col (same layout): adds each row of ``col`` back onto the image it
+        came from, one kernel offset at a time (the windows of one offset never overlap)."""
         n, c, h, w = x_shape
         (ph, pw) = pad
         oh, ow = self._conv_geometry(x_shape, kh, kw, stride, pad)
-        col = col.reshape((c, kh) + self._window_shape(n, kw, oh, ow, group))
+        col = col.reshape(group + (c, kh, kw, n, oh // group[0], ow // group[1]))
         img = self.xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
         for i, window in enumerate(self._kernel_windows(img, kh, kw, stride, oh, ow, group)):
             for j in range(kw):
-                window[:, j] += col[:, i, j]
+                window[:, j] += col[:, :, :, i, j].transpose(2, 0, 1, 3, 4, 5)
         return img[:, :, ph:ph + h, pw:pw + w]
 
     @staticmethod
@@ -581,48 +582,57 @@ class Backend:
         convolution's output (stride = size, no pad, size divides it): the book's conv
         block in one pass. Returns y (N, F, OH/gh, OW/gw) and what backward needs.
 
-        im2col orders the product's columns by place in the pooling window (``group``),
-        so the product (F, gh*gw, M) holds each place's values as one contiguous block, and
-        pooling is gh*gw - 1 maxima of contiguous arrays. Max commutes with adding the
-        channel's bias and with ReLU (both monotone, and rounding is monotone too), so those
-        run after pooling on a gh*gw times smaller array, exactly as if run before it.
+        im2col lays the columns out place by place in the pooling window (``group``), so
+        the product for one place (k) of every window is W @ col[k], an (F, M) array that
+        stays in cache: pooling is a running maximum over the gh*gw places, noting in
+        ``first`` the place of each window's first maximum (what backward routes by), and
+        the full-size product is never stored. Max commutes with adding the channel's bias
+        and with ReLU (both monotone, and rounding is monotone too), so those run after
+        pooling on a gh*gw times smaller array, exactly as if run before it.
         ``scratch(name, shape, dtype)`` gives a buffer (default: a new array).
         """
         xp, scratch = self.xp, scratch or self._new_array
         n = x.shape[0]
         f, c, kh, kw = W.shape
         oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
-        (gh, gw), qh, qw = size, oh // size[0], ow // size[1]
-        m = n * qh * qw
+        qh, qw = oh // size[0], ow // size[1]
+        m, places = n * qh * qw, size[0] * size[1]
         col = self.im2col(x, kh, kw, stride, pad, out=scratch("col", (c * kh * kw, n * oh * ow), x.dtype),
                           group=size)
-        prod = self.matmul(W.reshape(f, -1), col, out=scratch("prod", (f, n * oh * ow), x.dtype))
-        places = prod.reshape(f, gh * gw, m)
-        pooled = scratch("pooled", (f, m), x.dtype)
-        if gh * gw == 1:
-            pooled[...] = places[:, 0]
-        else:
-            xp.maximum(places[:, 0], places[:, 1], out=pooled)
-        for k in range(2, gh * gw):
-            xp.maximum(pooled, places[:, k], out=pooled)
+        blocks, W2 = col.reshape(places, -1, m), W.reshape(f, -1)
+        places_type = xp.uint8 if places <= 256 else xp.int32
+        pooled, first = scratch("pooled", (f, m), x.dtype), scratch("first", (f, m), places_type)
+        self.matmul(W2, blocks[0], out=pooled)
+        first[...] = 0
+        if places > 1:
+            place, better = scratch("place", (f, m), x.dtype), scratch("better", (f, m), bool)
+            marks = scratch("marks", (f, m), places_type)
+        for k in range(1, places):
+            self.matmul(W2, blocks[k], out=place)
+            xp.greater(place, pooled, out=better)  # strictly: a tie keeps the earlier place
+            xp.maximum(pooled, place, out=pooled)
+            xp.multiply(better, k, out=marks, dtype=places_type)  # k where place k leads so far:
+            xp.maximum(first, marks, out=first)                # later places have larger k
         if out is None:
             out = xp.empty((n, f, qh, qw), dtype=x.dtype)
         xp.add(pooled.reshape(f, n, qh, qw).transpose(1, 0, 2, 3), b.reshape(1, f, 1, 1), out=out)
         if relu:
             xp.maximum(out, 0, out=out)
-        return out, (col, prod, pooled)
+        return out, (col, first)
 
     def conv2d_maxpool_backward(self, dout, y, saved, x_shape, W, stride, pad, size, relu, dW, db,
                                 need_dx=True, scratch=None):
         """Backward of ``conv2d_maxpool`` (``saved`` is what it returned besides y): writes
-        dW and db; returns dx,
-        or None when ``need_dx`` is False. Each window's gradient, through ReLU's mask,
-        goes to its first maximum in row-major window order, as MaxPool2D's does."""
+        dW and db; returns dx, or None when ``need_dx`` is False. Each window's gradient,
+        through ReLU's mask, goes to its first maximum in row-major window order, as
+        MaxPool2D's does; dW sums one product per place, so no full-size gradient of the
+        product is stored unless dx is needed."""
         xp, scratch = self.xp, scratch or self._new_array
         n, f, qh, qw = dout.shape
         kh, kw = W.shape[2], W.shape[3]
-        (gh, gw), m = size, n * qh * qw
-        col, prod, pooled = saved
+        m, places = n * qh * qw, size[0] * size[1]
+        col, first = saved
+        blocks, W2, dW2 = col.reshape(places, -1, m), W.reshape(f, -1), dW.reshape(f, -1)
         d = scratch("d", (f, m), dout.dtype)  # dout in the product's layout, through ReLU
         d_nchw = d.reshape(f, n, qh, qw).transpose(1, 0, 2, 3)
         if relu:
@@ -630,22 +640,19 @@ class Backend:
         else:
             d_nchw[...] = dout
         d.sum(axis=1, out=db)
-        dprod = scratch("dprod", prod.shape, dout.dtype)
-        places, dplaces = prod.reshape(f, gh * gw, m), dprod.reshape(f, gh * gw, m)
-        hit, free = scratch("hit", (f, m), bool), scratch("free", (f, m), bool)
-        for k in range(gh * gw):
-            xp.equal(places[:, k], pooled, out=hit)
-            if k:
-                xp.logical_and(hit, free, out=hit)
-            xp.multiply(d, hit, out=dplaces[:, k])
+        dcol = xp.empty(col.shape, dtype=dout.dtype).reshape(blocks.shape) if need_dx else None
+        hit, dk = scratch("hit", (f, m), bool), scratch("dk", (f, m), dout.dtype)
+        for k in range(places):
+            xp.equal(first, k, out=hit)
+            xp.multiply(d, hit, out=dk)
             if k == 0:
-                xp.logical_not(hit, out=free)
-            elif k + 1 < gh * gw:
-                xp.greater(free, hit, out=free)  # free and not hit
-        self.matmul(dprod, col.T, out=dW.reshape(f, -1))
+                self.matmul(dk, blocks[k].T, out=dW2)
+            else:
+                dW2 += self.matmul(dk, blocks[k].T)
+            if need_dx:
+                self.matmul(W2.T, dk, out=dcol[k])
         if not need_dx:
             return None
-        dcol = self.matmul(W.reshape(f, -1).T, dprod)
         return self.col2im(dcol, x_shape, kh, kw, stride, pad, group=size)
 
     def _new_array(self, name, shape, dtype):
