@@ -1,6 +1,7 @@
 """Issue 15's models, each as a training step of xpnet, of a hand-tuned NumPy floor where
-there is one, and of PyTorch eager: the book's SimpleConvNet with Adam, an MLP with Adam,
-Dropout and BatchNorm, and each optimizer's update alone on a 1M-parameter model.
+there is one, and of PyTorch eager: the book's SimpleConvNet and DeepConvNet with Adam, an
+MLP with Adam, Dropout and BatchNorm, and each optimizer's update alone on a 1M-parameter
+model.
 
 Every builder returns a callable that runs one step on fixed random data, on the CPU.
 PyTorch is imported only by its builders, with NumPy's BLAS thread count.
@@ -31,6 +32,20 @@ def convnet(seed=0):
     xn.seed(seed)
     return xn.nn.Sequential(xn.nn.Conv2D(1, 30, 5), xn.nn.ReLU(), xn.nn.MaxPool2D(2),
                             xn.nn.Affine(4320, 100), xn.nn.ReLU(), xn.nn.Affine(100, 10))
+
+
+def deep_convnet(seed=0):
+    """The book's DeepConvNet (ch. 8): six 3x3 convolutions (16, 16, 32, 32, 64, 64 filters)
+    with ReLU, a 2x2 max pooling after every second, then Affine 50, ReLU, Dropout 0.5,
+    Affine 10, Dropout 0.5."""
+    xn.seed(seed)
+    parts, channels = [], 1
+    for i, (filters, pad) in enumerate(((16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1))):
+        parts += [xn.nn.Conv2D(channels, filters, 3, pad=pad), xn.nn.ReLU()]
+        parts += [xn.nn.MaxPool2D(2)] if i % 2 else []
+        channels = filters
+    return xn.nn.Sequential(*parts, xn.nn.Affine(64 * 4 * 4, 50), xn.nn.ReLU(), xn.nn.Dropout(0.5, seed=seed),
+                            xn.nn.Affine(50, 10), xn.nn.Dropout(0.5, seed=seed + 1))
 
 
 def regularised_mlp(seed=0):
@@ -92,6 +107,16 @@ def _torch_convnet(torch):
                          nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10))
 
 
+def _torch_deep_convnet(torch):
+    nn, parts, channels = torch.nn, [], 1
+    for i, (filters, pad) in enumerate(((16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1))):
+        parts += [nn.Conv2d(channels, filters, 3, padding=pad), nn.ReLU()]
+        parts += [nn.MaxPool2d(2)] if i % 2 else []
+        channels = filters
+    return nn.Sequential(*parts, nn.Flatten(), nn.Linear(64 * 4 * 4, 50), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(50, 10), nn.Dropout(0.5))
+
+
 def _torch_regularised(torch):
     nn = torch.nn
     parts = []
@@ -109,6 +134,15 @@ def cnn_steps(batch, device="cpu"):
         floor = FloorConvNet(batch)
         steps["numpy-floor"] = lambda: floor.step(x, t)
     steps.update(_references(_torch_convnet, x, t, device))
+    return steps
+
+
+def deepconv_steps(batch, device="cpu"):
+    """xpnet and PyTorch: the book's DeepConvNet with Adam at ``batch`` (no floor)."""
+    device = xn.Device(device)
+    x, t = _data(batch, (1, 28, 28))
+    steps = _xpnet_steps(deep_convnet, x, t, device)
+    steps.update(_references(_torch_deep_convnet, x, t, device))
     return steps
 
 
