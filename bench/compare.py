@@ -12,8 +12,8 @@ the report is the median over rounds.
     python bench/compare.py [--model mlp|large|cnn|deepconv|regularised|optimizers] [--batch 32,100] [--rounds 15]
 
 mlp and large (issue 7): the TF2 MLP or 784-1024-1024-10 with SGD; cnn (issue 15): the
-book's SimpleConvNet with Adam; deepconv: the book's DeepConvNet (ch. 8) with Adam; regularised: 784-256-256-10 with Adam, Dropout 0.2 and
-BatchNorm; optimizers: each optimizer's update alone on a 1M-parameter model.
+book's SimpleConvNet with Adam; deepconv: the book's DeepConvNet (ch. 8) with Adam;
+regularised: 784-256-256-10 with Adam, Dropout 0.2 and BatchNorm; optimizers: each optimizer's update alone on a 1M-parameter model.
 """
 import argparse
 import time
@@ -71,14 +71,17 @@ def _row(label, t):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="mlp", choices=["mlp", "large", "cnn", "deepconv", "regularised", "optimizers"])
+    parser.add_argument("--model", default="mlp",
+                        choices=["mlp", "large", "cnn", "deepconv", "regularised", "optimizers"])
     parser.add_argument("--batch", default=None, help="comma-separated batch sizes")
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     blas = xn.Device("cpu").backend.describe()["BLAS"]
-    default_batch = {"mlp": "32,100,256", "large": "32,100,256", "cnn": "32,100", "deepconv": "100", "regularised": "100"}
+    default_batch = {"mlp": "32,100,256", "large": "32,100,256", "cnn": "32,100", "deepconv": "100",
+                     "regularised": "100"}
     title = {"mlp": f"{'-'.join(map(str, MLP))}, SGD", "large": f"{'-'.join(map(str, LARGE))}, SGD",
-             "cnn": "SimpleConvNet, Adam", "deepconv": "DeepConvNet, Adam", "regularised": "784-256-256-10, BatchNorm, Dropout 0.2, Adam",
+             "cnn": "SimpleConvNet, Adam", "deepconv": "DeepConvNet, Adam",
+             "regularised": "784-256-256-10, BatchNorm, Dropout 0.2, Adam",
              "optimizers": "one update of a 1000x1000 Affine (1,001,000 parameters)"}[args.model]
     print(f"{title}, float32; median of {args.rounds} rounds; {blas}")
     first = "optimizer" if args.model == "optimizers" else "batch"

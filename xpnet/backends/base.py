@@ -652,10 +652,9 @@ class Backend:
         product is stored unless dx is needed (``_input_grad``)."""
         xp, scratch = self.xp, scratch or self._new_array
         n, f, qh, qw = dout.shape
-        kh, kw = W.shape[2], W.shape[3]
         m, places = n * qh * qw, size[0] * size[1]
         col, first = saved
-        blocks, W2, dW2 = col.reshape(places, -1, m), W.reshape(f, -1), dW.reshape(f, -1)
+        blocks, dW2 = col.reshape(places, -1, m), dW.reshape(f, -1)
         d = scratch("d", (f, m), dout.dtype)  # dout in the product's layout, through ReLU
         d_nchw = d.reshape(f, n, qh, qw).transpose(1, 0, 2, 3)
         if relu:
