@@ -13,7 +13,8 @@ the report is the median over rounds.
 
 mlp and large (issue 7): the TF2 MLP or 784-1024-1024-10 with SGD; cnn (issue 15): the
 book's SimpleConvNet with Adam; deepconv: the book's DeepConvNet (ch. 8) with Adam;
-regularised: 784-256-256-10 with Adam, Dropout 0.2 and BatchNorm; optimizers: each optimizer's update alone on a 1M-parameter model.
+regularised: 784-256-256-10 with Adam, Dropout 0.2 and BatchNorm; optimizers: each
+optimizer's update alone on a 1M-parameter model.
 """
 import argparse
 import time
