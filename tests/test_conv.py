@@ -31,16 +31,17 @@ def test_conv_and_pool_backward_match_numerical_gradient(name, device, rng):
     _check_layer(make(), host_rand(rng, *shape), rng, device)
 
 
-def test_conv_matches_a_direct_convolution(device, rng):
+@pytest.mark.parametrize("stride", [1, 2])  # stride 1 gathers its columns over the padded width
+def test_conv_matches_a_direct_convolution(stride, device, rng):
     x = host_rand(rng, 2, 3, 7, 6)
-    layer = xn.nn.Conv2D(3, 4, 3, stride=2, pad=1, dtype="float64")
+    layer = xn.nn.Conv2D(3, 4, 3, stride=stride, pad=1, dtype="float64")
     W, b = (xn.to_host(layer.params()[k]) for k in ("W", "b"))
     y = xn.to_host(layer(xn.to_device(x, device)))
     padded = numpy.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     direct = numpy.zeros_like(y)
     for i in range(y.shape[2]):
         for j in range(y.shape[3]):
-            patch = padded[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
+            patch = padded[:, :, stride * i:stride * i + 3, stride * j:stride * j + 3]
             direct[:, :, i, j] = numpy.tensordot(patch, W, axes=([1, 2, 3], [1, 2, 3])) + b
     numpy.testing.assert_allclose(y, direct, rtol=1e-12, atol=1e-12)
 

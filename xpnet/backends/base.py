@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import threading
 
@@ -544,57 +545,92 @@ class Backend:
         (sh, sw), (ph, pw) = stride, pad
         return (x_shape[2] + 2 * ph - kh) // sh + 1, (x_shape[3] + 2 * pw - kw) // sw + 1
 
-    def conv2d(self, x, W, b, stride, pad, col=None, prod=None, out=None):
+    def conv2d(self, x, W, b, stride, pad, scratch=None, out=None):
         """Convolution by im2col and one product; returns (y, col), col kept for backward.
 
         The product W (F, K) @ col gives (F, N*OH*OW); adding the bias copies it into
-        y (N, F, OH, OW), C-contiguous, in the same pass (``b`` None: no bias). ``col``,
-        ``prod`` (F, N*OH*OW) and ``out`` are optional buffers.
+        y (N, F, OH, OW), C-contiguous, in the same pass (``b`` None: no bias). With
+        stride 1 the columns run over the padded width (``_im2col_wide``) and the extra
+        ones are dropped here. ``scratch(name, shape, dtype)`` gives reusable buffers
+        (None, or a None from it: a new array).
         """
         n = x.shape[0]
-        f, _, kh, kw = W.shape
+        f, c, kh, kw = W.shape
         oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
-        col = self.im2col(x, kh, kw, stride, pad, out=col)
-        prod = self.matmul(W.reshape(f, -1), col, out=prod)
+        wide = stride == (1, 1)
+        width = x.shape[3] + 2 * pad[1] if wide else ow
+        col = self._scratch(scratch, "col", (c * kh * kw, n * oh * width), x.dtype)
+        col = self._im2col_wide(x, kh, kw, pad, col) if wide else self.im2col(x, kh, kw, stride, pad, out=col)
+        prod = self.matmul(W.reshape(f, -1), col, out=self._scratch(scratch, "prod", (f, n * oh * width), x.dtype))
         if out is None:
             out = self.xp.empty((n, f, oh, ow), dtype=prod.dtype)
-        nchw = prod.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)
+        nchw = prod.reshape(f, n, oh, width)[:, :, :, :ow].transpose(1, 0, 2, 3)
         if b is None:
             out[...] = nchw
         else:
             self.xp.add(nchw, b.reshape(1, f, 1, 1), out=out)
         return out, col
 
-    def conv2d_backward(self, dout, col, W, x_shape, stride, pad, dW, db, need_dx=True, work=None):
+    def _im2col_wide(self, x, kh, kw, pad, out):
+        """im2col for stride 1 with the columns running over the padded width Wp instead of
+        the output's OW: (C*kh*kw, N*OH*Wp), the last Wp - OW columns of each output row
+        being windows that wrap into the next row, which the product computes and conv2d
+        drops. In exchange, row (c, i, j) of an image is one contiguous run of the padded
+        channel from offset i*Wp + j, so the whole gather is one copy with runs of OH*Wp
+        values instead of OW: on the CPU 1.7-1.9x faster than ``im2col`` for 32 channels of
+        14x14 or 64 of 8x8, and the same for 16 of 28x28, where writing 45 MB is the cost.
+        """
+        n, c, h, w = x.shape
+        (ph, pw) = pad
+        hp, wp = h + 2 * ph, w + 2 * pw
+        oh = hp - kh + 1
+        plane = hp * wp + kw - 1  # each padded channel, flat, with room for the last row's overhang
+        img = self.xp.zeros((n, c, plane), dtype=x.dtype)
+        img[:, :, :hp * wp].reshape(n, c, hp, wp)[:, :, ph:ph + h, pw:pw + w] = x
+        sn, sc, item = img.strides
+        rows = self.xp.lib.stride_tricks.as_strided(
+            img, shape=(c, kh, kw, n, oh * wp), strides=(sc, wp * item, item, sn, item))
+        out.reshape(c, kh, kw, n, oh * wp)[...] = rows
+        return out
+
+    def _scratch(self, scratch, name, shape, dtype):
+        """``scratch(name, shape, dtype)``'s buffer, or a new array where it gives none."""
+        buf = scratch(name, shape, dtype) if scratch is not None else None
+        return self.xp.empty(shape, dtype=dtype) if buf is None else buf
+
+    def conv2d_backward(self, dout, col, W, x_shape, stride, pad, dW, db, need_dx=True, scratch=None):
         """Writes dW and db in place; returns dx, or None when ``need_dx`` is False.
-        ``work`` is an optional (F, N*OH*OW) buffer for dout in the product's layout."""
-        n, f = dout.shape[0], W.shape[0]
-        if work is None:
-            work = self.xp.empty((f, dout.size // f), dtype=dout.dtype)
-        d2 = work.reshape(f, n, dout.shape[2], dout.shape[3])
-        d2[...] = dout.transpose(1, 0, 2, 3)
-        d2 = work
-        self.matmul(d2, col.T, out=dW.reshape(f, -1))
-        d2.sum(axis=1, out=db)
+        ``col`` is what conv2d returned; ``scratch`` as for conv2d."""
+        n, f, oh, ow = dout.shape
+        width = col.shape[1] // (n * oh)  # the padded width where conv2d's columns ran over it
+        work = self._scratch(scratch, "prod", (f, col.shape[1]), dout.dtype)
+        d4 = work.reshape(f, n, oh, width)
+        d4[:, :, :, :ow] = dout.transpose(1, 0, 2, 3)
+        if width > ow:
+            d4[:, :, :, ow:] = 0  # the wrapped windows take no part in dW
+        self.matmul(work, col.T, out=dW.reshape(f, -1))
+        work.sum(axis=1, out=db)
         if not need_dx:
             return None
-        return self._input_grad(dout, W, x_shape, stride, pad, product=d2)
+        return self._input_grad(dout, W, x_shape, stride, pad, product=work if width == ow else None,
+                                scratch=scratch)
 
-    def _input_grad(self, dy, W, x_shape, stride, pad, product=None):
+    def _input_grad(self, dy, W, x_shape, stride, pad, product=None, scratch=None):
         """dL/dx of a convolution from dL/dy (N, F, OH, OW) (``product``: the same in the
         product's (F, N*OH*OW) layout, if at hand).
 
         With stride 1 it is itself a convolution, one of dy, padded by kernel - 1 - pad,
         with W flipped and its two channel axes swapped: im2col and one product, like the
         forward pass, instead of W^T @ dy and col2im's kh*kw read-modify-write passes over
-        the whole image (13 ms against 19 for 16 channels of 28x28 at batch 100 on the CPU).
-        Other strides take that second way.
+        the whole image (the book's DeepConvNet step 1.27-1.48x faster on the CPU). Other
+        strides take that second way.
         """
         f, c, kh, kw = W.shape
         (ph, pw) = pad
         if stride == (1, 1) and ph < kh and pw < kw:
             flipped = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-            return self.conv2d(dy, flipped, None, (1, 1), (kh - 1 - ph, kw - 1 - pw))[0]
+            inner = None if scratch is None else (lambda name, shape, dtype: scratch("dx_" + name, shape, dtype))
+            return self.conv2d(dy, flipped, None, (1, 1), (kh - 1 - ph, kw - 1 - pw), scratch=inner)[0]
         if product is None:
             product = self.xp.empty((f, dy.size // f), dtype=dy.dtype)
             product.reshape(f, dy.shape[0], dy.shape[2], dy.shape[3])[...] = dy.transpose(1, 0, 2, 3)
@@ -614,7 +650,7 @@ class Backend:
         pooling on a gh*gw times smaller array, exactly as if run before it.
         ``scratch(name, shape, dtype)`` gives a buffer (default: a new array).
         """
-        xp, scratch = self.xp, scratch or self._new_array
+        xp, scratch = self.xp, functools.partial(self._scratch, scratch)
         n = x.shape[0]
         f, c, kh, kw = W.shape
         oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
@@ -650,7 +686,8 @@ class Backend:
         through ReLU's mask, goes to its first maximum in row-major window order, as
         MaxPool2D's does; dW sums one product per place, so no full-size gradient of the
         product is stored unless dx is needed (``_input_grad``)."""
-        xp, scratch = self.xp, scratch or self._new_array
+        xp, buffers = self.xp, scratch
+        scratch = functools.partial(self._scratch, buffers)
         n, f, qh, qw = dout.shape
         m, places = n * qh * qw, size[0] * size[1]
         col, first = saved
@@ -677,10 +714,7 @@ class Backend:
                 dy[:, :, a::size[0], b::size[1]] = dk.reshape(f, n, qh, qw).transpose(1, 0, 2, 3)
         if not need_dx:
             return None
-        return self._input_grad(dy, W, x_shape, stride, pad)
-
-    def _new_array(self, name, shape, dtype):
-        return self.xp.empty(shape, dtype=dtype)
+        return self._input_grad(dy, W, x_shape, stride, pad, scratch=buffers)
 
     def _pool_geometry(self, x_shape, size, stride, pad):
         (ph_, pw_), (sh, sw), (ph, pw) = size, stride, pad

@@ -58,19 +58,14 @@ class Conv2D(Layer):
 
     def forward(self, x):
         x, oh, ow = self._input(x)
-        W = self.param("W")
-        n, k = x.shape[0], self.in_channels * self.kh * self.kw
-        products = (self.out_channels, n * oh * ow)
         y, self.col = self.backend.conv2d(
-            x, W, self.param("b"), self.stride, self.pad,
-            col=self._buffer("col", (k, n * oh * ow), W.dtype), prod=self._buffer("prod", products, W.dtype),
-            out=self._buffer("y", (n, self.out_channels, oh, ow), W.dtype))
+            x, self.param("W"), self.param("b"), self.stride, self.pad, scratch=self._buffer,
+            out=self._buffer("y", (x.shape[0], self.out_channels, oh, ow), x.dtype))
         return y
 
     def backward(self, dout):
-        work = self._buffer("prod", (self.out_channels, dout.size // self.out_channels), dout.dtype)
-        return self.backend.conv2d_backward(dout, self.col, self.param("W"), self.x_shape, self.stride,
-                                            self.pad, self.grad("W"), self.grad("b"), self._need_dx, work)
+        return self.backend.conv2d_backward(dout, self.col, self.param("W"), self.x_shape, self.stride, self.pad,
+                                            self.grad("W"), self.grad("b"), self._need_dx, scratch=self._buffer)
 
     def _fuse(self, following):
         """Conv2D [-> ReLU] -> MaxPool2D with non-overlapping, unpadded windows runs as one
