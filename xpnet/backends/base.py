@@ -586,10 +586,10 @@ class Backend:
         oh = hp - kh + 1
         plane = hp * wp + kw - 1  # each padded channel, flat, with room for the last row's overhang
         img = self.xp.zeros((n, c, plane), dtype=x.dtype)
-        img[:, :, :hp * wp].reshape(n, c, hp, wp)[:, :, ph:ph + h, pw:pw + w] = x
         sn, sc, item = img.strides
-        rows = self.xp.lib.stride_tricks.as_strided(
-            img, shape=(c, kh, kw, n, oh * wp), strides=(sc, wp * item, item, sn, item))
+        as_strided = self.xp.lib.stride_tricks.as_strided  # views for certain (a reshape may copy)
+        as_strided(img[:, :, ph * wp + pw:], shape=x.shape, strides=(sn, sc, wp * item, item))[...] = x
+        rows = as_strided(img, shape=(c, kh, kw, n, oh * wp), strides=(sc, wp * item, item, sn, item))
         out.reshape(c, kh, kw, n, oh * wp)[...] = rows
         return out
 
