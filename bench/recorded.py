@@ -13,7 +13,7 @@ import time
 
 import numpy
 from _timing import SETTLE
-from models import cnn_steps, regularised_steps
+from models import cnn_steps, deepconv_steps, regularised_steps
 from test_training import MLP, _reference
 
 import xpnet as xn
@@ -67,7 +67,7 @@ def main():
     print("| model | impl | us a step | torch eager / it (speed-up) |")
     print("| --- | --- | --- | --- |")
     for name, build in (("TF2 MLP, SGD", _mlp_steps), ("784-256-256-10 BN+Dropout, Adam", regularised_steps),
-                        ("SimpleConvNet, Adam", cnn_steps)):
+                        ("SimpleConvNet, Adam", cnn_steps), ("DeepConvNet (ch. 8), Adam", deepconv_steps)):
         result = timed(build(args.batch, device), device, args.rounds)
         for impl, seconds in result.items():
             ratio = f"{result['torch'] / seconds:.2f}" if "torch" in result else "-"

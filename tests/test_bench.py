@@ -97,4 +97,4 @@ def test_the_recorded_step_comparison_runs_on_sim():
     result = subprocess.run([sys.executable, "recorded.py", "--device", "sim", "--batch", "8", "--rounds", "1"],
                             capture_output=True, text=True, cwd=BENCH)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("xpnet-graph") == 3
+    assert result.stdout.count("xpnet-graph") == 4

@@ -163,6 +163,15 @@ def _convnet(seed=0):
                             xn.nn.Affine(30 * 12 * 12, 100), xn.nn.ReLU(), xn.nn.Affine(100, 10))
 
 
+def _deep_convnet(seed=0):
+    """A small DeepConvNet (ch. 8): convolutions that need their input's gradient, one
+    alone and two ending in a pooling stage, padding 1 and 2, and Dropout."""
+    xn.seed(seed)
+    return xn.nn.Sequential(xn.nn.Conv2D(1, 4, 3, pad=1), xn.nn.ReLU(), xn.nn.Conv2D(4, 4, 3, pad=1), xn.nn.ReLU(),
+                            xn.nn.MaxPool2D(2), xn.nn.Conv2D(4, 8, 3, pad=2), xn.nn.ReLU(), xn.nn.MaxPool2D(2),
+                            xn.nn.Affine(8 * 8 * 8, 32), xn.nn.ReLU(), xn.nn.Dropout(0.5), xn.nn.Affine(32, 10))
+
+
 def _regularised_net(seed=0):
     xn.seed(seed)
     return xn.nn.Sequential(xn.nn.Affine(784, 64), xn.nn.BatchNorm(64), xn.nn.ReLU(), xn.nn.Dropout(0.2),
@@ -183,6 +192,7 @@ RECORDED = {
     "batchnorm-adamw-decay": (_batchnorm_net, lambda m: xn.optim.AdamW(m, lr=1e-3, weight_decay=0.1), None),
     "rmsprop-decay": (_mlp, lambda m: xn.optim.RMSProp(m, lr=1e-3, weight_decay=1e-3), None),
     "convnet-adam": (_convnet, lambda m: xn.optim.Adam(m, lr=1e-3), "images"),
+    "deep-convnet-adam": (_deep_convnet, lambda m: xn.optim.Adam(m, lr=1e-3), "images"),
     "regression-adam": (_regression_net, lambda m: xn.optim.Adam(m, lr=0.01), "regression"),
     "dropout-batchnorm-adam": (lambda: _regularised_net(), lambda m: xn.optim.Adam(m, lr=1e-3), None),
 }
