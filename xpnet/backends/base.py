@@ -473,9 +473,9 @@ class Backend:
         return dx
 
     # -- convolution and pooling (book ch. 7) ---------------------------------------------
-    # Every routine here loops over the kernel's offsets (kh*kw strided slices of the whole
-    # batch), never over pixels, so the Python overhead is the same for any image size.
-    # ``stride`` and ``pad`` are (height, width) pairs.
+    # Every routine here loops over the kernel's rows or offsets, or the pooling window's
+    # places (strided views of the whole batch), never over pixels, so the Python overhead
+    # is the same for any image size. ``stride`` and ``pad`` are (height, width) pairs.
 
     @staticmethod
     def _window_slices(kh, kw, stride, oh, ow):
@@ -511,17 +511,17 @@ class Backend:
             rows[:, :, :, i] = window.transpose(2, 3, 0, 1, 4, 5, 6)
         return out
 
-    def col2im(self, col, x_shape, kh, kw, stride, pad, group=(1, 1)):
-        """Adjoint of im2col (same layout): adds each row of ``col`` back onto the image it
-        came from, one kernel offset at a time (the windows of one offset never overlap)."""
+    def col2im(self, col, x_shape, kh, kw, stride, pad):
+        """Adjoint of im2col: adds each row of ``col`` back onto the image it came from, one
+        kernel offset at a time (the windows of one offset never overlap)."""
         n, c, h, w = x_shape
         (ph, pw) = pad
         oh, ow = self._conv_geometry(x_shape, kh, kw, stride, pad)
-        col = col.reshape(group + (c, kh, kw, n, oh // group[0], ow // group[1]))
+        col = col.reshape(c, kh, kw, n, oh, ow)
         img = self.xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
-        for i, window in enumerate(self._kernel_windows(img, kh, kw, stride, oh, ow, group)):
+        for i, window in enumerate(self._kernel_windows(img, kh, kw, stride, oh, ow, (1, 1))):
             for j in range(kw):
-                window[:, j] += col[:, :, :, i, j].transpose(2, 0, 1, 3, 4, 5)
+                window[:, j, 0, 0] += col[:, i, j]
         return img[:, :, ph:ph + h, pw:pw + w]
 
     @staticmethod
