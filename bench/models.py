@@ -6,6 +6,9 @@ model.
 Every builder returns a callable that runs one step on fixed random data, on the CPU.
 PyTorch is imported only by its builders, with NumPy's BLAS thread count.
 """
+import importlib.util
+from pathlib import Path
+
 import numpy
 from floor_cnn import FloorConvNet
 from test_training import _blas_threads, _train_step, torch_graph
@@ -35,17 +38,18 @@ def convnet(seed=0):
 
 
 def deep_convnet(seed=0):
-    """The book's DeepConvNet (ch. 8): six 3x3 convolutions (16, 16, 32, 32, 64, 64 filters)
-    with ReLU, a 2x2 max pooling after every second, then Affine 50, ReLU, Dropout 0.5,
-    Affine 10, Dropout 0.5."""
+    """The book's DeepConvNet (ch. 8), as examples/mnist_cnn.py --model deep builds it."""
     xn.seed(seed)
-    parts, channels = [], 1
-    for i, (filters, pad) in enumerate(((16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1))):
-        parts += [xn.nn.Conv2D(channels, filters, 3, pad=pad), xn.nn.ReLU()]
-        parts += [xn.nn.MaxPool2D(2)] if i % 2 else []
-        channels = filters
-    return xn.nn.Sequential(*parts, xn.nn.Affine(64 * 4 * 4, 50), xn.nn.ReLU(), xn.nn.Dropout(0.5, seed=seed),
-                            xn.nn.Affine(50, 10), xn.nn.Dropout(0.5, seed=seed + 1))
+    return _example("mnist_cnn").deep_convnet()
+
+
+def _example(name):
+    """The module of examples/<name>.py (the examples are scripts, not a package)."""
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def regularised_mlp(seed=0):

@@ -24,7 +24,8 @@ def main():
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=positive_int, default=None, help="train on the first N images only")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="train and test on the first N images of each set only (a quick run)")
     parser.add_argument("--out", default="out/mnist_mlp")
     args = parser.parse_args()
 
@@ -32,6 +33,7 @@ def main():
     (x_train, t_train), (x_test, t_test) = xn.datasets.mnist(normalize=True, flatten=True)
     if args.limit:
         x_train, t_train = x_train[:args.limit], t_train[:args.limit]
+        x_test, t_test = x_test[:args.limit], t_test[:args.limit]
 
     xn.seed(args.seed)
     sizes = [784] + [int(h) for h in args.hidden.split(",")]

@@ -18,9 +18,11 @@ def _run(*args, device="sim"):
     pytest.param(["examples/mnist_mlp.py", "--epochs", "1", "--limit", "2000", "--dropout", "0.1"],
                  marks=pytest.mark.mnist),
     pytest.param(["examples/mnist_cnn.py", "--epochs", "1", "--limit", "300"], marks=pytest.mark.mnist),
+    pytest.param(["examples/mnist_cnn.py", "--model", "deep", "--epochs", "1", "--limit", "200"],
+                 marks=pytest.mark.mnist),
     ["examples/exp_regression.py", "--steps", "200"],
     pytest.param(["examples/mnist_autodiff.py", "--epochs", "1"], marks=pytest.mark.mnist),
-], ids=["mlp", "cnn", "regression", "autodiff"])
+], ids=["mlp", "cnn", "deep-cnn", "regression", "autodiff"])
 def test_example_runs_on_sim(args, tmp_path):
     if "--out" not in args and "autodiff" not in args[0]:
         args = args + ["--out", str(tmp_path)]
