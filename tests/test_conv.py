@@ -176,3 +176,21 @@ def test_sequential_takes_the_stage_where_the_windows_tile_the_output(name, devi
         assert ran == ["Conv2D", "ReLU", "MaxPool2D", "Tanh"]
     else:
         assert ran == ["_ConvMaxPool", "Tanh"]
+
+
+def test_a_pooling_changed_after_the_sequential_was_built_is_run_as_it_now_is(device, rng):
+    """The stage is chosen when the Sequential is built; a MaxPool2D given an overlapping
+    stride afterwards must not be pooled as if it had none."""
+    make, shape = FUSED["book"]
+    xn.seed(0)
+    model = xn.nn.Sequential(*make())
+    xn.seed(0)
+    alone = make()
+    for layers in (model.layers, alone):
+        layers[2].stride = (1, 1)
+    x = xn.to_device(host_rand(rng, *shape))
+    y, expected = model(x), x
+    for layer in alone:
+        expected = layer(expected)
+    assert y.shape == expected.shape == (3, 4, 7, 7)
+    numpy.testing.assert_allclose(xn.to_host(y), xn.to_host(expected), rtol=1e-12)

@@ -93,7 +93,9 @@ class _ConvMaxPool:
         self.size = 3 if relu else 2  # layers it stands for
 
     def applies(self, x) -> bool:
-        conv, (ph, pw) = self.conv, (self.pool.ph, self.pool.pw)
+        conv, pool, (ph, pw) = self.conv, self.pool, (self.pool.ph, self.pool.pw)
+        if pool.stride != (ph, pw) or pool.pad != (0, 0):  # the pooling was changed since
+            return False
         if x.ndim != 4 or x.shape[1] != conv.in_channels:
             return False
         oh, ow = conv.backend._conv_geometry(x.shape, conv.kh, conv.kw, conv.stride, conv.pad)
