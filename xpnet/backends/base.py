@@ -479,9 +479,9 @@ class Backend:
 
     @staticmethod
     def _window_slices(kh, kw, stride, oh, ow):
-        """For each window offset (i, j): the slices of the padded image it meets."""
+        """For each window offset (i, j), row-major: the slices of the padded image it meets."""
         (sh, sw) = stride
-        return [(i * kw + j, (Ellipsis, slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw)))
+        return [(Ellipsis, slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw))
                 for i in range(kh) for j in range(kw)]
 
     def _padded(self, x, pad, fill):
@@ -524,18 +524,13 @@ class Backend:
                 window[:, j, 0, 0] += col[:, i, j]
         return img[:, :, ph:ph + h, pw:pw + w]
 
-    @staticmethod
-    def _window_shape(n, kw, oh, ow, group):
-        (gh, gw) = group
-        return (kw, gh, gw, n, oh // gh, ow // gw)
-
     def _kernel_windows(self, img, kh, kw, stride, oh, ow, group):
         """For each kernel row i, a strided view (C, kw, gh, gw, N, OH/gh, OW/gw) of the
         padded image ``img`` (N, C, H, W): [c, j, a, b, n, p, q] is the pixel that kernel
         offset (i, j) of channel c meets for output pixel (a + gh*p, b + gw*q) of image n."""
         (sh, sw), (gh, gw) = stride, group
         sn, sc, sy, sx = img.strides
-        shape = (img.shape[1],) + self._window_shape(img.shape[0], kw, oh, ow, group)
+        shape = (img.shape[1], kw, gh, gw, img.shape[0], oh // gh, ow // gw)
         strides = (sc, sx, sh * sy, sw * sx, sn, gh * sh * sy, gw * sw * sx)
         as_strided = self.xp.lib.stride_tricks.as_strided
         return [as_strided(img[:, :, i:], shape=shape, strides=strides) for i in range(kh)]
@@ -716,26 +711,21 @@ class Backend:
             return None
         return self._input_grad(dy, W, x_shape, stride, pad, scratch=buffers)
 
-    def _pool_geometry(self, x_shape, size, stride, pad):
-        (ph_, pw_), (sh, sw), (ph, pw) = size, stride, pad
-        h, w = x_shape[2], x_shape[3]
-        return (h + 2 * ph - ph_) // sh + 1, (w + 2 * pw - pw_) // sw + 1
-
     def max_pool(self, x, size, stride, pad, out=None):
         """Max over each window, as a running maximum of kh*kw strided slices (no im2col
         copy). The border is padded with -inf, so a window's max is one of its inputs."""
         xp = self.xp
-        oh, ow = self._pool_geometry(x.shape, size, stride, pad)
+        oh, ow = self._conv_geometry(x.shape, *size, stride, pad)
         img = self._padded(x, pad, -xp.inf)
         windows = self._window_slices(*size, stride, oh, ow)
-        first = img[windows[0][1]]
+        first = img[windows[0]]
         if out is None:
             out = xp.empty(first.shape, dtype=x.dtype)
         if len(windows) == 1:
             out[...] = first
         else:
-            xp.maximum(first, img[windows[1][1]], out=out)
-        for _, window in windows[2:]:
+            xp.maximum(first, img[windows[1]], out=out)
+        for window in windows[2:]:
             xp.maximum(out, img[window], out=out)
         return out
 
@@ -752,7 +742,7 @@ class Backend:
         dimg = xp.empty_like(img) if covered else xp.zeros_like(img)
         hit = xp.empty(y.shape, dtype=bool)
         free = xp.ones(y.shape, dtype=bool)  # windows whose maximum is not yet found
-        for k, (_, window) in enumerate(windows):
+        for k, window in enumerate(windows):
             xp.equal(img[window], y, out=hit)
             hit &= free
             if overlap:
@@ -767,14 +757,14 @@ class Backend:
     def avg_pool(self, x, size, stride, pad, out=None):
         """Mean over each window; zero padding counts in the mean (PyTorch's default)."""
         xp = self.xp
-        oh, ow = self._pool_geometry(x.shape, size, stride, pad)
+        oh, ow = self._conv_geometry(x.shape, *size, stride, pad)
         img = self._padded(x, pad, 0)
         windows = self._window_slices(*size, stride, oh, ow)
-        first = img[windows[0][1]]
+        first = img[windows[0]]
         if out is None:
             out = xp.empty(first.shape, dtype=x.dtype)
         out[...] = first
-        for _, window in windows[1:]:
+        for window in windows[1:]:
             out += img[window]
         out *= 1.0 / len(windows)
         return out
@@ -786,7 +776,7 @@ class Backend:
         oh, ow = dout.shape[2], dout.shape[3]
         dimg = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dout.dtype)
         share = dout * (1.0 / (size[0] * size[1]))
-        for _, window in self._window_slices(*size, stride, oh, ow):
+        for window in self._window_slices(*size, stride, oh, ow):
             dimg[window] += share
         return dimg[:, :, ph:ph + h, pw:pw + w]
 
