@@ -74,10 +74,16 @@ class Conv2D(Layer):
         if type(self) is not Conv2D:
             return None
         relu = following[0] if following and type(following[0]) is ReLU else None
-        pool = following[1 if relu else 0] if len(following) > (1 if relu else 0) else None
-        if type(pool) is not MaxPool2D or pool.stride != (pool.ph, pool.pw) or pool.pad != (0, 0):
+        rest = following[1:] if relu else following
+        pool = rest[0] if rest else None
+        if type(pool) is not MaxPool2D or not _tiling(pool):
             return None
         return _ConvMaxPool(self, relu, pool)
+
+
+def _tiling(pool):
+    """Whether ``pool``'s windows neither overlap nor reach into padding."""
+    return pool.stride == (pool.ph, pool.pw) and pool.pad == (0, 0)
 
 
 class _ConvMaxPool:
@@ -93,8 +99,8 @@ class _ConvMaxPool:
         self.size = 3 if relu else 2  # layers it stands for
 
     def applies(self, x) -> bool:
-        conv, pool, (ph, pw) = self.conv, self.pool, (self.pool.ph, self.pool.pw)
-        if pool.stride != (ph, pw) or pool.pad != (0, 0):  # the pooling was changed since
+        conv, (ph, pw) = self.conv, (self.pool.ph, self.pool.pw)
+        if not _tiling(self.pool):  # the pooling was changed since the Sequential was built
             return False
         if x.ndim != 4 or x.shape[1] != conv.in_channels:
             return False
