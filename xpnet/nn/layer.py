@@ -338,7 +338,7 @@ class Sequential(Layer):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential item {i} is {type(layer).__name__}, not a layer.")
-        seen = {}
+        seen = set()
         for layer in _leaf_layers(layers):
             if id(layer) in seen:
                 raise ValueError(
@@ -346,7 +346,7 @@ class Sequential(Layer):
                     f"keeps what its backward needs from its last call, so a second use would give "
                     f"the first wrong gradients. Use two layers; to share weights, write a layer "
                     f"that applies one weight twice, or use xn.grad.")
-            seen[id(layer)] = layer
+            seen.add(id(layer))
         self.layers = _Layers(layers)
         self.input_grad = input_grad
         if self.layers:

@@ -228,7 +228,6 @@ class BatchNorm(Layer):
         return y
 
 
-
 class Lambda(Layer):
     """A parameter-free layer from a function of its input, written with the operations of
     ``xn.functional`` and Python operators; its backward comes from autodiff:

@@ -23,12 +23,13 @@ class _Loss:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "backward" in cls.__dict__:
-            cls.backward = on_device(cls.__dict__["backward"])
+        for name in ("forward", "backward"):
+            if name in cls.__dict__:
+                setattr(cls, name, on_device(cls.__dict__[name]))
 
     def __call__(self, y, t):
         self._prepare(y, t, type(self).__name__)
-        return on_device(type(self).forward)(self, y, t)
+        return self.forward(y, t)
 
     def _prepare(self, y, t, name):
         where, t_where = array_device(y), array_device(t)
