@@ -145,7 +145,7 @@ class Optimizer:
                       xp.empty(total, dtype=dtype), decayed, xp.full((), t_now, dtype=numpy.int64),
                       xp.full((), self._lr, dtype=dtype))
 
-    decoupled = False  # weight decay as an L2 penalty in the gradient (AdamW: False)
+    decoupled = False  # weight decay as an L2 penalty in the gradient (AdamW: True, applied apart)
 
     def step(self) -> None:
         """Update every parameter from its gradient. Every value that changes from step to
@@ -265,8 +265,6 @@ class AdamW(Adam):
             shrink += 1
             group.p *= shrink
         super()._update(group, g)
-
-
 
 
 from . import schedules  # noqa: E402, F401 (xn.optim.schedules.StepDecay, as the design names it)

@@ -149,9 +149,9 @@ class _Batches:
         for step in range(self.steps):
             lo, hi = step * self.batch_size, min(n, (step + 1) * self.batch_size)
             total = hi - lo
-            if self.ranks is not None:  # this rank's contiguous part of the global batch
-                rank, size = self.ranks
-                lo, hi = lo + total * rank // size, lo + total * (rank + 1) // size
+            if self.ranks is not None:
+                start, stop = _rank_part(total, self.ranks)
+                lo, hi = lo + start, lo + stop
             bufs = self.buffers.get(hi - lo)
             if bufs is None:
                 xp = backend.xp
@@ -197,11 +197,11 @@ class _Stream:
             self.labels.add(tb, f"fit data, epoch {epoch}, batch {k}")
             total = len(xb)
             if self.ranks is not None:  # this rank's contiguous part of the global batch
-                rank, size = self.ranks
+                size = self.ranks[1]
                 if total < size:
                     raise ShapeError(f"fit data, batch {k}: {total} samples for {size} ranks; every batch "
                                      f"needs at least one sample a rank (drop_last=True drops a short one).")
-                part = slice(total * rank // size, total * (rank + 1) // size)
+                part = slice(*_rank_part(total, self.ranks))
                 xb, tb = xb[part], tb[part]
             yield xb, tb, total
 
@@ -237,6 +237,12 @@ class _Stream:
             yield (pair[0], pair[1]) if self.ranks is None else (pair[0], pair[1], share, total)
             pair[2] = backend.step_event()  # the step that read this pair is queued: copies after it
             turn += 1
+
+
+def _rank_part(total, ranks):
+    """(start, stop) of this rank's contiguous part of a global batch of ``total`` samples."""
+    rank, size = ranks
+    return total * rank // size, total * (rank + 1) // size
 
 
 def _ranks(distributed):
