@@ -55,7 +55,7 @@ class _Activation:
         self.index = index
 
     def __enter__(self):
-        self.saved = getattr(_current, "index", 0)
+        self.saved = current_sim_index()
         _current.index = self.index
 
     def __exit__(self, *exc):
@@ -237,7 +237,7 @@ def _call(func, index, name, args, kwargs, out=None):
                 f"{name}: out= is the result of an operation that NumPy returns as a scalar, not an "
                 f"array (a 0-d input or a full reduction), so on the cpu device this call fails "
                 f"('return arrays must be of ArrayType'). Allocate the output with xp.empty(...).")
-    current = getattr(_current, "index", 0)
+    current = current_sim_index()
     if current != index:
         raise ValueError(
             f"{name}: work on sim:{index} while sim:{current} is the current device. CuPy allocates "
