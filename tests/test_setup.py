@@ -11,11 +11,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def _pick(tmp_path, smi_output):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"  # absent for "no driver", whatever nvidia-smi this machine has
     if smi_output is not None:
-        smi = bin_dir / "nvidia-smi"
         smi.write_text(f"#!/bin/sh\ncat <<'END'\n{smi_output}\nEND\n")
         smi.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    env = {**os.environ, "NVIDIA_SMI": str(smi)}
     return subprocess.run(["sh", "backends/pick.sh"], capture_output=True, text=True, cwd=ROOT, env=env).stdout.strip()
 
 

@@ -297,9 +297,10 @@ def test_device_arrays_follow_cupy_rules(accelerator, rule):
         op(a)
 
 
-@pytest.mark.parametrize("accelerator", list(_accelerators()))
-def test_host_reading_methods_count_a_copy(accelerator):
-    a = xn.to_device(numpy.arange(3.0), accelerator)
+def test_host_reading_methods_count_a_copy():
+    """sim counts the copies CuPy's own host-reading methods make, so a test can catch one;
+    on cuda transfer_stats sees xpnet's copies only (as its docstring says)."""
+    a = xn.to_device(numpy.arange(3.0), "sim")
     for read in (lambda: a.tobytes(), lambda: a.tolist(), lambda: a.item(1)):
         before = xn.transfer_stats()
         read()
