@@ -54,20 +54,27 @@ def timed(steps, device, rounds, block_seconds=0.1):
     return {name: float(numpy.median(t)) for name, t in times.items()}
 
 
+MODELS = {"mlp": ("TF2 MLP, SGD", _mlp_steps),
+          "regularised": ("784-256-256-10 BN+Dropout, Adam", regularised_steps),
+          "cnn": ("SimpleConvNet, Adam", cnn_steps),
+          "deepconv": ("DeepConvNet (ch. 8), Adam", deepconv_steps)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default = "cuda" if xn.cuda_unavailable_reason() is None else "cpu"
     parser.add_argument("--device", default=default)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                        help="which models to time (default: all)")
     args = parser.parse_args()
     device = xn.Device(args.device)
     print(f"{device} ({', '.join(f'{k}: {v}' for k, v in device.backend.describe().items())}); "
           f"batch {args.batch}; median of {args.rounds} rounds")
     print("| model | impl | us a step | torch eager / it (speed-up) |")
     print("| --- | --- | --- | --- |")
-    for name, build in (("TF2 MLP, SGD", _mlp_steps), ("784-256-256-10 BN+Dropout, Adam", regularised_steps),
-                        ("SimpleConvNet, Adam", cnn_steps), ("DeepConvNet (ch. 8), Adam", deepconv_steps)):
+    for name, build in (MODELS[m] for m in args.models):
         result = timed(build(args.batch, device), device, args.rounds)
         for impl, seconds in result.items():
             ratio = f"{result['torch'] / seconds:.2f}" if "torch" in result else "-"

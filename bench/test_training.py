@@ -107,7 +107,14 @@ def torch_graph(torch, step, reset, body):
     reset()
     with torch.cuda.graph(recorded):
         body()
-    return recorded.replay
+
+    def replay():
+        recorded.replay()
+    # The graph reads and writes the tensors that step and body hold (model, optimizer,
+    # batch) by address: they must live as long as the replay, or PyTorch's allocator
+    # hands their memory to the next tensor and the replay reads garbage labels.
+    replay.keep = (step, reset, body)
+    return replay
 
 
 @sizes(quick=[1, 32, 100, 1024], full=[1, 8, 32, 100, 256, 1024, 4096])
