@@ -106,3 +106,54 @@ def test_a_replay_reruns_the_recorded_work_on_new_inputs(device):
     x[...] = 2
     assert replay() is y
     numpy.testing.assert_array_equal(xn.to_host(y), [6, 6, 6, 6])
+
+
+def _fused_cases(rng):
+    """(routine, arguments on the host, index of the returned one or None, indices of the
+    arguments it writes or reads: the rest are work space) for each routine the CUDA
+    backend runs as one kernel (cupy.py's _kernels)."""
+    p, g, m = (rng.standard_normal(1001).astype(numpy.float32) for _ in range(3))
+    v = numpy.abs(rng.standard_normal(1001)).astype(numpy.float32)
+    f32 = numpy.float32
+    offset = numpy.array(2**32 - 3, dtype=numpy.uint64)  # counters cross into the high word
+    yield ("dropout_mask", ((2**31 + 5, 77), offset, (7, 3, 11), 0.3, f32, numpy.empty((7, 3, 11), f32)), 5, (1, 5))
+    yield ("adam_rate", (numpy.array(0.01, f32), numpy.array(7, numpy.int64), 0.9, 0.999, numpy.empty((), f32),
+                         (numpy.empty(()), numpy.empty(()))), 4, (0, 1, 4))
+    yield ("adam_update", (p, g, m, v, numpy.array(1e-3, f32), 0.9, 0.999, 1e-7, numpy.empty_like(p)), None,
+           (0, 1, 2, 3, 4))
+
+
+@pytest.mark.parametrize("case", range(3), ids=["dropout_mask", "adam_rate", "adam_update"])
+def test_fused_routines_compute_what_the_portable_ones_do(device, rng, case):
+    """The arrays each routine writes or reads are compared after the call (results,
+    moments, the advanced counter), bit for bit: the kernels do the same float32
+    operations in the same order, without fused multiply-adds (0 ulps apart on the H100,
+    bench/results/h100-2026-11-24/fused-ulps.txt). Only Adam's rate may differ there by
+    CUDA's float64 pow, last bit, before it is rounded to float32."""
+    name, args, result, compared = list(_fused_cases(rng))[case]
+    expected = [a.copy() if isinstance(a, numpy.ndarray) else a for a in args]
+    getattr(NumpyBackend(), name)(*expected)
+    on_device = xn.to_device(list(args), device)
+    with device.backend.activate():
+        out = getattr(device.backend, name)(*on_device)
+    if result is not None:
+        assert out is on_device[result]
+    exact = device.kind != "cuda" or name != "adam_rate"
+    for i in compared:
+        got, want = xn.to_host(on_device[i]), expected[i]
+        if exact:
+            numpy.testing.assert_array_equal(got, want)
+        else:
+            numpy.testing.assert_allclose(got, want, rtol=4 * numpy.finfo(numpy.float32).eps)
+
+
+def test_sim_counts_each_fused_routine_as_one_kernel():
+    """What the CUDA backend launches: Dropout's forward is its mask, the counter's advance
+    and the product (about 60 kernels when the mask was element-wise operations)."""
+    with xn.use_device("sim") as dev:
+        layer = xn.nn.Dropout(0.5, seed=3)
+        x = xn.to_device(numpy.ones((32, 64), numpy.float32), dev)
+        layer(x)
+        before = xn.launch_stats()[str(dev)]
+        layer(x)
+        assert (xn.launch_stats()[str(dev)] - before).launches == 3

@@ -408,12 +408,18 @@ class Backend:
         uint64 ``offset`` lives on the device and is advanced here, so a recorded step
         draws a fresh mask on every replay, and one seed gives the same mask on every device.
         """
+        out = self._dropout_mask(key, offset, shape, p, dtype, out)
+        offset += -(-int(numpy.prod(shape)) // 4)
+        return out
+
+    def _dropout_mask(self, key, offset, shape, p, dtype, out):
+        """The mask from the counters at ``offset`` (left as it is): element-wise integer
+        work, one kernel on CUDA (CupyBackend) and counted as one on sim."""
         xp = self.xp
         size = int(numpy.prod(shape))
         blocks = -(-size // 4)
         state = xp.zeros((4, blocks), dtype=xp.uint64)  # counter offset + j: low word c0, high word c1
         xp.add(self._counting(blocks), offset, out=state[0])
-        offset += blocks
         xp.right_shift(state[0], 32, out=state[2])
         state[0] &= _MASK32
         words = self._philox_rounds(state, key).reshape(-1)[:size].reshape(shape)

@@ -30,6 +30,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from ..errors import CaptureError, ImplicitTransferError
 from .base import LAUNCHES, TRANSFERS, Backend
+from .numpy import NumpyBackend
 
 # Functions that allocate or only look at metadata: no kernel on a GPU.
 _NO_KERNEL = frozenset("""
@@ -490,11 +491,30 @@ class SimBackend(Backend):
         self.index = index
         self.xp = SimNamespace(numpy, index)
         self.events = []  # the stream/event log of streamed batches (see upload_async)
+        self._portable = NumpyBackend()  # runs the routines CUDA fuses (see _one_kernel)
 
     records = True
 
     def activate(self):
         return _Activation(self.index)
+
+    # -- the routines the CUDA backend runs as one kernel each (cupy.py's _KERNELS) -------
+    def _one_kernel(self, name, out, *args):
+        """Run the portable routine ``name`` on the data behind ``args`` as CUDA runs it:
+        one kernel, counted and taped as one, writing into arrays among ``args`` (``out``
+        is the one it returns). NumPy does the same arithmetic, so results stay those of
+        the cpu device."""
+        return _call(getattr(self._portable, name), self.index, name, args, {}, out=out)
+
+    def _dropout_mask(self, key, offset, shape, p, dtype, out):
+        out = self.xp.empty(shape, dtype=dtype) if out is None else out
+        return self._one_kernel("_dropout_mask", out, key, offset, shape, p, dtype, out)
+
+    def adam_rate(self, lr, t, beta1, beta2, out, work):
+        return self._one_kernel("adam_rate", out, lr, t, beta1, beta2, out, work)
+
+    def adam_update(self, p, g, m, v, lr_t, beta1, beta2, eps, scratch):
+        self._one_kernel("adam_update", p, p, g, m, v, lr_t, beta1, beta2, eps, scratch)
 
     def from_host(self, array):
         # A real device holds its own copy: later writes to the host array must not show.
