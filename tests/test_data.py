@@ -164,3 +164,62 @@ def test_a_device_transform_runs_inside_the_step(device):
     _same(_train((2 * x - 1, t), epochs=2, batch_size=64, seed=3),
           _train((x, t), epochs=2, batch_size=64, seed=3, transform=scale))
     assert xd == device
+
+
+def test_read_ahead_keeps_the_order_and_raises_where_the_item_would_be():
+    from xpnet.data import read_ahead
+
+    def items():
+        yield from range(5)
+        raise OSError("disk gone at item 5")
+    got = []
+    with pytest.raises(OSError, match="item 5"):
+        for i in read_ahead(items(), depth=2):
+            got.append(i)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_read_ahead_stops_its_thread_when_the_consumer_stops():
+    import threading
+
+    from xpnet.data import read_ahead
+    finished = threading.Event()
+
+    def items():
+        try:
+            yield from range(10**6)
+        finally:
+            finished.set()  # the reading thread let go of the source
+    reader = read_ahead(items(), depth=2)
+    assert next(reader) == 0
+    reader.close()
+    assert finished.is_set()
+
+
+def test_fit_stops_reading_ahead_when_a_step_fails(device):
+    """fit closes its batches on an exception, so a read-ahead thread does not stay
+    blocked behind a full queue for as long as the traceback lives."""
+    import threading
+    x, t = _set()
+    x[50:] = numpy.nan  # the loss is checked every few steps: batches are still being read
+    with pytest.raises(xn.TrainingError, match="the loss became nan") as caught:
+        _train(xn.data.Loader(x, t, batch_size=10))
+    assert caught.traceback  # kept, as a debugger or a log keeps it: fit's frame stays alive
+    assert not any(th.name == "xpnet-read-ahead" for th in threading.enumerate())
+
+
+def test_fit_reads_a_loaders_batches_ahead_where_copies_overlap(device, monkeypatch):
+    """On sim and cuda a Loader is read on a thread of its own; the result is the same."""
+    import threading
+
+    import xpnet.data
+    threads, read = set(), xpnet.data.Loader.__iter__
+
+    def spying(self):
+        for batch in read(self):
+            threads.add(threading.current_thread().name)
+            yield batch
+    monkeypatch.setattr(xpnet.data.Loader, "__iter__", spying)
+    x, t = _set()
+    _train(xn.data.Loader(x, t, batch_size=50))
+    assert threads == ({"xpnet-read-ahead"} if device.backend.overlaps_copies else {threading.main_thread().name})

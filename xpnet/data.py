@@ -9,6 +9,8 @@ replays and only one batch at a time needs device memory.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 
 import numpy
 
@@ -53,3 +55,41 @@ class Loader:
                 idx = order[lo:hi]
                 xb, tb = self.x[idx], self.t[idx]
             yield self.transform(xb, tb) if self.transform is not None else (xb, tb)
+
+
+def read_ahead(batches, depth: int = 2):
+    """Iterate ``batches`` on a thread of its own, up to ``depth`` items ahead of the
+    consumer, so that reading them (a Loader's gather from a memory-map, which NumPy runs
+    without the GIL) overlaps the device's work. Items come in their order; an exception
+    comes out where its item would have. Stopping early stops the thread."""
+    items = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def read():
+        try:
+            for item in batches:
+                items.put((item, None))
+                if stop.is_set():
+                    return
+            items.put((end, None))
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the consumer)
+            items.put((end, exc))
+
+    reader = threading.Thread(target=read, name="xpnet-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a put, then let the thread see stop
+            try:
+                items.get(timeout=0.05)
+            except queue.Empty:
+                pass

@@ -28,7 +28,7 @@ import numpy
 
 from . import _validate
 from . import distributed as dist
-from .data import Loader
+from .data import Loader, read_ahead
 from .device import Device, device_of, use_device
 from .errors import ShapeError, TrainingError
 from .nn.losses import SoftmaxCrossEntropy
@@ -185,8 +185,11 @@ class _Stream:
     def __len__(self):
         return len(self.source) if hasattr(self.source, "__len__") else 0
 
-    def _host_batches(self, epoch):
-        for k, batch in enumerate(self.source):
+    def _host_batches(self, epoch, ahead):
+        # A Loader reads host arrays only, so its batches can be read on another thread
+        # (a user's generator stays on this one: it may use this thread's device scope).
+        source = read_ahead(self.source) if ahead and isinstance(self.source, Loader) else self.source
+        for k, batch in enumerate(source):
             try:
                 xb, tb = batch
             except (TypeError, ValueError):
@@ -224,7 +227,7 @@ class _Stream:
         return pair, [e for e in events if e is not None], len(xb) / total, total
 
     def batches(self, backend, epoch):
-        host = self._host_batches(epoch)
+        host = self._host_batches(epoch, backend.overlaps_copies)
         batch = next(host, None)
         ahead = None if batch is None else self._start(backend, batch, 0)
         turn = 0
@@ -396,22 +399,24 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
                     bar.update(pending)
                     bar.set_postfix(loss=f"{values.mean():.4f}", refresh=False)
 
-            for xb, tb, *share in source.batches(device.backend, epoch):
-                if share:
-                    losses[pending] = train_step(xb, tb, share[0])
-                elif record:  # one recorded step per pair of batch buffers (per shape; two when streaming)
-                    key = (id(xb), id(tb))
-                    run = replays.get(key)
-                    if run is None:
-                        run = replays[key] = device.backend.record(
-                            functools.partial(train_step, xb, tb), owners=(model, loss_fn))
-                    losses[pending] = run()
-                else:
-                    losses[pending] = train_step(xb, tb)
-                pending, seen, steps = pending + 1, seen + (share[1] if share else len(xb)), steps + 1
-                if pending == chunk:
-                    flush()
-                    pending = 0
+            # closed on the way out, an exception included: a read-ahead thread stops with it
+            with contextlib.closing(source.batches(device.backend, epoch)) as batches:
+                for xb, tb, *share in batches:
+                    if share:
+                        losses[pending] = train_step(xb, tb, share[0])
+                    elif record:  # one recorded step per pair of batch buffers (per shape; two when streaming)
+                        key = (id(xb), id(tb))
+                        run = replays.get(key)
+                        if run is None:
+                            run = replays[key] = device.backend.record(
+                                functools.partial(train_step, xb, tb), owners=(model, loss_fn))
+                        losses[pending] = run()
+                    else:
+                        losses[pending] = train_step(xb, tb)
+                    pending, seen, steps = pending + 1, seen + (share[1] if share else len(xb)), steps + 1
+                    if pending == chunk:
+                        flush()
+                        pending = 0
             if pending:
                 flush()
             if steps == 0:

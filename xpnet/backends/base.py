@@ -125,6 +125,8 @@ class Backend:
         as host->device): how a streamed batch enters the buffers a recorded step reads."""
         raise NotImplementedError
 
+    overlaps_copies = False  # whether upload_async overlaps the device's work (then fit reads batches ahead)
+
     def upload_async(self, host, out, after=None):
         """Start copying the NumPy array ``host`` into the device array ``out``, once the
         event ``after`` (the step that last read ``out``) has passed; returns an event that

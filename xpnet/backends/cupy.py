@@ -146,6 +146,7 @@ class CupyBackend(Backend):
     xp = cupy
     records = True
     scoped = True
+    overlaps_copies = True
 
     def __init__(self, index: int = 0):
         super().__init__()

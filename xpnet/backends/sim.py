@@ -494,6 +494,7 @@ class SimBackend(Backend):
         self._portable = NumpyBackend()  # runs the routines CUDA fuses (see _one_kernel)
 
     records = True
+    overlaps_copies = True  # as CUDA: fit reads a Loader's batches ahead on a thread
 
     def activate(self):
         return _Activation(self.index)
