@@ -1,5 +1,12 @@
 """An 8192^3 float32 product through xpnet's CUDA backend (cuBLAS called through ctypes)
-against CuPy's own matmul, in turns, each timed with CUDA events: python bench/gpu_matmul.py"""
+against CuPy's own matmul, in turns, each timed with CUDA events:
+
+    python bench/gpu_matmul.py
+    CUPY_TF32=1 python bench/gpu_matmul.py --tf32   # both on TF32 tensor cores
+"""
+import os
+import sys
+
 import cupy
 import numpy
 
@@ -7,6 +14,11 @@ import xpnet as xn
 
 
 def main(n=8192, rounds=10):
+    if "--tf32" in sys.argv:
+        if os.environ.get("CUPY_TF32") != "1":
+            sys.exit("--tf32 compares with CuPy's TF32 products: run with CUPY_TF32=1 (read when CuPy loads)")
+        xn.set_matmul_precision("tf32")
+    print(f"matmul precision: xpnet {xn.get_matmul_precision()}, CUPY_TF32={os.environ.get('CUPY_TF32', 'unset')}")
     backend = xn.Device("cuda").backend
     rng = cupy.random.default_rng(0)
     a, b = rng.random((n, n), dtype=cupy.float32), rng.random((n, n), dtype=cupy.float32)

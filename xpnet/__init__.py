@@ -6,7 +6,7 @@ with every host<->device copy explicit.
 from . import autodiff, data, datasets, functional, nn, optim, testing
 from .autodiff import grad, value_and_grad
 from .backends import cuda_unavailable_reason
-from .backends.base import LaunchStats, TransferStats
+from .backends.base import LaunchStats, TransferStats, get_matmul_precision, set_matmul_precision
 from .device import Device, available_devices, current_device, device_of, get_array_module, use_device
 from .errors import (
     CaptureError,
@@ -29,6 +29,7 @@ __all__ = [
     "to_device", "to_host", "asarray", "transfer_stats", "reset_transfer_stats", "TransferStats",
     "DeviceError", "ImplicitTransferError", "ShapeError", "DTypeError", "CheckpointError",
     "TrainingError", "CaptureError", "cuda_unavailable_reason", "launch_stats", "LaunchStats",
+    "set_matmul_precision", "get_matmul_precision",
     "nn", "optim", "autodiff", "functional", "testing", "data",
     "datasets", "fit", "evaluate", "predict", "History", "save", "load", "grad", "value_and_grad", "seed",
 ]

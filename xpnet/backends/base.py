@@ -97,6 +97,27 @@ class _LaunchCounter:
 LAUNCHES = _LaunchCounter()
 
 
+MATMUL_PRECISIONS = ("highest", "tf32")
+_matmul_precision = ["highest"]
+
+
+def set_matmul_precision(precision: str) -> None:
+    """How CUDA devices compute float32 products, for the whole process: ``"highest"``
+    (the default: float32 throughout) or ``"tf32"`` (inputs rounded to TF32's 10-bit
+    mantissa on the tensor cores, float32 sums: several times faster for large products,
+    about 1e-3 relative error; PyTorch's ``set_float32_matmul_precision("high")``).
+    The CPU and sim always compute in float32 (NumPy has no TF32)."""
+    if precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"set_matmul_precision: {precision!r} is not a precision; expected one of "
+                         f"{', '.join(map(repr, MATMUL_PRECISIONS))}.")
+    _matmul_precision[0] = precision
+
+
+def get_matmul_precision() -> str:
+    """The precision set by ``set_matmul_precision`` (``"highest"`` unless set)."""
+    return _matmul_precision[0]
+
+
 class Backend:
     """Portable routines on ``self.xp``; subclasses provide the array module and transfers."""
 

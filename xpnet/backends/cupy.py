@@ -28,9 +28,10 @@ import cupy
 import cupyx
 import numpy
 
-from .base import _MASK32, _PHILOX_M, _PHILOX_W, TRANSFERS, Backend
+from .base import _MASK32, _PHILOX_M, _PHILOX_W, TRANSFERS, Backend, get_matmul_precision
 
 _OP_N, _OP_T = 0, 1                # cublasOperation_t
+_MATH = {"highest": 0, "tf32": 3}  # cublasMath_t: CUBLAS_DEFAULT_MATH, CUBLAS_TF32_TENSOR_OP_MATH
 _RELAXED = getattr(cupy.cuda.runtime, "streamCaptureModeRelaxed", 2)
 
 
@@ -51,6 +52,8 @@ class _Blas:
             self.gemm[numpy.dtype(dtype)] = (fn, one.ctypes.data, zero.ctypes.data)
         self.set_stream = lib.cublasSetStream_v2
         self.set_stream.argtypes, self.set_stream.restype = [ptr, ptr], i
+        self.set_math_mode = lib.cublasSetMathMode
+        self.set_math_mode.argtypes, self.set_math_mode.restype = [ptr, i], i
         self._create = lib.cublasCreate_v2
         self._create.argtypes, self._create.restype = [ctypes.POINTER(ptr)], i
 
@@ -153,6 +156,7 @@ class CupyBackend(Backend):
         self.index = index
         self._device = cupy.cuda.Device(index)
         self._blas = self._handle = None  # found, and created, on the first product
+        self._math = 0  # the handle's cublasMath_t
         self._copy_stream, self._staging = None, {}  # streamed batches: their stream and pinned buffers
         self._fused = None  # _kernels(), built on first use
 
@@ -227,6 +231,10 @@ class CupyBackend(Backend):
             out = cupy.empty((m, n), dtype=a.dtype)
         fn, one, zero = gemm
         _check(self._blas.set_stream(self._handle, cupy.cuda.get_current_stream().ptr), "set stream")
+        math = _MATH[get_matmul_precision()] if a.dtype == numpy.float32 else 0
+        if math != self._math:
+            _check(self._blas.set_math_mode(self._handle, math), "set math mode")
+            self._math = math
         # Row-major C = A @ B is column-major C^T = B^T @ A^T: swap the operands.
         _check(fn(self._handle, lb[0], la[0], n, m, k, one, b.data.ptr, lb[1], a.data.ptr, la[1],
                   zero, out.data.ptr, n), "gemm")
