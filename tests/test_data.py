@@ -196,16 +196,24 @@ def test_read_ahead_stops_its_thread_when_the_consumer_stops():
     assert finished.is_set()
 
 
-def test_fit_stops_reading_ahead_when_a_step_fails(device):
-    """fit closes its batches on an exception, so a read-ahead thread does not stay
-    blocked behind a full queue for as long as the traceback lives."""
+@pytest.mark.parametrize("failure", ["a step", "a batch"])
+def test_fit_stops_reading_ahead_when_it_fails(device, failure):
+    """fit stops its read-ahead thread on an exception, raised by a step or by a batch's
+    check, even while the traceback (and with it fit's frames) is kept."""
     import threading
+    before = set(threading.enumerate())
     x, t = _set()
-    x[50:] = numpy.nan  # the loss is checked every few steps: batches are still being read
-    with pytest.raises(xn.TrainingError, match="the loss became nan") as caught:
+    if failure == "a step":
+        x[50:] = numpy.nan  # the loss is checked every few steps: batches are still being read
+        error, match = xn.TrainingError, "the loss became nan"
+    else:
+        t = t.copy()
+        t[170] = 9  # the model has 4 outputs: batch 17's check fails
+        error, match = ValueError, "label 9"
+    with pytest.raises(error, match=match) as caught:
         _train(xn.data.Loader(x, t, batch_size=10))
-    assert caught.traceback  # kept, as a debugger or a log keeps it: fit's frame stays alive
-    assert not any(th.name == "xpnet-read-ahead" for th in threading.enumerate())
+    assert caught.traceback  # kept, as a debugger or a log keeps it
+    assert not [th for th in set(threading.enumerate()) - before if th.name == "xpnet-read-ahead"]
 
 
 def test_fit_reads_a_loaders_batches_ahead_where_copies_overlap(device, monkeypatch):

@@ -66,15 +66,23 @@ def read_ahead(batches, depth: int = 2):
     stop = threading.Event()
     end = object()
 
+    def put(entry):  # False once the consumer has stopped: a full queue never strands the thread
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
     def read():
         try:
             for item in batches:
-                items.put((item, None))
-                if stop.is_set():
+                if not put((item, None)):
                     return
-            items.put((end, None))
+            put((end, None))
         except BaseException as exc:  # noqa: BLE001 (re-raised in the consumer)
-            items.put((end, exc))
+            put((end, exc))
 
     reader = threading.Thread(target=read, name="xpnet-read-ahead", daemon=True)
     reader.start()
@@ -88,8 +96,7 @@ def read_ahead(batches, depth: int = 2):
             yield item
     finally:
         stop.set()
-        while reader.is_alive():  # unblock a put, then let the thread see stop
-            try:
-                items.get(timeout=0.05)
-            except queue.Empty:
-                pass
+        # A generator left to the garbage collector may be closed on the reading thread
+        # itself, when a collection runs there: that thread then ends after this item.
+        if reader is not threading.current_thread():
+            reader.join()

@@ -188,7 +188,14 @@ class _Stream:
     def _host_batches(self, epoch, ahead):
         # A Loader reads host arrays only, so its batches can be read on another thread
         # (a user's generator stays on this one: it may use this thread's device scope).
-        source = read_ahead(self.source) if ahead and isinstance(self.source, Loader) else self.source
+        reading = read_ahead(self.source) if ahead and isinstance(self.source, Loader) else None
+        try:
+            yield from self._checked(epoch, self.source if reading is None else reading)
+        finally:  # on an error here too, which a kept traceback would otherwise leave reading
+            if reading is not None:
+                reading.close()
+
+    def _checked(self, epoch, source):
         for k, batch in enumerate(source):
             try:
                 xb, tb = batch
