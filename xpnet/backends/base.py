@@ -97,6 +97,17 @@ class _LaunchCounter:
 LAUNCHES = _LaunchCounter()
 
 
+def _philox_blocks(shape):
+    """Philox counters a Dropout mask of ``shape`` takes: four 32-bit words each."""
+    return -(-int(numpy.prod(shape)) // 4)
+
+
+def _keep_threshold(p):
+    """The least 32-bit word that keeps a unit: uniform >= p, with uniform = (word >> 8) / 2^24,
+    is word >= ceil(p 2^24) * 2^8, exactly."""
+    return math.ceil(p * 2 ** 24) << 8
+
+
 MATMUL_PRECISIONS = ("highest", "tf32")
 _matmul_precision = ["highest"]
 
@@ -432,7 +443,7 @@ class Backend:
         draws a fresh mask on every replay, and one seed gives the same mask on every device.
         """
         out = self._dropout_mask(key, offset, shape, p, dtype, out)
-        offset += -(-int(numpy.prod(shape)) // 4)
+        offset += _philox_blocks(shape)
         return out
 
     def _dropout_mask(self, key, offset, shape, p, dtype, out):
@@ -440,14 +451,13 @@ class Backend:
         work, one kernel on CUDA (CupyBackend) and counted as one on sim."""
         xp = self.xp
         size = int(numpy.prod(shape))
-        blocks = -(-size // 4)
+        blocks = _philox_blocks(shape)
         state = xp.zeros((4, blocks), dtype=xp.uint64)  # counter offset + j: low word c0, high word c1
         xp.add(self._counting(blocks), offset, out=state[0])
         xp.right_shift(state[0], 32, out=state[2])
         state[0] &= _MASK32
         words = self._philox_rounds(state, key).reshape(-1)[:size].reshape(shape)
-        # uniform >= p, with uniform = (word >> 8) / 2^24, is word >= ceil(p 2^24) * 2^8: exact
-        keep = xp.greater_equal(words, math.ceil(p * 2 ** 24) << 8)
+        keep = xp.greater_equal(words, _keep_threshold(p))
         return xp.multiply(keep, 1.0 / (1.0 - p), out=out, dtype=dtype)
 
     def _counting(self, n):

@@ -13,7 +13,7 @@ Three things here go past the portable routines in base.py:
   GPU. Every block of memory the recorded work touches is kept alive by the replay,
   so nothing a replay writes can land in memory handed out since.
 - Adam's update and bias-corrected rate and Dropout's mask run as one kernel each
-  (``_KERNELS``), where the portable routines take 12, 7 and about 56 element-wise
+  (``_kernels``), where the portable routines take 12, 7 and about 56 element-wise
   operations (each a launch, and each a pass over memory). They compute what the portable
   routines compute: the mask bit for bit, Adam in the same order of float operations
   with no fused multiply-adds. sim counts each as one kernel too.
@@ -21,14 +21,22 @@ Three things here go past the portable routines in base.py:
 from __future__ import annotations
 
 import ctypes
-import math
 import warnings
 
 import cupy
 import cupyx
 import numpy
 
-from .base import _MASK32, _PHILOX_M, _PHILOX_W, TRANSFERS, Backend, get_matmul_precision
+from .base import (
+    _MASK32,
+    _PHILOX_M,
+    _PHILOX_W,
+    TRANSFERS,
+    Backend,
+    _keep_threshold,
+    _philox_blocks,
+    get_matmul_precision,
+)
 
 _OP_N, _OP_T = 0, 1                # cublasOperation_t
 _MATH = {"highest": 0, "tf32": 3}  # cublasMath_t: CUBLAS_DEFAULT_MATH, CUBLAS_TF32_TENSOR_OP_MATH
@@ -205,10 +213,9 @@ class CupyBackend(Backend):
             out = cupy.empty(shape, dtype=dtype)
         elif not out.flags.c_contiguous:
             return super()._dropout_mask(key, offset, shape, p, dtype, out)
-        blocks = -(-out.size // 4)
-        threshold = math.ceil(p * 2 ** 24) << 8  # as the portable routine compares
+        blocks = _philox_blocks(shape)
         return self._kernel("dropout_mask")(offset, numpy.uint64(blocks), numpy.uint32(key[0] & _MASK32),
-                                            numpy.uint32(key[1] & _MASK32), numpy.uint64(threshold),
+                                            numpy.uint32(key[1] & _MASK32), numpy.uint64(_keep_threshold(p)),
                                             out.dtype.type(1.0 / (1.0 - p)), out)
 
     def adam_rate(self, lr, t, beta1, beta2, out, work):

@@ -499,7 +499,7 @@ class SimBackend(Backend):
     def activate(self):
         return _Activation(self.index)
 
-    # -- the routines the CUDA backend runs as one kernel each (cupy.py's _KERNELS) -------
+    # -- the routines the CUDA backend runs as one kernel each (cupy.py's _kernels) -------
     def _one_kernel(self, name, out, *args):
         """Run the portable routine ``name`` on the data behind ``args`` as CUDA runs it:
         one kernel, counted and taped as one, writing into arrays among ``args`` (``out``
