@@ -27,6 +27,8 @@ def _output_size(size, kernel, stride, pad):
 class Conv2D(Layer):
     """2-D convolution. W: (out_channels, in_channels, kh, kw), b: (out_channels,)."""
 
+    returns_input = False
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, pad=0,
                  init="he", seed=None, dtype="float32"):
         super().__init__()
@@ -64,6 +66,7 @@ class Conv2D(Layer):
         return y
 
     def backward(self, dout):
+        dout = self._as_dtype(dout, self.param("W").dtype)
         return self.backend.conv2d_backward(dout, self.col, self.param("W"), self.x_shape, self.stride, self.pad,
                                             self.grad("W"), self.grad("b"), self._need_dx, scratch=self._buffer)
 
@@ -121,6 +124,7 @@ class _ConvMaxPool:
 
     def backward(self, dout):
         conv = self.conv
+        dout = conv._as_dtype(dout, self.y.dtype)
         return conv.backend.conv2d_maxpool_backward(
             dout, self.y, self.saved, conv.x_shape, conv.param("W"), conv.stride, conv.pad,
             (self.pool.ph, self.pool.pw), self.relu is not None, conv.grad("W"), conv.grad("b"),
@@ -137,7 +141,10 @@ def _geometry(stride, pad, default_stride):
 
 class _Pool2D(Layer):
     """Pooling over ``size`` windows; ``stride`` defaults to the window (no overlap), and
-    ``size``, ``stride`` and ``pad`` take an int or a (height, width) pair."""
+    ``size``, ``stride`` and ``pad`` take an int or a (height, width) pair. Integer and
+    bool inputs are cast to float32."""
+
+    returns_input = False
 
     def __init__(self, size, stride=None, pad=0):
         super().__init__()
@@ -152,6 +159,7 @@ class _Pool2D(Layer):
     def forward(self, x):
         if x.ndim != 4:
             raise ShapeError(f"got input of shape {tuple(x.shape)}; expected (N, C, H, W).")
+        x = self._as_float(x)
         n, c, h, w = x.shape
         oh = _output_size(h, self.ph, self.stride[0], self.pad[0])
         ow = _output_size(w, self.pw, self.stride[1], self.pad[1])
@@ -176,6 +184,7 @@ class MaxPool2D(_Pool2D):
         return self.backend.max_pool(*args, **kwargs)
 
     def backward(self, dout):
+        dout = self._as_dtype(dout, self.y.dtype)
         return self.backend.max_pool_backward(dout, self.x, self.y, (self.ph, self.pw), self.stride, self.pad)
 
 
@@ -187,4 +196,5 @@ class AvgPool2D(_Pool2D):
         return self.backend.avg_pool(*args, **kwargs)
 
     def backward(self, dout):
+        dout = self._as_dtype(dout, self.x.dtype)
         return self.backend.avg_pool_backward(dout, self.x.shape, (self.ph, self.pw), self.stride, self.pad)

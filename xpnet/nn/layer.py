@@ -2,9 +2,10 @@
 
 A layer keeps its parameters and their gradients as live arrays on its device, in dicts
 named by the book's names (``W``, ``b``). ``backward`` overwrites the gradients, as in
-the book. Inside a ``Sequential``, layers reuse their output and gradient buffers from
-step to step and may work in place on what flows between them; a layer used alone
-allocates fresh arrays, so nothing the caller holds is ever overwritten.
+the book. No layer writes into an array it was given. Inside a ``Sequential``, built-in
+layers write their outputs and input gradients into buffers they reuse from call to call,
+except where the array leaves the Sequential (its output, and its input gradient): the
+Sequential decides that for each call, so what a caller holds is never overwritten.
 """
 from __future__ import annotations
 
@@ -75,13 +76,44 @@ def _autodiff_backward(self, dout):
     """dL/dx, and every parameter's gradient written in place, from the traced forward."""
     x_in, traced, y = self._graph
     names = list(traced)
+    dout = _cast_dout(dout, getattr(y, "data", y))
     grads = autodiff.vjp_of_traced(y, [x_in] + [traced[n] for n in names], dout)
     for name, g in zip(names, grads[1:]):
         self._grads[name][...] = g
     return grads[0]
 
 
+def _cast_dout(dout, y):
+    """The upstream gradient in the dtype of the output it belongs to (a float64 gradient
+    into a float32 layer is cast on the device, as its input was)."""
+    dtype = getattr(y, "dtype", None)
+    if dtype is None or getattr(dout, "dtype", dtype) == dtype or dtype.kind != "f":
+        return dout
+    return dout.astype(dtype)
+
+
 _AUTODIFF_BACKWARD = on_device(_autodiff_backward)
+
+
+def _checked_init(init):
+    """``__init__`` that says what to add when it forgot ``super().__init__()``."""
+    @functools.wraps(init)
+    def run(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except AttributeError as exc:
+            if "_device" in vars(self):
+                raise
+            raise TypeError(_no_super_init(self)) from exc
+        if "_device" not in vars(self):
+            raise TypeError(_no_super_init(self))
+    return run
+
+
+def _no_super_init(layer):
+    name = type(layer).__name__
+    return (f"{name}.__init__ did not call super().__init__(), which sets up the layer's device, "
+            f"parameters and buffers. Add super().__init__() as the first line of {name}.__init__.")
 
 
 def reusable(cache: dict, name, shape, dtype, xp):
@@ -95,7 +127,11 @@ def reusable(cache: dict, name, shape, dtype, xp):
 class Layer:
     """Base class: parameters, gradients, buffers, device moves and train/eval mode."""
 
-    returns_input = False  # True for layers whose output may be their input or a view of it
+    # Whether forward may return its input or a view of it (and backward its dout): True
+    # unless the layer says otherwise, since a layer of yours (a Lambda too) may. Built-in
+    # layers that allocate their results say False. A Sequential reads it to know which
+    # layer produces the array it hands back, which must not be a reused buffer.
+    returns_input = True
     graph_safe = True      # a training step through it can be recorded once and replayed
 
     def __init_subclass__(cls, **kwargs):
@@ -108,7 +144,7 @@ class Layer:
             if name in cls.__dict__:
                 setattr(cls, name, on_device(cls.__dict__[name]))
         if "__init__" in cls.__dict__:
-            cls.__init__ = _on_current_device(cls.__dict__["__init__"])
+            cls.__init__ = _checked_init(_on_current_device(cls.__dict__["__init__"]))
         written = _untraced(cls.forward)
         if cls.backward in (Layer.backward, _AUTODIFF_BACKWARD):  # no backward of its own
             if written is None and cls.forward is not Layer.forward:
@@ -124,9 +160,9 @@ class Layer:
         self._grads: dict = {}
         self._buffers: dict = {}   # state saved with the model but not trained (BatchNorm's)
         self._work: dict = {}      # scratch arrays reused between calls
-        self._reuse = False        # Sequential: keep output/gradient buffers between calls
-        self._inplace = False      # Sequential: may overwrite the input it is given
-        self._need_dx = True       # Sequential: False for the first layers (nobody reads dx)
+        # Set by the Sequential running this layer, for that call only (see Sequential):
+        self._reuse = False        # results may go into buffers reused from call to call
+        self._need_dx = True       # False where nobody reads dL/dx (the first layers)
         self._version = 0          # bumped on every move, so optimizers notice
 
     # -- running ----------------------------------------------------------------------
@@ -185,6 +221,15 @@ class Layer:
                              f"numbers (float, integer, bool) are cast to them.")
         return x.astype(dtype)
 
+    def _as_float(self, x):
+        """``x`` as it is if floating point, else cast to float32 on the device (for layers
+        without parameters to take a dtype from: activations, pooling, Dropout)."""
+        if x.dtype.kind == "f":
+            return x
+        if x.dtype.kind not in "biu":
+            raise DTypeError(f"got {x.dtype} input; only real numbers (float, integer, bool) are taken.")
+        return x.astype("float32")
+
     def _buffer(self, name, shape, dtype):
         """A reusable buffer when inside a Sequential, else None (the routine allocates)."""
         return reusable(self._work, name, shape, dtype, self.backend.xp) if self._reuse else None
@@ -207,7 +252,14 @@ class Layer:
         anything ``numpy.asarray`` takes); it is copied to the layer's device, given a
         zero gradient of its shape, saved with the model, and updated by optimizers.
         Returns the device array (``self.param(name)`` gets it later)."""
-        array = to_device(array_or_host(value, f"{self.describe()}.add_param({name!r})"), self.device)
+        host = array_or_host(value, f"{self.describe()}.add_param({name!r})")
+        if host.dtype.kind != "f":
+            raise DTypeError(
+                f"{self.describe()}.add_param({name!r}): the value is {host.dtype}; a trained parameter "
+                f"must be floating point (a gradient step cannot change an integer). Give a float "
+                f"value, e.g. numpy.asarray(value, dtype='float32'), or use add_buffer for state "
+                f"that is not trained.")
+        array = to_device(host, self.device)
         self._params[name] = array
         self._grads[name] = self.backend.xp.zeros_like(array)
         return array
@@ -323,12 +375,22 @@ def _leaf_layers(layers):
 
 
 class Sequential(Layer):
-    """Layers applied in order; parameters are named ``"<index>.<name>"`` (``"0.W"``).
+    """Layers applied in order; parameters are named ``"<index>.<name>"`` (``"0.W"``, and
+    ``"0.1.W"`` for layer 1 of a Sequential nested at index 0).
 
     ``backward`` returns the gradient with respect to the input only when built with
     ``input_grad=True``: otherwise the first layers skip computing what nobody reads.
     ``layers`` is fixed once built; a layer may appear only once (a layer keeps the
     input of its last call for backward, so a second use would overwrite the first's).
+
+    The buffer plan: no layer writes into an array it was given, and built-in layers write
+    their results into buffers they reuse from call to call, except the ones that leave
+    the Sequential. Its output is made fresh on each call by the last layer that does not
+    pass its input through (``returns_input``: Flatten, Dropout, a Lambda or layer of
+    yours may), and so is the input gradient by the first such layer; so what a caller
+    holds is never overwritten by a later call. The plan is the Sequential's, set on its
+    layers for the length of each call, so a layer shared by two Sequentials follows the
+    one that runs it.
     """
 
     def __init__(self, *layers, input_grad: bool = False):
@@ -349,6 +411,7 @@ class Sequential(Layer):
             seen.add(id(layer))
         self.layers = _Layers(layers)
         self.input_grad = input_grad
+        self._need_dx = input_grad  # nested in another Sequential: set by it for each call
         if self.layers:
             self.device = self.layers[0].device
             for i, layer in enumerate(self.layers):
@@ -356,23 +419,20 @@ class Sequential(Layer):
                     raise ImplicitTransferError(
                         f"Sequential layer {i} ({layer.describe()}) is on {layer.device}, layer 0 "
                         f"on {self.device}. Build them under one device or call model.to(device).")
-        self._configure()
-
-    def _configure(self):
-        # The layer that produces the returned array must allocate it fresh; layers after it
-        # (Flatten, Dropout in eval mode) may hand back their input or a view of it.
-        last = next((i for i in range(len(self.layers) - 1, -1, -1) if not self.layers[i].returns_input), 0)
-        first_with_params = next((i for i, l in enumerate(self.layers) if l._params), last)
-        for i, layer in enumerate(self.layers):
-            layer._reuse = i < last            # the output handed back to the caller is fresh
-            layer._inplace = 0 < i < last      # never overwrite the caller's input or output
-            layer._need_dx = self.input_grad or i > first_with_params
+        allocating = [i for i, layer in enumerate(self.layers) if not layer.returns_input]
+        self._last = allocating[-1] if allocating else -1  # makes the output (fresh)
+        self._first = allocating[0] if allocating else len(self.layers)  # makes the input gradient
+        self._first_trained = next((i for i, l in enumerate(self.layers) if l.params()), len(self.layers))
         self._fusions = {}  # first layer's index -> a stage running several layers in one pass
         for i, layer in enumerate(self.layers):
             stage = layer._fuse(self.layers[i + 1:])
             if stage is not None:
                 self._fusions[i] = stage
-        self._ran = None  # what the last forward ran, for backward: layers and stages
+        self._ran = None  # what the last forward ran, for backward: (index, size, layer or stage)
+
+    @property
+    def returns_input(self):
+        return all(layer.returns_input for layer in self.layers)
 
     def __call__(self, x):
         self._check_device(x)
@@ -396,19 +456,26 @@ class Sequential(Layer):
         return self.layers[i]
 
     def forward(self, x):
+        layers, reuse_all = self.layers, self._reuse  # reuse_all: an outer Sequential's plan allows it
         i, ran, self._ran = 0, [], None  # a forward that fails leaves nothing to go back through
         try:
-            while i < len(self.layers):
+            while i < len(layers):
                 stage, size = self._fusions.get(i), 1
                 if stage is not None and stage.applies(x):
                     size = stage.size
                 else:
-                    stage = self.layers[i]
-                x = stage.forward(x)
-                ran.append(stage)
+                    stage = layers[i]
+                for k in range(i, i + size):
+                    layers[k]._reuse = reuse_all or k < self._last
+                try:
+                    x = stage.forward(x)
+                finally:
+                    for k in range(i, i + size):
+                        layers[k]._reuse = False
+                ran.append((i, size, stage))
                 i += size
         except (ShapeError, DTypeError) as exc:
-            raise type(exc)(f"Sequential layer {i} ({self.layers[i].describe()}): {exc}") from None
+            raise type(exc)(f"Sequential layer {i} ({layers[i].describe()}): {exc}") from None
         self._ran = ran
         return x
 
@@ -416,9 +483,24 @@ class Sequential(Layer):
         if self._ran is None:
             raise RuntimeError(f"{self.describe()}: backward needs a forward pass first (the last one "
                                f"failed, or none ran). Call model(x), then model.backward(dout).")
-        for stage in reversed(self._ran):
-            dout = stage.backward(dout)
+        layers, reuse_all, need_input = self.layers, self._reuse, self._need_dx
+        for i, size, stage in reversed(self._ran):
+            told = [layers[k]._need_dx for k in range(i, i + size)]
+            for k in range(i, i + size):
+                layers[k]._reuse = reuse_all or k > self._first
+                layers[k]._need_dx = need_input or k > self._first_trained
+            try:
+                needed = layers[i]._need_dx
+                dout = stage.backward(dout)
+            finally:
+                for k, was in zip(range(i, i + size), told):
+                    layers[k]._reuse, layers[k]._need_dx = False, was
             if dout is None:
+                if needed:
+                    raise RuntimeError(
+                        f"Sequential layer {i} ({layers[i].describe()}): backward returned None, but "
+                        f"{'the layers before it need' if i else 'the caller asked for'} the gradient "
+                        f"with respect to its input. End its backward with 'return dx'.")
                 break
         return dout
 
@@ -426,13 +508,13 @@ class Sequential(Layer):
         return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in getter(layer).items()}
 
     def params(self):
-        return self._named(Layer.params)
+        return self._named(lambda layer: layer.params())
 
     def grads(self):
-        return self._named(Layer.grads)
+        return self._named(lambda layer: layer.grads())
 
     def buffers(self):
-        return self._named(Layer.buffers)
+        return self._named(lambda layer: layer.buffers())
 
     def _rebind(self, params, grads):
         for i, layer in enumerate(self.layers):
@@ -440,17 +522,6 @@ class Sequential(Layer):
             layer._rebind({k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)},
                           {k[len(prefix):]: v for k, v in grads.items() if k.startswith(prefix)})
         self._version += 1
-
-    def set_params(self, mapping):
-        per_layer = [dict() for _ in self.layers]
-        for name, value in mapping.items():
-            index, _, key = name.partition(".")
-            if not index.isdigit() or int(index) >= len(self.layers):
-                raise KeyError(f"Sequential has no parameter {name!r}; it has {sorted(self.params())}.")
-            per_layer[int(index)][key] = value
-        pairs = [pair for i, (layer, values) in enumerate(zip(self.layers, per_layer))
-                 for pair in layer._checked(values, owner=self, prefix=f"{i}.")]  # check all first
-        self._write(pairs)
 
     def to(self, device):
         device = Device(device)

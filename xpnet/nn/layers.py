@@ -16,6 +16,8 @@ class Affine(Layer):
     Inputs with more than two axes are flattened per sample, like the book's Affine.
     """
 
+    returns_input = False
+
     def __init__(self, in_features: int, out_features: int, init="he", seed=None, dtype="float32"):
         super().__init__()
         self.in_features = _validate.integer("Affine", "in_features", in_features)
@@ -41,6 +43,7 @@ class Affine(Layer):
 
     def backward(self, dout):
         W = self.param("W")
+        dout = self._as_dtype(dout, W.dtype)
         dx = self._buffer("dx", self.x.shape, W.dtype) if self._need_dx else None
         dx = self.backend.affine_backward(dout, self.x, W, self.grad("W"), self.grad("b"),
                                           dx=dx, need_dx=self._need_dx)
@@ -50,22 +53,34 @@ class Affine(Layer):
 
 
 class _Activation(Layer):
-    """An activation: works in place on what flows through it when inside a Sequential."""
+    """An element-wise activation. Integer and bool inputs are cast to float32; the
+    output, and the input gradient, go into the layer's reused buffers where its
+    Sequential allows (never into the array it was given)."""
 
-    def _out(self, x):
-        return x if self._inplace else None
+    returns_input = False
+
+    def _input(self, x):
+        x = self._as_float(x)
+        return x, self._buffer("y", x.shape, x.dtype)
+
+    def _dout(self, dout, like):
+        """The upstream gradient in the dtype of ``like`` (the output it belongs to)."""
+        return self._as_dtype(dout, like.dtype)
 
 
 class ReLU(_Activation):
     """max(x, 0). Backward multiplies by the mask of positive outputs."""
 
     def forward(self, x):
-        self.y = self.backend.relu(x, out=self._out(x))
+        x, out = self._input(x)
+        self.y = self.backend.relu(x, out=out)
         return self.y
 
     def backward(self, dout):
-        mask = self._buffer("mask", self.y.shape, bool)
-        return self.backend.relu_backward(dout, self.y, out=self._out(dout), mask=mask)
+        y = self.y
+        mask = self._buffer("mask", y.shape, bool)
+        return self.backend.relu_backward(self._dout(dout, y), y, out=self._buffer("dx", y.shape, y.dtype),
+                                          mask=mask)
 
 
 class LeakyReLU(_Activation):
@@ -79,29 +94,31 @@ class LeakyReLU(_Activation):
         return f"LeakyReLU({self.slope})"
 
     def forward(self, x):
-        self.x = x if not self._inplace else x.copy()
-        return self.backend.leaky_relu(x, self.slope, out=self._out(x))
+        self.x, out = self._input(x)
+        return self.backend.leaky_relu(self.x, self.slope, out=out)
 
     def backward(self, dout):
-        return self.backend.leaky_relu_backward(dout, self.x, self.slope)
+        return self.backend.leaky_relu_backward(self._dout(dout, self.x), self.x, self.slope)
 
 
 class Sigmoid(_Activation):
     def forward(self, x):
-        self.y = self.backend.sigmoid(x, out=self._out(x))
+        x, out = self._input(x)
+        self.y = self.backend.sigmoid(x, out=out)
         return self.y
 
     def backward(self, dout):
-        return self.backend.sigmoid_backward(dout, self.y)
+        return self.backend.sigmoid_backward(self._dout(dout, self.y), self.y)
 
 
 class Tanh(_Activation):
     def forward(self, x):
-        self.y = self.backend.tanh(x, out=self._out(x))
+        x, out = self._input(x)
+        self.y = self.backend.tanh(x, out=out)
         return self.y
 
     def backward(self, dout):
-        return self.backend.tanh_backward(dout, self.y)
+        return self.backend.tanh_backward(self._dout(dout, self.y), self.y)
 
 
 class Softmax(_Activation):
@@ -112,11 +129,12 @@ class Softmax(_Activation):
         self.axis = axis
 
     def forward(self, x):
-        self.y = self.backend.softmax(x, axis=self.axis, out=self._out(x))
+        x, out = self._input(x)
+        self.y = self.backend.softmax(x, axis=self.axis, out=out)
         return self.y
 
     def backward(self, dout):
-        return self.backend.softmax_backward(dout, self.y, axis=self.axis)
+        return self.backend.softmax_backward(self._dout(dout, self.y), self.y, axis=self.axis)
 
 
 class Flatten(Layer):
@@ -125,11 +143,12 @@ class Flatten(Layer):
     returns_input = True
 
     def forward(self, x):
-        self.x_shape = x.shape
+        self.x_shape, self.x_dtype = x.shape, x.dtype
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout):
-        return dout.reshape(self.x_shape)
+        dout = dout.reshape(self.x_shape)
+        return dout if self.x_dtype.kind != "f" else self._as_dtype(dout, self.x_dtype)
 
 
 class Dropout(Layer):
@@ -162,6 +181,8 @@ class Dropout(Layer):
         return super().to(device)
 
     def forward(self, x):
+        x = self._as_float(x)
+        self.dtype = x.dtype
         if not self.training or self.p == 0:
             self.mask = None
             return x
@@ -170,6 +191,7 @@ class Dropout(Layer):
         return x * self.mask
 
     def backward(self, dout):
+        dout = self._as_dtype(dout, self.dtype)
         return dout if self.mask is None else dout * self.mask
 
 
@@ -179,6 +201,8 @@ class BatchNorm(Layer):
     Running mean and variance (``momentum`` weighting the old value) are used in eval mode
     and saved with the model.
     """
+
+    returns_input = False
 
     def __init__(self, num_features: int, momentum: float = 0.9, eps: float = 1e-5, dtype="float32"):
         super().__init__()
@@ -215,6 +239,7 @@ class BatchNorm(Layer):
         return self._restore(y)
 
     def backward(self, dout):
+        dout = self._as_dtype(dout, self.param("gamma").dtype)
         if len(self.x_shape) == 4:
             dout = dout.transpose(0, 2, 3, 1).reshape(-1, self.num_features)
         dx = self.backend.batchnorm_backward(dout, self.param("gamma"), self.xn, self.std,
