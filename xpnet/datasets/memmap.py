@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy
 
+from ..io import _mode_for  # the old file's mode, or the umask's
 from ..transfer import array_or_host
 from .mnist import _sha256  # one file checksum for every dataset
 
@@ -22,22 +24,47 @@ RECORD = "dataset.json"
 
 def to_memmap(folder, x, t) -> Path:
     """Write ``x`` and ``t`` (host arrays, or anything ``numpy.asarray`` takes) as ``.npy``
-    files in ``folder`` with a checksum record; returns the folder. The record is written
-    last (atomically), so a folder with a record holds a complete set."""
+    files in ``folder`` with a checksum record; returns the folder.
+
+    Each array is written whole to a temporary file in the folder first, then renamed over
+    its ``.npy``, as ``xn.save`` does: rewriting a set from arrays memory-mapped from that
+    same set (``x, t = load_memmap(folder); to_memmap(folder, x * 2, t)``) works, and a
+    mapping taken before keeps reading the old file. The old record is removed before the
+    first rename and the new one written last (atomically), so a folder with a record
+    holds a complete set, and an interrupted rewrite leaves a folder that ``load_memmap``
+    says was not finished."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {"x": array_or_host(x, "to_memmap: x"), "t": array_or_host(t, "to_memmap: t")}
     if len(arrays["x"]) != len(arrays["t"]):
         raise ValueError(f"to_memmap: x has {len(arrays['x'])} samples but t has {len(arrays['t'])}.")
     record = {"format": "xpnet-memmap", "version": 1, "arrays": {}}
-    for name, array in arrays.items():
-        path = folder / f"{name}.npy"
-        numpy.save(path, numpy.asarray(array))
-        record["arrays"][name] = {"file": path.name, "shape": list(array.shape), "dtype": str(array.dtype),
-                                  "sha256": _sha256(path)}
-    tmp = folder / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, folder / RECORD)
+    record_mode, written = _mode_for(folder / RECORD), {}
+    try:
+        for name, array in arrays.items():
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.npy.", suffix=".tmp")
+            written[name] = Path(tmp)
+            with os.fdopen(fd, "wb") as f:
+                numpy.save(f, numpy.asarray(array))
+                f.flush()
+                os.fchmod(f.fileno(), _mode_for(folder / f"{name}.npy"))  # not mkstemp's 0600
+                os.fsync(f.fileno())
+            record["arrays"][name] = {"file": f"{name}.npy", "shape": list(array.shape),
+                                      "dtype": str(array.dtype), "sha256": _sha256(written[name])}
+        (folder / RECORD).unlink(missing_ok=True)  # from here until the new record: not a set
+        for name, tmp in written.items():
+            os.replace(tmp, folder / f"{name}.npy")
+    finally:
+        for tmp in written.values():
+            tmp.unlink(missing_ok=True)  # left only when writing failed
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{RECORD}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record, indent=1))
+            os.fchmod(f.fileno(), record_mode)
+        os.replace(tmp, folder / RECORD)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone once renamed
     return folder
 
 
