@@ -230,7 +230,7 @@ def test_bad_batch_sizes_and_epochs_are_named(device, call, error, match):
     (lambda m: xn.optim.Momentum(m, momentum=-5), r"Momentum: momentum must be a finite number in \[0, 1\), got -5.0"),
     (lambda m: xn.optim.Adam(m, beta1=1), r"Adam: beta1 must be a finite number in \[0, 1\)"),
     (lambda m: xn.optim.Adam(m, beta2=1.5), "beta2"),
-    (lambda m: xn.optim.Adam(m, eps=0), "eps"),
+    (lambda m: xn.optim.Adam(m, eps=-1e-8), r"eps must be a finite number in \[0, inf\)"),  # eps=0 is allowed (case 29)
     (lambda m: xn.optim.RMSProp(m, decay=1), "decay"),
     (lambda m: xn.optim.AdaGrad(m, eps=-1), "eps"),
     (lambda m: xn.optim.SGD(m, lr=float("nan")), "lr must be a finite number"),

@@ -2,7 +2,22 @@
 
 Updates are in place, through the backend (one routine per optimizer, so a backend can
 fuse it). State lives on the parameters' device and follows them: after
-``model.to(device)`` the next ``step`` moves the state too, explicitly and counted.
+``model.to(device)`` (or ``fit(..., device=)``, or a ``load``) the next ``step``, or the
+next ``per_step_arrays()``, moves the state too, explicitly and counted.
+
+An optimizer's state is of three kinds, each declared once on the class and then saved by
+``xn.save``, restored by ``xn.load``, moved with the model and rolled back by ``fit`` on a
+NaN without any code of the optimizer's own (docs/contributing.md):
+
+- ``state_names``: per-parameter arrays, shaped like each parameter, starting at 0
+  (Adam's ``m`` and ``v``);
+- ``scalar_state``: per-optimizer running values, name -> starting value, kept as 0-d
+  float64 arrays on the device and advanced by the step's own kernels (a Nadam's running
+  product of momentum coefficients starts at 1.0);
+- the step count ``t`` and the rate ``lr``, which every optimizer has.
+
+``nonnegative`` names the state that can never be negative (sums of squares): a checkpoint
+holding a negative value there is refused.
 
 The first ``step`` lays the model's parameters, gradients and the optimizer's state out
 in one flat buffer per device and dtype (the parameters become views into it), so each
@@ -24,10 +39,11 @@ class _Group:
     device: the step count ``t`` and the learning rate ``lr``. Kept on the device, they
     are read and advanced by the step's own kernels, so a recorded step replays right."""
 
-    def __init__(self, device, p, g, state, scratch, decayed, t, lr):
+    def __init__(self, device, p, g, state, scratch, decayed, t, lr, scalars):
         self.backend, self.xp = device.backend, device.xp
         self.p, self.g, self.state, self.scratch, self.decayed = p, g, state, scratch, decayed
         self.t, self.lr = t, lr
+        self.scalars = scalars  # the optimizer's scalar_state: name -> 0-d float64 array
         self.work = {}  # named 0-d scratch for per-step values (Adam's corrected rate)
 
     def scalar(self, name, dtype):
@@ -43,9 +59,17 @@ class Optimizer:
     ``lr`` and ``t`` (the number of steps taken) read and write the values kept on the
     device; setting ``lr`` between steps (a schedule) changes what the next step, recorded
     or not, uses.
+
+    A subclass declares its state (see the module's notes) and writes ``_update(group, g)``:
+    ``group.p`` and ``g`` are the flat parameters and gradients of one device and dtype,
+    ``group.state[name]`` each per-parameter state, ``group.scalars[name]`` each scalar
+    state (0-d float64), ``group.t`` and ``group.lr`` 0-d device arrays, ``group.scratch`` a
+    flat buffer and ``group.scalar(name, dtype)`` a named 0-d scratch array.
     """
 
-    state_names: tuple = ()
+    state_names: tuple = ()   # per-parameter state arrays, shaped like the parameter, start at 0
+    scalar_state: dict = {}   # per-optimizer running values: name -> starting value (0-d float64)
+    nonnegative: tuple = ()   # names among the two above that can never be negative
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0):
         self.model = model
@@ -53,6 +77,7 @@ class Optimizer:
         self.lr = self._check("lr", lr, low=0, low_open=True)  # later (a schedule) 0 is allowed
         self.weight_decay = self._check("weight_decay", weight_decay, low=0)
         self._t = 0
+        self._scalars = {k: float(v) for k, v in self.scalar_state.items()}  # until the first step
         self.state: dict = {}  # parameter name -> {state name: array}
         self._version = None
 
@@ -81,10 +106,34 @@ class Optimizer:
             with group.backend.activate():
                 group.t[...] = self._t
 
+    @property
+    def scalars(self) -> dict:
+        """The ``scalar_state`` values now, name -> float (read from the device once the
+        first step has run)."""
+        if self._groups:
+            group = self._groups[0]
+            return {k: float(to_host(v)) for k, v in group.scalars.items()}
+        return dict(self._scalars)
+
+    @scalars.setter
+    def scalars(self, values):
+        self._scalars = {k: float(values[k]) for k in self.scalar_state}
+        for group in self._groups or ():
+            with group.backend.activate():
+                for k, v in group.scalars.items():
+                    v[...] = self._scalars[k]
+
     def per_step_arrays(self) -> dict:
-        """Every device array a step changes besides the model: state and step counts."""
+        """Every device array a step changes besides the model: the per-parameter state, the
+        scalar state and the step counts, on the parameters' device now (state left on
+        another device by ``model.to``, or loaded from a checkpoint, is moved there first).
+        ``fit`` copies these to roll back a NaN step: an optimizer that declares its state
+        (``state_names``, ``scalar_state``) is rolled back whole."""
+        groups = self._prepare()
         arrays = {f"state/{n}/{k}": v for n, s in self.state.items() for k, v in s.items()}
-        arrays.update({f"t/{i}": group.t for i, group in enumerate(self._groups or ())})
+        for i, group in enumerate(groups):
+            arrays[f"t/{i}"] = group.t
+            arrays.update({f"scalar/{i}/{k}": v for k, v in group.scalars.items()})
         return arrays
 
     def _check(self, name, value, **bounds) -> float:
@@ -111,7 +160,7 @@ class Optimizer:
         """
         if self._groups is not None and self._version == self.model._version:
             return self._groups
-        t_now = self.t  # read from the old device when the model has moved
+        t_now, scalars_now = self.t, self.scalars  # read from the old device when the model has moved
         params, grads = self.model.params(), self.model.grads()
         by_key = {}
         for name, p in params.items():
@@ -119,12 +168,12 @@ class Optimizer:
         views, groups = ({}, {}), []
         for (device, dtype), names in by_key.items():
             with device.backend.activate():
-                groups.append(self._group(device, dtype, names, params, grads, views, t_now))
+                groups.append(self._group(device, dtype, names, params, grads, views, t_now, scalars_now))
         self.model._rebind(*views)  # bumps the model's version: another optimizer would notice
         self._groups, self._version = groups, self.model._version
         return groups
 
-    def _group(self, device, dtype, names, params, grads, views, t_now):
+    def _group(self, device, dtype, names, params, grads, views, t_now, scalars_now):
         """One device's and dtype's parameters laid out flat (see ``_prepare``)."""
         xp, total = device.xp, sum(params[n].size for n in names)
         flat = {k: xp.empty(total, dtype=dtype) for k in ("p", "g") + self.state_names}
@@ -143,7 +192,8 @@ class Optimizer:
         decayed = xp.empty(total, dtype=dtype) if self.weight_decay and not self.decoupled else None
         return _Group(device, flat["p"], flat["g"], {k: flat[k] for k in self.state_names},
                       xp.empty(total, dtype=dtype), decayed, xp.full((), t_now, dtype=numpy.int64),
-                      xp.full((), self._lr, dtype=dtype))
+                      xp.full((), self._lr, dtype=dtype),
+                      {k: xp.full((), v, dtype=numpy.float64) for k, v in scalars_now.items()})
 
     decoupled = False  # weight decay as an L2 penalty in the gradient (AdamW: True, applied apart)
 
@@ -172,13 +222,22 @@ class Optimizer:
                 g[...] = 0
 
     def state_dict(self) -> dict:
-        """Step count and state arrays, for checkpoints."""
-        return {"t": self.t, "state": {n: dict(s) for n, s in self.state.items()}}
+        """Everything a checkpoint keeps: the step count ``t``, the rate ``lr``, the scalar
+        state (name -> float) and the per-parameter state arrays (live ones: copy to keep)."""
+        return {"t": self.t, "lr": self.lr, "scalars": self.scalars,
+                "state": {n: dict(s) for n, s in self.state.items()}}
 
     def load_state_dict(self, saved: dict) -> None:
+        """Take ``saved`` (as ``state_dict`` gives; ``lr`` and ``scalars`` may be absent, then
+        they stay as they are). The arrays may be on any device: they move to the
+        parameters' device on the next step."""
         self.state = {n: dict(s) for n, s in saved["state"].items()}
         self._groups = None  # rebuilt (and moved to the parameters' device) on the next step
         self._t = int(saved["t"])
+        if saved.get("lr") is not None:
+            self.lr = saved["lr"]
+        if saved.get("scalars") is not None:
+            self.scalars = saved["scalars"]
 
 
 class SGD(Optimizer):
@@ -205,10 +264,11 @@ class AdaGrad(Optimizer):
     """h += g^2; p -= lr * g / (sqrt(h) + eps)"""
 
     state_names = ("h",)
+    nonnegative = ("h",)
 
     def __init__(self, model, lr=0.01, eps=1e-7, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        self.eps = self._check("eps", eps, low=0, low_open=True)
+        self.eps = self._check("eps", eps, low=0)
 
     def _update(self, group, g):
         group.backend.adagrad_update(group.p, g, group.state["h"], group.lr, self.eps, group.scratch)
@@ -218,11 +278,12 @@ class RMSProp(Optimizer):
     """h = decay * h + (1 - decay) g^2; p -= lr * g / (sqrt(h) + eps)"""
 
     state_names = ("h",)
+    nonnegative = ("h",)
 
     def __init__(self, model, lr=0.01, decay=0.99, eps=1e-7, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
         self.decay = self._check("decay", decay, low=0, high=1, high_open=True)
-        self.eps = self._check("eps", eps, low=0, low_open=True)
+        self.eps = self._check("eps", eps, low=0)
 
     def _update(self, group, g):
         group.backend.rmsprop_update(group.p, g, group.state["h"], group.lr, self.decay, self.eps, group.scratch)
@@ -232,12 +293,13 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba), in the book's form with the bias correction folded into lr."""
 
     state_names = ("m", "v")
+    nonnegative = ("v",)
 
     def __init__(self, model, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
         self.beta1 = self._check("beta1", beta1, low=0, high=1, high_open=True)
         self.beta2 = self._check("beta2", beta2, low=0, high=1, high_open=True)
-        self.eps = self._check("eps", eps, low=0, low_open=True)
+        self.eps = self._check("eps", eps, low=0)
 
     def _update(self, group, g):
         # The bias-corrected rate from the device's step count, on the device (PyTorch's

@@ -37,7 +37,10 @@ class _Loss:
             raise TypeError(f"{name} takes arrays y and t, got {type(y).__name__} and {type(t).__name__}.")
         if t_where != where:
             common_device((y, t), name)  # raises ImplicitTransferError naming both devices
-        self.backend = get_backend(*where)
+        backend = get_backend(*where)
+        if backend is not getattr(self, "backend", backend):
+            self._work.clear()  # buffers kept from another device (a fit after a move)
+        self.backend = backend
         if t.shape[0] != y.shape[0]:
             raise ShapeError(f"{name}: y has {y.shape[0]} samples but t has {t.shape[0]}.")
 
