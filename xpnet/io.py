@@ -2,15 +2,19 @@
 
 The file holds each parameter and buffer by name, a JSON record of names, shapes,
 dtypes, the device it was saved from and the xpnet version, and optionally the
-optimizer's state. It is written to a temporary file in the same folder, flushed to
-disk, then renamed over the target, so a crash leaves either the old file or the new
-one, never half of one. Loading checks everything before writing anything: a file that
-does not fit leaves the model as it was.
+optimizer's state (step count, learning rate, scalar state, per-parameter arrays) and a
+learning-rate schedule's (epoch, base rate). It is written to a temporary file in the
+same folder, flushed to disk, then renamed over the target, so a crash leaves either the
+old file or the new one, never half of one. One rule decides which values a checkpoint
+may hold, and both directions apply it: ``save`` refuses what ``load`` would refuse.
+Loading checks everything before writing anything: a file that does not fit leaves the
+model as it was.
 """
 from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import stat
 import tempfile
@@ -25,42 +29,89 @@ from .transfer import to_host
 FORMAT = "xpnet-checkpoint"
 VERSION = 1
 _META = "__xpnet__"
+MAX_STEPS = 2 ** 53  # a larger step count is damage: it is an int64 on the device and a float64 exponent
 
 
 def _spec(arrays):
     return {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()}
 
 
-def save(model, path, optimizer=None) -> Path:
-    """Write ``model`` (and ``optimizer``'s state, if given) to ``path`` atomically.
+def _check_companions(model, optimizer, schedule, where):
+    """Refuse an optimizer built for another model, and a schedule without its optimizer."""
+    if optimizer is not None:
+        optimizer.check_model(model, where)
+    if schedule is not None and (optimizer is None or schedule.optimizer is not optimizer):
+        given = "no optimizer=" if optimizer is None else f"optimizer={type(optimizer).__name__} (another object)"
+        raise ValueError(f"{where}: schedule={type(schedule).__name__} sets the rate of the optimizer it was "
+                         f"built for ({type(schedule.optimizer).__name__}), but {given} was given. Pass that "
+                         f"optimizer too: xn.{where}(model, path, optimizer=opt, schedule=schedule).")
 
-    The model stays where it is; its arrays are copied to the host for writing. Saving
-    over a file keeps its permissions (a new file gets the umask's); a symlink is written
-    through (its target is replaced, the link kept). Temporary files that a killed save of
-    the same checkpoint left behind are removed. In a distributed run (``mpiexec``) only
-    rank 0 writes: the ranks hold the same model.
+
+def save(model, path, optimizer=None, schedule=None) -> Path:
+    """Write ``model`` (and ``optimizer``'s state, and ``schedule``'s, if given) to ``path``
+    atomically.
+
+    The model stays where it is; its arrays are copied to the host for writing. What
+    ``load`` would refuse is not written: weights must be finite (buffers may hold +-inf,
+    never NaN) and optimizer state finite (sums of squares not negative); otherwise
+    ``CheckpointError`` says what, in load's words, and a file already at ``path`` is left
+    as it was. The optimizer's state is its step count, learning rate, scalar state and
+    per-parameter arrays; a schedule's is its epoch and base rate (``schedule=`` needs its
+    ``optimizer=``). Saving over a file keeps its permissions (a new file gets the umask's);
+    a symlink is written through (its target is replaced, the link kept). Temporary files
+    that a killed save of the same checkpoint left behind are removed.
+
+    In a distributed run (``mpiexec``) every rank calls ``save``, as every rank calls
+    ``fit``: only rank 0 writes (the ranks hold the same model), and no rank returns before
+    the file is in place, so a ``load`` right after reads the new file on every rank.
     """
     from . import __version__, distributed
-    if distributed.launched() and distributed.rank() != 0:
-        return Path(path)
+    _check_companions(model, optimizer, schedule, "save")
+    arrays, meta = _contents(model, optimizer, schedule, __version__)
+    problems = _weight_problems(model, arrays)
     if optimizer is not None:
-        optimizer.check_model(model, "save")
+        problems += _state_problems(optimizer, meta["optimizer"], arrays)
+    if problems:
+        raise CheckpointError(f"save: {path} was not written (a file already there is left as it was), "
+                              f"since load would refuse it: {'; '.join(problems)}. Save the model from a "
+                              f"step before the values went bad (fit restores the last good step when the "
+                              f"loss becomes NaN).")
     target = Path(os.path.realpath(path))
+    if not distributed.launched():
+        _write(target, arrays)
+        return Path(path)
+    try:
+        if distributed.rank() == 0:
+            _write(target, arrays)
+    finally:  # no rank returns before the file is replaced (or rank 0 failed: it raises)
+        distributed.barrier()
+    return Path(path)
+
+
+def _contents(model, optimizer, schedule, version):
+    """The arrays to write (host copies, by name, the record among them) and the record."""
     params = to_host(model.params())
     buffers = to_host(model.buffers())
     arrays = {f"param/{k}": v for k, v in params.items()}
     arrays.update({f"buffer/{k}": v for k, v in buffers.items()})
-    meta = {"format": FORMAT, "version": VERSION, "xpnet": __version__,
+    meta = {"format": FORMAT, "version": VERSION, "xpnet": version,
             "device": str(model.device), "model": model.describe(),
             "params": _spec(params), "buffers": _spec(buffers), "optimizer": None}
     if optimizer is not None:
         state = optimizer.state_dict()
-        meta["optimizer"] = {"type": type(optimizer).__name__, "t": state["t"],
-                             "lr": optimizer.lr}
+        meta["optimizer"] = {"type": type(optimizer).__name__, "t": state["t"], "lr": state["lr"],
+                             "scalars": state["scalars"]}
         for name, slots in to_host(state["state"]).items():
             for key, value in slots.items():
                 arrays[f"optim/{name}/{key}"] = value
+    if schedule is not None:
+        meta["schedule"] = {"type": type(schedule).__name__, **schedule.state_dict()}
     arrays[_META] = numpy.array(json.dumps(meta))
+    return arrays, meta
+
+
+def _write(target: Path, arrays) -> None:
+    """``arrays`` as an .npz at ``target``: a temporary file beside it, flushed, renamed over it."""
     _remove_stale_temporaries(target)
     mode = _mode_for(target)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
@@ -74,7 +125,6 @@ def save(model, path, optimizer=None) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return Path(path)
 
 
 def _mode_for(target: Path) -> int:
@@ -133,8 +183,25 @@ def _read(path):
     return data, meta
 
 
-def _differences(prefix, expected, data, what="parameters"):
-    """What keeps ``data``'s arrays under ``prefix/`` from fitting ``expected`` exactly."""
+def _value_problem(name, array, kind, nonnegative=False):
+    """Why ``array``'s values cannot be in a checkpoint, or None; save and load say it alike.
+    ``kind`` is "weights" (finite), "buffers" (+-inf allowed, never NaN) or "state" (finite)."""
+    if array.dtype.kind not in "fc":
+        return None
+    if kind == "buffers":
+        return f"{name!r} holds NaN (buffers may hold +-inf, never NaN)" if numpy.isnan(array).any() else None
+    if not numpy.isfinite(array).all():
+        what = "weights" if kind == "weights" else "optimizer state"
+        return f"{name!r} holds NaN or infinite values ({what} must be finite)"
+    if nonnegative and (array < 0).any():
+        return (f"{name!r} holds negative values (smallest {float(array.min())!r}); it is a sum of squares, "
+                f"never negative")
+    return None
+
+
+def _differences(prefix, expected, data, what="parameters", kind="weights", nonnegative=()):
+    """What keeps ``data``'s arrays under ``prefix/`` from fitting ``expected`` exactly; a
+    name whose last part is in ``nonnegative`` may hold no negative value."""
     problems = []
     for name, array in expected.items():
         key = f"{prefix}/{name}"
@@ -144,13 +211,59 @@ def _differences(prefix, expected, data, what="parameters"):
             problems.append(f"{name!r} has shape {data[key].shape} in the file, {tuple(array.shape)} in the model")
         elif data[key].dtype != array.dtype:
             problems.append(f"{name!r} is {data[key].dtype} in the file, {array.dtype} in the model")
-        elif data[key].dtype.kind in "fc" and not numpy.isfinite(data[key]).all():
-            problems.append(f"{name!r} holds NaN or infinite values")
+        else:
+            problem = _value_problem(name, data[key], kind, name.rpartition("/")[2] in nonnegative)
+            if problem:
+                problems.append(problem)
     extra = sorted(k[len(prefix) + 1:] for k in data if k.startswith(prefix + "/")
                    and k[len(prefix) + 1:] not in expected)
     if extra:
         problems.append(f"the file has {what} the model lacks: {extra}")
     return problems
+
+
+def _weight_problems(model, data):
+    return (_differences("param", model.params(), data)
+            + _differences("buffer", model.buffers(), data, what="buffers", kind="buffers"))
+
+
+def _number_problem(name, value, nonnegative=False):
+    """Why a number of the record (the rate, a scalar state) is not a fit one, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name!r} is {value!r}, not a number"
+    if not math.isfinite(value):
+        return f"{name!r} is {value!r}, not finite"
+    if nonnegative and value < 0:
+        return f"{name!r} is {value!r}, but it is never negative"
+    return None
+
+
+def _state_problems(optimizer, info, data):
+    """What load would refuse in the optimizer's record ``info`` (besides its type and step
+    count) and its arrays ``optim/<parameter>/<state>`` in ``data``."""
+    problems = []
+    if info.get("lr") is not None:
+        problem = _number_problem("lr", info["lr"], nonnegative=True)
+        if problem:
+            problems.append(problem)
+    scalars = info.get("scalars") or {}
+    if not isinstance(scalars, dict):
+        return problems + [f"its scalar state is a {type(scalars).__name__}, not a record"]
+    for name in optimizer.scalar_state:
+        problem = (f"missing scalar state {name!r}" if name not in scalars
+                   else _number_problem(name, scalars[name], name in optimizer.nonnegative))
+        if problem:
+            problems.append(problem)
+    extra = sorted(set(scalars) - set(optimizer.scalar_state))
+    if extra:
+        problems.append(f"the file has scalar state {type(optimizer).__name__} lacks: {extra}")
+    saved = {k: v for k, v in data.items() if k.startswith("optim/")}
+    if info.get("t") == 0 and not saved:
+        return problems  # saved before its first step: no arrays yet
+    expected = {f"{name}/{slot}": p for name, p in optimizer.model.params().items()
+                for slot in optimizer.state_names}
+    return problems + _differences("optim", expected, saved, what="optimizer state", kind="state",
+                                   nonnegative=optimizer.nonnegative)
 
 
 def _optimizer_state(path, meta, data, model, optimizer):
@@ -165,43 +278,64 @@ def _optimizer_state(path, meta, data, model, optimizer):
     kind, t = info.get("type"), info.get("t")
     if kind != type(optimizer).__name__:
         raise CheckpointError(f"{path} holds {kind} state, not {type(optimizer).__name__}.")
-    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= MAX_STEPS:
         raise CheckpointError(f"{path}: the optimizer's step count 't' is {t!r}; expected a whole "
-                              f"number >= 0. The file is damaged.")
-    params = model.params()
-    expected = {f"{name}/{slot}": p for name, p in params.items() for slot in optimizer.state_names}
-    saved = {k: v for k, v in data.items() if k.startswith("optim/")}
-    if t == 0 and not saved:
-        return {"t": 0, "state": {}}  # saved before its first step: nothing to restore
-    problems = _differences("optim", expected, saved, what="optimizer state")
+                              f"number from 0 to 2**53. The file is damaged.")
+    problems = _state_problems(optimizer, info, data)
     if problems:
         raise CheckpointError(f"{path}: the {kind} state does not fit {model.describe()}: "
                               + "; ".join(problems) + ". Load with optimizer=None to skip it.")
     state = {}
-    for key, value in saved.items():
-        name, _, slot = key[len("optim/"):].rpartition("/")
-        state.setdefault(name, {})[slot] = value
-    return {"t": t, "state": state}
+    for key, value in data.items():
+        if key.startswith("optim/"):
+            name, _, slot = key[len("optim/"):].rpartition("/")
+            state.setdefault(name, {})[slot] = value
+    scalars = info.get("scalars")
+    return {"t": t, "lr": info.get("lr"), "state": state,
+            "scalars": None if scalars is None else {k: float(v) for k, v in scalars.items()}}
 
 
-def load(model, path, optimizer=None):
-    """Read ``path`` into ``model`` (and ``optimizer``), on whatever device the model is.
+def _schedule_state(path, meta, schedule):
+    """The schedule's saved state, checked against ``schedule``."""
+    info, name = meta.get("schedule"), type(schedule).__name__
+    if info is None:
+        raise CheckpointError(f"{path} holds no schedule state; save it with xn.save(model, path, "
+                              f"optimizer=opt, schedule=schedule), or load without schedule=.")
+    kind = info.get("type") if isinstance(info, dict) else type(info).__name__
+    if kind != name:
+        raise CheckpointError(f"{path} holds {kind} schedule state, not {name}.")
+    try:
+        return schedule.checked_state({k: v for k, v in info.items() if k != "type"})
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the {name} state does not fit ({exc}); the file is damaged.") from None
+
+
+def load(model, path, optimizer=None, schedule=None):
+    """Read ``path`` into ``model`` (and ``optimizer``, and ``schedule``), on whatever
+    device the model is.
 
     Everything is checked before anything is written: every weight and buffer (name,
-    shape, dtype, finite values), and with an ``optimizer`` its type, step and every state
-    array. A file that does not fit raises ``CheckpointError`` naming each difference and
-    leaves the model and optimizer as they were. ``optimizer=None`` skips the optimizer.
+    shape, dtype; weights finite, buffers not NaN), with an ``optimizer`` its type, step
+    count (0 to 2**53), rate, scalar state and every state array (finite; sums of squares
+    not negative), and with a ``schedule`` its type and state. A file that does not fit
+    raises ``CheckpointError`` naming each difference and leaves the model, optimizer and
+    schedule as they were. The optimizer gets its saved learning rate back (its
+    hyperparameters, such as Adam's betas, stay the constructor's) and the schedule its
+    epoch and base rate, so training goes on as if it had not stopped; the state moves to
+    the model's device on the next step. ``optimizer=None`` skips the optimizer (and
+    ``schedule=`` needs it).
     """
-    if optimizer is not None:
-        optimizer.check_model(model, "load")
+    _check_companions(model, optimizer, schedule, "load")
     data, meta = _read(path)
     weights = {k: v for k, v in data.items() if k.startswith(("param/", "buffer/"))}
-    problems = (_differences("param", model.params(), weights)
-                + _differences("buffer", model.buffers(), weights, what="buffers"))
+    problems = _weight_problems(model, weights)
     if problems:
         raise CheckpointError(f"{path} does not fit {model.describe()}: " + "; ".join(problems) + ".")
     saved_state = None if optimizer is None else _optimizer_state(path, meta, data, model, optimizer)
+    saved_schedule = None if schedule is None else _schedule_state(path, meta, schedule)
     model.set_params({k.partition("/")[2]: v for k, v in weights.items()})
     if saved_state is not None:
         optimizer.load_state_dict(saved_state)
+    if saved_schedule is not None:
+        schedule.load_state_dict(saved_schedule)
     return model
