@@ -19,6 +19,9 @@ NaN without any code of the optimizer's own (docs/contributing.md):
 ``nonnegative`` names the state that can never be negative (sums of squares): a checkpoint
 holding a negative value there is refused.
 
+AdaGrad, RMSProp, Adam and AdamW take ``eps >= 0``, as PyTorch does; with ``eps=0`` a
+parameter whose gradient has been exactly 0 at every step gets 0 / 0 = NaN, as in PyTorch.
+
 The first ``step`` lays the model's parameters, gradients and the optimizer's state out
 in one flat buffer per device and dtype (the parameters become views into it), so each
 update is one pass over the whole model. ``model.params()`` stays live throughout; an
