@@ -324,6 +324,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     epochs = _validate.integer("fit", "epochs", epochs)
     batch_size = _validate.integer("fit", "batch_size", batch_size)
     optimizer.check_model(model, "fit")
+    _check_schedule(schedule, optimizer)
     device = model.device if device is None else Device(device)
     ranks = _ranks(distributed)
     labels = _LabelCheck()
@@ -450,6 +451,22 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
                 bar.set_postfix(post)
                 bar.close()
     return history
+
+
+def _check_schedule(schedule, optimizer):
+    """Refuse a schedule that would set another optimizer's rate (and leave this one's as is)."""
+    if schedule is None:
+        return
+    if not callable(getattr(schedule, "step", None)):
+        raise TypeError(f"fit: schedule= must be a schedule from xn.optim.schedules (something with a step() "
+                        f"method fit calls after each epoch), got {type(schedule).__name__}.")
+    owner = getattr(schedule, "optimizer", optimizer)
+    if owner is not optimizer:
+        raise ValueError(
+            f"fit: the schedule {type(schedule).__name__} was built for another optimizer (a "
+            f"{type(owner).__name__} with lr={owner.lr}), not for the {type(optimizer).__name__} that fit "
+            f"trains with (lr={optimizer.lr}); it would change the other optimizer's rate and leave this "
+            f"one's as it is. Build it for this one: {type(schedule).__name__}(optimizer, ...).")
 
 
 class _Snapshot:
