@@ -32,6 +32,73 @@ def _assert_same_params(a, b):
         numpy.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
+# 11: a NaN gradient with a finite loss -------------------------------------------------------
+
+def _sqrt_of_square(w=1.0):
+    """|z| written as sqrt(z * z): finite at z = 0, but its gradient there is 0/0 = NaN."""
+    model = xn.nn.Sequential(xn.nn.Affine(1, 1), xn.nn.Lambda(lambda z: xn.functional.sqrt(z * z)))
+    model.set_params({"0.W": numpy.full((1, 1), w, numpy.float32), "0.b": numpy.zeros(1, numpy.float32)})
+    return model
+
+
+def test_a_nan_gradient_with_a_finite_loss_is_not_kept_as_the_last_good_state(device):
+    # Step 1 (x = 1, y = 1, t = 2; d/dz of (y - t)^2 is -2) moves W from 1 to 2 and b from 0 to 1 at
+    # lr = 0.5, so step 2 (x = -0.5) meets z = 0 exactly: a finite loss and a NaN gradient. Every
+    # later loss is NaN.
+    x, t = numpy.array([[1.0], [-0.5]], numpy.float32), numpy.array([[2.0], [1.0]], numpy.float32)
+    loss = xn.nn.MeanSquaredError()
+    reference = _sqrt_of_square()  # the one good step, alone
+    xn.fit(reference, loss, xn.optim.SGD(reference, lr=0.5), (x[:1], t[:1]), batch_size=1, shuffle=False)
+    model = _sqrt_of_square()
+    with numpy.errstate(invalid="ignore", divide="ignore"):
+        with pytest.raises(xn.TrainingError) as caught:
+            xn.fit(model, loss, xn.optim.SGD(model, lr=0.5), (x, t), epochs=2, batch_size=1, shuffle=False)
+    message = str(caught.value)
+    assert "after step 2 of epoch 1" in message and "the gradient of '0.W'" in message
+    assert "restored to where they were after step 1 of epoch 1" in message
+    restored = _host_params(model)
+    assert all(numpy.isfinite(v).all() for v in restored.values())
+    _assert_same_params(restored, _host_params(reference))
+
+
+# 12: the last update overflows --------------------------------------------------------------
+
+def test_an_update_that_overflows_on_the_last_step_stops_fit_and_restores(device):
+    xn.seed(0)
+    model = xn.nn.Affine(1, 1)
+    before = _host_params(model)
+    x, t = numpy.full((4, 1), 1e3, numpy.float32), numpy.zeros((4, 1), numpy.float32)
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        with pytest.raises(xn.TrainingError) as caught:
+            xn.fit(model, xn.nn.MeanSquaredError(), xn.optim.SGD(model, lr=1e36), (x, t), batch_size=4)
+    message = str(caught.value)
+    assert "parameter 'W'" in message and "after step 1 of epoch 1" in message
+    assert "restored to where they were before the first step" in message
+    _assert_same_params(_host_params(model), before)
+
+
+def test_a_buffer_that_holds_minus_inf_on_purpose_does_not_stop_training(device):
+    class Masked(xn.nn.Layer):
+        """Adds a constant mask (-inf marks a class that is never predicted)."""
+
+        def __init__(self):
+            super().__init__()
+            self.add_buffer("mask", numpy.array([0.0, 0.0, -numpy.inf], numpy.float32))
+
+        def forward(self, x):
+            return x + self.buffer("mask")
+
+        def backward(self, dout):
+            return dout
+
+    xn.seed(0)
+    model = xn.nn.Sequential(xn.nn.Affine(2, 3), Masked())
+    x = numpy.random.default_rng(0).standard_normal((20, 2)).astype(numpy.float32)
+    history = xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x, (x[:, 0] > 0) * 1),
+                     epochs=2, batch_size=5)
+    assert numpy.isfinite(history.step_loss).all() and len(history.step_loss) == 8
+
+
 # 17: a schedule built for another optimizer ----------------------------------------------
 
 def test_a_schedule_built_for_another_optimizer_is_refused():

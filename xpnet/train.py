@@ -5,7 +5,9 @@ array); each step gathers its batch on the device into a reused buffer. A larger
 any iterable of host batches, an ``xn.data.Loader``, a generator) streams: each batch is
 copied into the step's buffers just before the step. Per-step losses stay on
 the device and are read back in chunks a few times per epoch, to update the progress
-bar and stop on a NaN or infinite loss, so the training step itself copies nothing.
+bar and stop on a NaN or infinite loss; the same read brings a count, made on the device,
+of parameters, gradients and optimizer states that are not finite, so the training
+step itself copies nothing.
 
 On CUDA, the step (forward, loss, backward, update, accuracy count) is recorded as a
 CUDA graph the first time each batch size comes up (``backend.record``), and replayed
@@ -298,13 +300,19 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
 
     ``device`` defaults to the model's; if given and different, the model is moved there
     (its optimizer state follows on the next step). ``progress`` shows a bar (default:
-    when stderr is a terminal). Raises ``TrainingError`` naming the epoch and step where
-    the loss stopped being finite. When ``batch_size`` does not divide the data, the last
+    when stderr is a terminal). When ``batch_size`` does not divide the data, the last
     batch of each epoch is the short remainder; ``drop_last=True`` leaves it out (useful
     with BatchNorm, which cannot train on a batch of one). ``schedule`` (from
-    ``xn.optim.schedules``) sets the learning rate after every epoch. ``transform(xb, tb)
-    -> (xb, tb)`` runs on the device on every training batch, inside the step (so it is
-    recorded with it: device operations only); a host-side one goes in an ``xn.data.Loader``.
+    ``xn.optim.schedules``, built for ``optimizer``) sets the learning rate after every
+    epoch. ``transform(xb, tb) -> (xb, tb)`` runs on the device on every training batch,
+    inside the step (so it is recorded with it: device operations only); a host-side one
+    goes in an ``xn.data.Loader``.
+
+    Raises ``TrainingError`` naming the epoch and step where the loss stopped being finite,
+    or the steps after which a parameter, gradient or optimizer state did (checked with the
+    losses, a few times an epoch and after the last step); the model and optimizer are then
+    put back as they were at the last check that found everything finite, and the message
+    says which check that was.
 
     ``graph``: on CUDA and sim, record the step and replay it (see the module's notes);
     ``graph=False`` runs every step kernel by kernel. A step with a loss function that
@@ -364,7 +372,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         if isinstance(source, _Batches) and validation is not None and not _streamed(validation):
             val = to_device(validation, device)  # a set that fits: copied once, like the training set
         chunk = max(1, len(source) // 10) if len(source) else 50
-        losses = xp.empty(chunk, dtype=numpy.float32)
+        losses = xp.empty(chunk + 1, dtype=numpy.float32)  # and one slot for the state's check
         correct = xp.zeros((), dtype=numpy.int64)
         replays = {}  # batch buffers -> the step as the device runs it (recorded where it records)
         if ranks is not None:
@@ -399,8 +407,14 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
             epoch_losses, pending, seen, steps = [], 0, 0, 0
 
             def flush():
-                values = dist.allreduce(to_host(losses[:pending]).copy()) if ranks else to_host(losses[:pending])
-                _check_finite(values, epoch, steps - pending, optimizer, last_good)
+                # the state after this chunk's last step is checked on the device; its count of
+                # non-finite arrays comes back with the losses, in the same read
+                losses[pending] = last_good.nonfinite(xp)
+                values = to_host(losses[:pending + 1])
+                if ranks:
+                    values = dist.allreduce(values.copy())
+                values, bad_state = values[:-1], values[-1]
+                _check_finite(values, bad_state, epoch, steps - pending, optimizer, last_good)
                 last_good.take(epoch, steps)
                 epoch_losses.extend(values.tolist())
                 if bar is not None:
@@ -471,8 +485,14 @@ def _check_schedule(schedule, optimizer):
 
 class _Snapshot:
     """A device-side copy of the model's parameters and buffers and the optimizer's state,
-    taken whenever fit has seen the losses so far are finite, so that a NaN leaves the
-    model as it was after the last good step rather than holding NaN weights."""
+    taken whenever fit has seen that the losses so far are finite and that the state after
+    the last step is too, so that a NaN leaves the model as it was after the last good
+    check rather than holding NaN weights.
+
+    What is checked: parameters, their gradients and the optimizer's floating-point state
+    must be finite; buffers must not be NaN (they may hold +-inf on purpose, a mask's
+    -inf). The check runs on the device and its count travels back with the losses at
+    each flush (``nonfinite``), so it costs no extra read and nothing inside the step."""
 
     def __init__(self, model, optimizer):
         self.model, self.optimizer = model, optimizer
@@ -485,6 +505,33 @@ class _Snapshot:
         arrays.update({f"optim/{k}": v for k, v in self.optimizer.per_step_arrays().items()})
         return arrays
 
+    def _watched(self, arrays, grads):
+        """(label, array, whether +-inf is allowed) for every floating-point array to check."""
+        watched = [(_label(name), a, name.startswith("buffer/")) for name, a in arrays.items()]
+        if grads:
+            watched += [(f"the gradient of {k!r}", g, False) for k, g in self.model.grads().items()]
+        return [w for w in watched if w[1] is not None and w[1].dtype.kind in "fc"]
+
+    def nonfinite(self, xp):
+        """A device scalar (float32): how many of the live parameters, gradients, buffers and
+        optimizer states hold NaN or inf (buffers: NaN). Computed on the device, read by the
+        caller together with the losses."""
+        count = xp.zeros((), dtype=numpy.float32)
+        for _, a, inf_ok in self._watched(self._live(), grads=True):
+            count += (xp.isnan(a) if inf_ok else xp.logical_not(xp.isfinite(a))).any()
+        return count
+
+    def nonfinite_names(self, copies=False) -> list:
+        """The labels of the arrays that hold NaN or inf, read on the host (a failure's path
+        only): the live ones, or (``copies``) the snapshot's."""
+        arrays = self.copies if copies else self._live()
+        bad = []
+        for label, a, inf_ok in self._watched(arrays, grads=not copies):
+            a = to_host(a)
+            if (numpy.isnan(a) if inf_ok else ~numpy.isfinite(a)).any():
+                bad.append(label)
+        return bad
+
     def take(self, epoch, step):
         for name, live in self._live().items():
             copy = self.copies.get(name)
@@ -496,22 +543,55 @@ class _Snapshot:
             self.where = f"after step {step} of epoch {epoch}"
 
     def restore(self) -> str:
+        """Put the snapshot back; returns where it was taken, truthfully: the state before
+        the first step was never checked, and is said to hold NaN or inf if it does."""
         for name, live in self._live().items():
             copy = self.copies.get(name)
             live[...] = 0 if copy is None else copy  # optimizer state born since: fresh
+        if self.where == "before the first step":
+            bad = self.nonfinite_names(copies=True)
+            if bad:
+                return (f"{self.where}, which already held NaN or inf in {_names(bad)}: training "
+                        f"started from a broken state; start from finite weights (re-create or reload "
+                        f"the model)")
         return self.where
 
 
-def _check_finite(chunk, epoch, first_step, optimizer, last_good):
+def _label(name):
+    kind, _, rest = name.partition("/")
+    return {"param": "parameter", "buffer": "buffer", "optim": "optimizer state"}[kind] + f" {rest!r}"
+
+
+def _names(labels, at_most=4):
+    shown = ", ".join(labels[:at_most])
+    return shown + (f" and {len(labels) - at_most} more" if len(labels) > at_most else "")
+
+
+def _check_finite(chunk, bad_state, epoch, first_step, optimizer, last_good):
+    """Raise TrainingError, after restoring the last good snapshot, if a loss of the chunk
+    (steps first_step+1 ...) is NaN or inf or the state after its last step is (bad_state:
+    the count of such arrays, from ``_Snapshot.nonfinite``)."""
     bad = numpy.flatnonzero(~numpy.isfinite(chunk))
+    if not bad.size and not bad_state:
+        return
+    last = first_step + len(chunk)
+    broken = last_good.nonfinite_names()  # before the restore: what the step left behind
     if bad.size:
         step = first_step + int(bad[0]) + 1
-        where = last_good.restore()
-        raise TrainingError(
-            f"the loss became {chunk[bad[0]]} at epoch {epoch}, step {step}. Training stopped, and the "
-            f"model and optimizer were restored to where they were {where} (the last check with "
-            f"finite losses). Try a smaller learning rate (lr={optimizer.lr}) or check the data "
-            f"for NaN/inf.")
+        what = f"the loss became {chunk[bad[0]]} at epoch {epoch}, step {step}"
+        if broken:
+            what += f" ({_names(broken)} held NaN or inf after step {last})"
+    else:
+        steps = f"step {last}" if len(chunk) == 1 else f"steps {first_step + 1} to {last}"
+        what = (f"{_names(broken) if broken else 'a parameter or gradient'} held NaN or inf after step "
+                f"{last} of epoch {epoch}, while the losses of {steps} were finite (an update overflowed, "
+                f"or an operation whose gradient is not finite where its value is: sqrt or log at 0, a "
+                f"division by 0)")
+    where = last_good.restore()
+    raise TrainingError(
+        f"{what}. Training stopped, and the model and optimizer were restored to where they were "
+        f"{where} (the last check with finite losses, parameters and gradients). Try a smaller "
+        f"learning rate (lr={optimizer.lr}) or check the data and the model for NaN/inf.")
 
 
 @contextlib.contextmanager
