@@ -99,6 +99,27 @@ def test_a_buffer_that_holds_minus_inf_on_purpose_does_not_stop_training(device)
     assert numpy.isfinite(history.step_loss).all() and len(history.step_loss) == 8
 
 
+# 16: xn.seed makes the shuffles reproducible ------------------------------------------------
+
+def _shuffled_run(data, seed):
+    xn.seed(seed)
+    model = xn.nn.Affine(3, 2)
+    xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.5), data, epochs=2, batch_size=10)
+    return _host_params(model)
+
+
+def test_xn_seed_makes_the_shuffles_of_fit_and_loader_reproducible(device):
+    rng = numpy.random.default_rng(0)
+    x, t = rng.standard_normal((60, 3)).astype(numpy.float32), rng.integers(0, 2, 60)
+    _assert_same_params(_shuffled_run((x, t), 0), _shuffled_run((x, t), 0))
+    loader = xn.data.Loader(x, t, batch_size=10, shuffle=True)  # made once, before the xn.seed calls
+    _assert_same_params(_shuffled_run(loader, 0), _shuffled_run(loader, 0))
+    xn.seed(5)
+    first = numpy.concatenate([tb for _, tb in loader])
+    xn.seed(5)
+    assert numpy.array_equal(first, numpy.concatenate([tb for _, tb in loader]))
+
+
 # 17: a schedule built for another optimizer ----------------------------------------------
 
 def test_a_schedule_built_for_another_optimizer_is_refused():

@@ -15,6 +15,7 @@ import threading
 import numpy
 
 from . import _validate
+from .nn.init import generator
 from .transfer import array_or_host
 
 
@@ -23,7 +24,9 @@ class Loader:
 
     ``x`` and ``t`` are host arrays of equal length, memory-maps included
     (``numpy.load(path, mmap_mode="r")``, ``xn.datasets.load_memmap``): a batch reads only
-    its rows. ``shuffle`` draws a new order every epoch (iteration) from ``seed``;
+    its rows. ``shuffle`` draws a new order every epoch (iteration) from ``seed``, or with
+    ``seed=None`` from xpnet's generator, the one ``xn.seed(n)`` reseeds (looked up at each
+    epoch, so ``xn.seed`` called after the Loader was made still counts);
     ``drop_last`` leaves out a short last batch; ``transform(xb, tb) -> (xb, tb)`` runs on
     each host batch (augmentation). Iterating again starts a new epoch.
     """
@@ -38,7 +41,7 @@ class Loader:
             raise ValueError(f"Loader: x has {len(self.x)} samples but t has {len(self.t)}.")
         self.batch_size = _validate.integer("Loader", "batch_size", batch_size)
         self.shuffle, self.drop_last, self.transform = shuffle, drop_last, transform
-        self._rng = numpy.random.default_rng(seed)
+        self._rng = None if seed is None else numpy.random.default_rng(seed)
 
     def __len__(self):
         n = len(self.x)
@@ -46,7 +49,8 @@ class Loader:
 
     def __iter__(self):
         n = len(self.x)
-        order = self._rng.permutation(n) if self.shuffle else None
+        rng = generator() if self._rng is None else self._rng
+        order = rng.permutation(n) if self.shuffle else None
         for step in range(len(self)):
             lo, hi = step * self.batch_size, min(n, (step + 1) * self.batch_size)
             if order is None:

@@ -33,6 +33,7 @@ from . import distributed as dist
 from .data import Loader, read_ahead
 from .device import Device, device_of, use_device
 from .errors import ShapeError, TrainingError
+from .nn.init import generator
 from .nn.losses import SoftmaxCrossEntropy
 from .transfer import array_or_host, to_device, to_host
 
@@ -134,7 +135,7 @@ class _Batches:
 
     def __init__(self, x, t, batch_size, shuffle, seed, drop_last):
         self.x, self.t, self.batch_size, self.shuffle = x, t, batch_size, shuffle
-        self.rng = numpy.random.default_rng(seed)
+        self.rng = generator(seed)  # seed=None: xpnet's generator, which xn.seed(n) reseeds
         n = len(x)
         self.steps = n // batch_size if drop_last else math.ceil(n / batch_size)
         self.buffers = {}
