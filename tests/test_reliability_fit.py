@@ -137,3 +137,38 @@ def test_a_schedule_built_for_another_optimizer_is_refused():
         xn.fit(model, xn.nn.SoftmaxCrossEntropy(), trained, data, epochs=2,
                schedule=xn.optim.schedules.StepDecay(trained, step_size=1, gamma=0.5))
         assert trained.lr == 0.025
+
+
+# 22: a pair of nested Python sequences -----------------------------------------------------
+
+def test_a_pair_of_nested_sequences_is_a_pair_in_fit_evaluate_and_predict(device):
+    nested = (((0.0, 0.0), (0.0, 1.0), (1.0, 0.0)), (0, 1, 1))
+    arrays = (numpy.array(nested[0], numpy.float32), numpy.array(nested[1]))
+    runs = []
+    for data in (nested, arrays):
+        xn.seed(0)
+        model = xn.nn.Affine(2, 2)
+        history = xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), data, epochs=2,
+                         batch_size=2, seed=0)
+        runs.append((history.step_loss, _host_params(model), xn.evaluate(model, data),
+                     xn.to_host(xn.predict(model, data[0]))))
+    (loss_n, params_n, eval_n, pred_n), (loss_a, params_a, eval_a, pred_a) = runs
+    assert loss_n == loss_a and eval_n == eval_a and len(loss_n) == 4
+    _assert_same_params(params_n, params_a)
+    numpy.testing.assert_array_equal(pred_n, pred_a)
+    assert xn.evaluate(model, [list(map(list, nested[0])), list(nested[1])]) == eval_a  # lists as well
+    assert xn.evaluate(model, (list(arrays[0]), nested[1])) == eval_a  # x as a list of three row arrays
+
+
+def test_two_batches_of_arrays_are_still_two_batches(device):
+    # x and t of one shape, so the list of two batches could pass for a pair: it holds arrays
+    x, t = xn.datasets.exp_regression(40, seed=0)
+    loss = xn.nn.MeanSquaredError()
+    runs = []
+    for data in ([(x[:20], t[:20]), (x[20:], t[20:])], (x, t)):
+        xn.seed(0)
+        model = xn.nn.Affine(1, 1)
+        history = xn.fit(model, loss, xn.optim.SGD(model, lr=0.01), data, batch_size=20, shuffle=False)
+        runs.append((history.step_loss, _host_params(model)))
+    assert runs[0][0] == runs[1][0] and len(runs[0][0]) == 2
+    _assert_same_params(runs[0][1], runs[1][1])

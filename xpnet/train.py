@@ -121,10 +121,46 @@ class _LabelCheck:
 
 def _streamed(data) -> bool:
     """Whether ``data`` is a source of batches (a Loader, a generator, a list of ``(xb, tb)``
-    tuples) rather than a pair (x, t) of arrays (or of nested lists of numbers)."""
+    batches) rather than a pair (x, t) of arrays or of nested lists or tuples of numbers.
+
+    A list or tuple of two items is a pair when both are array-likes of one length, as
+    ``(((0., 0.), (0., 1.)), (0, 1))`` (x of shape (2, 2), t of shape (2,)), unless its first
+    item is ``(xb, tb)`` holding arrays; it is two batches when each item could be a batch
+    (two array-likes of at least one dimension). Longer ones are batches when their first
+    item could be one. Anything else is read as a pair, so ``_check_data`` says what is
+    wrong with it. (Two batches of nested lists whose x and t have the same shape read as a
+    pair, and so does an x of two row arrays: give batches as arrays.)"""
     if isinstance(data, (tuple, list)):
-        return len(data) > 0 and type(data[0]) is tuple
+        if len(data) == 0 or not isinstance(data[0], (tuple, list)):
+            return False
+        if len(data) == 2:
+            if len(data[0]) == 2 and any(hasattr(v, "shape") for v in data[0]):
+                return True  # (xb, tb) of arrays: a batch
+            x, t = (_numeric_shape(v) for v in data)
+            if x and t and x[0] == t[0]:
+                return False
+            return _batch_like(data[0]) and _batch_like(data[1])
+        return _batch_like(data[0])
     return hasattr(data, "__iter__") and not hasattr(data, "shape")
+
+
+def _numeric_shape(obj):
+    """The shape of an array, or of what ``numpy.asarray`` makes of ``obj`` if that holds
+    numbers; None for anything else (ragged lists, strings)."""
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+        return obj.shape
+    try:
+        array = numpy.asarray(obj)
+    except (TypeError, ValueError):
+        return None
+    return array.shape if array.dtype.kind in "biuf" else None
+
+
+def _batch_like(item) -> bool:
+    """Whether ``item`` could be one batch ``(xb, tb)``: two array-likes of at least one dimension."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        return False
+    return all(_numeric_shape(v) for v in item)
 
 
 class _Batches:
@@ -200,13 +236,7 @@ class _Stream:
 
     def _checked(self, epoch, source):
         for k, batch in enumerate(source):
-            try:
-                xb, tb = batch
-            except (TypeError, ValueError):
-                raise TypeError(f"fit data: batch {k} is {type(batch).__name__}, not a pair (x, t).") from None
-            xb, tb = array_or_host(xb, f"fit data, batch {k}: x"), array_or_host(tb, f"fit data, batch {k}: t")
-            if len(xb) != len(tb) or len(xb) == 0:
-                raise ShapeError(f"fit data, batch {k}: x has {len(xb)} samples and t has {len(tb)}.")
+            xb, tb = _batch(batch, f"fit data, batch {k}")
             self.labels.add(tb, f"fit data, epoch {epoch}, batch {k}")
             total = len(xb)
             if self.ranks is not None:  # this rank's contiguous part of the global batch
@@ -250,6 +280,23 @@ class _Stream:
             yield (pair[0], pair[1]) if self.ranks is None else (pair[0], pair[1], share, total)
             pair[2] = backend.step_event()  # the step that read this pair is queued: copies after it
             turn += 1
+
+
+def _batch(batch, where):
+    """``batch`` of a source of batches as (xb, tb) arrays of one length (host or device),
+    or an error naming it."""
+    try:
+        xb, tb = batch
+    except (TypeError, ValueError):
+        raise TypeError(f"{where} is {type(batch).__name__}, not a pair (xb, tb). Data is a pair (x, t) of "
+                        f"arrays or an iterable of such batches.") from None
+    xb, tb = array_or_host(xb, f"{where}: x"), array_or_host(tb, f"{where}: t")
+    if xb.ndim == 0 or tb.ndim == 0:
+        raise ShapeError(f"{where}: x has shape {xb.shape} and t has shape {tb.shape}; a batch has one sample "
+                         f"per row. Data is a pair (x, t) of arrays or an iterable of batches (xb, tb).")
+    if len(xb) != len(tb) or len(xb) == 0:
+        raise ShapeError(f"{where}: x has {len(xb)} samples and t has {len(tb)}.")
+    return xb, tb
 
 
 def _rank_part(total, ranks):
@@ -642,7 +689,8 @@ def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None, dis
     batch_size = _validate.integer("evaluate", "batch_size", batch_size)
     ranks = _ranks(distributed)
     labels = _LabelCheck()
-    if _streamed(data):
+    streamed = _streamed(data)
+    if streamed:
         batches = data
     else:
         x, t = _check_data(data, "evaluate data")
@@ -663,11 +711,13 @@ def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None, dis
         total = xp.zeros((), dtype=numpy.float64)
         correct = xp.zeros((), dtype=numpy.int64)
         seen = 0
-        for k, (xb, tb) in enumerate(batches):
-            if _streamed(data):
+        for k, batch in enumerate(batches):
+            if streamed:
                 where = f"evaluate data, batch {k}"
-                xb, tb = array_or_host(xb, f"{where}: x"), array_or_host(tb, f"{where}: t")
+                xb, tb = _batch(batch, where)
                 labels.add(tb, where)
+            else:
+                xb, tb = batch
             xb, tb = to_device((xb, tb), device)
             y = model.forward(xb)
             if classify:
