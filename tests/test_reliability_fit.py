@@ -139,6 +139,25 @@ def test_a_schedule_built_for_another_optimizer_is_refused():
         assert trained.lr == 0.025
 
 
+# 21: a one-shot iterable as validation ------------------------------------------------------
+
+def test_a_generator_as_validation_is_refused_at_the_start_for_several_epochs(device):
+    xn.seed(0)
+    model = xn.nn.Affine(3, 2)
+    before = _host_params(model)
+    x, t = numpy.random.default_rng(0).standard_normal((40, 3)).astype(numpy.float32), numpy.arange(40) % 2
+    batches = [(x[lo:lo + 10], t[lo:lo + 10]) for lo in range(0, 40, 10)]
+    opt, loss = xn.optim.SGD(model, lr=0.1), xn.nn.SoftmaxCrossEntropy()
+    with pytest.raises(TypeError, match=r"validation= is a generator.*3 epochs.*list of batches"):
+        xn.fit(model, loss, opt, (x, t), epochs=3, validation=(b for b in batches))
+    _assert_same_params(_host_params(model), before)
+    # one epoch reads it once, as a list would be read
+    once = xn.fit(model, loss, opt, (x, t), validation=(b for b in batches))
+    assert once.val_loss == [xn.evaluate(model, batches, loss_fn=loss)["loss"]]
+    several = xn.fit(model, loss, opt, (x, t), epochs=3, validation=batches)
+    assert len(several.val_loss) == 3
+
+
 # 22: a pair of nested Python sequences -----------------------------------------------------
 
 def test_a_pair_of_nested_sequences_is_a_pair_in_fit_evaluate_and_predict(device):

@@ -19,6 +19,7 @@ recorded step trains exactly as the step-by-step one.
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
 import functools
@@ -344,7 +345,11 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     A pair is copied to the device once, unless it takes more than half of the device's
     free memory (``stream=None``, the default; ``stream=0.3`` sets another share) or
     ``stream=True``: then it is read in host batches, each copied to the device a step ahead. ``batch_size``,
-    ``shuffle``, ``seed`` and ``drop_last`` apply to a pair; an iterable brings its own.
+    ``shuffle``, ``seed`` and ``drop_last`` apply to a pair; an iterable brings its own. A pair
+    may be nested Python lists or tuples of numbers: ``(((0., 0.), (0., 1.)), (0, 1))`` is two
+    samples. ``seed=None`` draws the shuffle from xpnet's generator, so ``xn.seed(n)`` makes
+    the run reproducible. ``validation`` (a pair, or batches as ``data``) is evaluated after
+    every epoch: a generator, which can be read only once, is refused when ``epochs > 1``.
 
     ``device`` defaults to the model's; if given and different, the model is moved there
     (its optimizer state follows on the next step). ``progress`` shows a bar (default:
@@ -402,7 +407,12 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
             raise ShapeError(f"fit: drop_last=True with batch_size={batch_size} leaves no batch of the "
                              f"{len(x)} samples; use a batch_size of at most {len(x)}.")
     source.ranks = ranks
-    if validation is not None and not _streamed(validation):
+    val_streamed = validation is not None and _streamed(validation)
+    if val_streamed and epochs > 1 and isinstance(validation, collections.abc.Iterator):
+        raise TypeError(f"fit: validation= is a {type(validation).__name__}, which can be read only once, "
+                        f"but fit evaluates it after each of its {epochs} epochs (the second would find it "
+                        f"empty). Pass a list of batches, an xn.data.Loader, or a pair (x, t).")
+    if validation is not None and not val_streamed:
         validation = _check_data(validation, "validation")
         _LabelCheck().add(validation[1], "validation")
     if model.device != device:
@@ -417,7 +427,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         if isinstance(source, _Batches):
             source.to(device)  # the one copy of the set
         val = validation  # batches of a stream: evaluate copies each as it goes
-        if isinstance(source, _Batches) and validation is not None and not _streamed(validation):
+        if isinstance(source, _Batches) and validation is not None and not val_streamed:
             val = to_device(validation, device)  # a set that fits: copied once, like the training set
         chunk = max(1, len(source) // 10) if len(source) else 50
         losses = xp.empty(chunk + 1, dtype=numpy.float32)  # and one slot for the state's check
