@@ -191,3 +191,52 @@ def test_two_batches_of_arrays_are_still_two_batches(device):
         runs.append((history.step_loss, _host_params(model)))
     assert runs[0][0] == runs[1][0] and len(runs[0][0]) == 2
     _assert_same_params(runs[0][1], runs[1][1])
+
+
+# 14: ranks given different data -------------------------------------------------------------
+
+def _mpi_job(*args, timeout=120):
+    env = {k: v for k, v in os.environ.items() if k != "XPNET_DEVICE"}
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])  # this xpnet
+    return subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(Path(__file__).resolve()), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec: pip install 'xpnet[mpi]' (mpi4py and MPICH)")
+@pytest.mark.parametrize("call, batch_size, steps", [("fit", 40, (3, 3)), ("fit", 50, (3, 2)),
+                                                     ("evaluate", 40, None)])
+def test_ranks_given_different_data_are_refused_naming_both_sizes(call, batch_size, steps):
+    result = _mpi_job(call, "--batch-size", str(batch_size), "--samples", "120", "100")
+    assert result.returncode != 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "trained" not in result.stdout and "Message truncated" not in result.stderr
+    if steps:
+        sizes = (f"rank 0 has 120 samples, {steps[0]} steps", f"rank 1 has 100 samples, {steps[1]} steps")
+    else:
+        sizes = ("rank 0 has 120 samples", "rank 1 has 100 samples")
+    assert f"{call}: the 2 ranks were given different data" in result.stderr, result.stderr[-3000:]
+    assert all(size in result.stderr for size in sizes), result.stderr[-3000:]
+
+
+def _job(call, batch_size, samples):
+    """One rank's part: its own number of samples (the mistake under test)."""
+    n = samples[xn.distributed.rank()]
+    rng = numpy.random.default_rng(0)
+    x, t = rng.standard_normal((n, 4)), rng.integers(0, 2, n)
+    with xn.use_device("cpu"):
+        xn.seed(0)
+        model = xn.nn.Affine(4, 2, dtype="float64")
+        if call == "fit":
+            xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x, t), batch_size=batch_size)
+        else:
+            xn.evaluate(model, (x, t), batch_size=batch_size)
+    print("trained" if call == "fit" else "evaluated", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("call", choices=["fit", "evaluate"])
+    parser.add_argument("--batch-size", type=int, default=40)
+    parser.add_argument("--samples", type=int, nargs=2, default=[120, 100])
+    args = parser.parse_args()
+    _job(args.call, args.batch_size, args.samples)

@@ -319,6 +319,44 @@ def _ranks(distributed):
     return dist.rank(), dist.size()
 
 
+def _sizes(source):
+    """(samples, steps) of an epoch of ``source`` as far as they are known without reading
+    it (-1: unknown, as for a generator)."""
+    if isinstance(source, _Batches):
+        return len(source.x), len(source)
+    data = source.source
+    if isinstance(data, Loader):
+        return len(data.x), len(data)
+    if isinstance(data, (list, tuple)):
+        try:
+            return sum(len(xb) for xb, _ in data), len(data)
+        except (TypeError, ValueError):  # a malformed batch: the first step names it
+            return -1, len(data)
+    return -1, (len(data) if hasattr(data, "__len__") else -1)
+
+
+def _same_on_every_rank(where, ranks, sizes: dict) -> None:
+    """Raise ShapeError, naming every rank's sizes, unless all ranks have the same ``sizes``
+    (name -> int, -1 unknown). One small allreduce on the host, before the first step: ranks
+    with different data would otherwise train on mismatched parts of each batch, or wait in
+    different collectives (MPICH: "Message truncated")."""
+    rank, size = ranks
+    table = numpy.zeros((size, len(sizes)), dtype=numpy.int64)
+    table[rank] = list(sizes.values())
+    dist.allreduce(table)
+    if (table == table[0]).all():
+        return
+
+    def described(r):
+        return ", ".join(f"{'an unknown number of' if v < 0 else v} {name}" for name, v in zip(sizes, table[r]))
+    shown = range(size) if size <= 8 else sorted({0, rank, int(numpy.flatnonzero((table != table[0]).any(1))[0])})
+    raise ShapeError(f"{where}: the {size} ranks were given different data: "
+                     + "; ".join(f"rank {r} has {described(r)}" for r in shown)
+                     + ". Every rank runs the same call on the same data (each takes its part of every "
+                       "global batch): give every rank the same arrays, or Loaders and lists of batches "
+                       "of the same sizes.")
+
+
 def _copy_into(buf, array):
     """A device batch (already on this device) copied into the step's buffer."""
     buf[...] = to_device(array, device_of(buf))
@@ -380,7 +418,9 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     and only rank 0 shows progress. BatchNorm normalises each rank's part by itself, and
     each rank's Dropout draws from a counter range of its own (so an exact single-process
     match needs a model without them). Distributed steps are not recorded (the allreduce
-    runs on the host).
+    runs on the host). Before the first step the ranks compare their numbers of samples and
+    steps (and validation samples), and all raise ``ShapeError`` naming each rank's if they
+    differ (a generator's are unknown, so two generators are not compared).
     """
     epochs = _validate.integer("fit", "epochs", epochs)
     batch_size = _validate.integer("fit", "batch_size", batch_size)
@@ -415,6 +455,12 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     if validation is not None and not val_streamed:
         validation = _check_data(validation, "validation")
         _LabelCheck().add(validation[1], "validation")
+    if ranks is not None:
+        samples, steps = _sizes(source)
+        sizes = {"samples": samples, "steps": steps}
+        if validation is not None and not val_streamed:
+            sizes["validation samples"] = len(validation[0])
+        _same_on_every_rank("fit", ranks, sizes)
     if model.device != device:
         model.to(device)
     show = (sys.stderr.isatty() if progress is None else bool(progress)) and (ranks is None or ranks[0] == 0)
@@ -706,6 +752,7 @@ def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None, dis
         x, t = _check_data(data, "evaluate data")
         labels.add(t, "evaluate data")
         if ranks is not None:
+            _same_on_every_rank("evaluate", ranks, {"samples": len(x)})
             rank, size = ranks
             part = slice(len(x) * rank // size, len(x) * (rank + 1) // size)
             x, t = x[part], t[part]
