@@ -193,6 +193,28 @@ def test_two_batches_of_arrays_are_still_two_batches(device):
     _assert_same_params(runs[0][1], runs[1][1])
 
 
+# 1: the caller's arrays stay as they were ---------------------------------------------------
+
+@pytest.mark.parametrize("name", ["cpu", "sim"])
+def test_evaluate_fit_validation_and_predict_leave_the_callers_arrays_as_they_were(name):
+    rng = numpy.random.default_rng(0)
+    host_x = rng.standard_normal((12, 1, 2, 2)).astype(numpy.float32)  # negatives, for the ReLU
+    host_t = rng.integers(0, 2, 12)
+    expected_x, expected_t = host_x.copy(), host_t.copy()
+    with xn.use_device(name):
+        xn.seed(0)
+        model = xn.nn.Sequential(xn.nn.Flatten(), xn.nn.ReLU(), xn.nn.Affine(4, 2))
+        x, t = xn.to_device((host_x, host_t))  # the caller's arrays on the device (on cpu: these very arrays)
+        xn.evaluate(model, (x, t))
+        xn.predict(model, x, batch_size=5)
+        train = xn.to_device((host_x[:8].copy(), host_t[:8].copy()))
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), train, epochs=2, batch_size=4,
+               validation=(x, t))
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x, t), batch_size=4)
+        numpy.testing.assert_array_equal(xn.to_host(x), expected_x)
+        numpy.testing.assert_array_equal(xn.to_host(t), expected_t)
+
+
 # 14: ranks given different data -------------------------------------------------------------
 
 def _mpi_job(*args, timeout=120):
