@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy
 
 from .errors import CheckpointError
-from .transfer import to_host
+from .device import device_of
+from .transfer import to_device, to_host
 
 FORMAT = "xpnet-checkpoint"
 VERSION = 1
@@ -94,6 +95,7 @@ def _contents(model, optimizer, schedule, version):
     buffers = to_host(model.buffers())
     arrays = {f"param/{k}": v for k, v in params.items()}
     arrays.update({f"buffer/{k}": v for k, v in buffers.items()})
+    arrays.update({f"random/{k}": v for k, v in to_host(model.random_state()).items()})
     meta = {"format": FORMAT, "version": VERSION, "xpnet": version,
             "device": str(model.device), "model": model.describe(),
             "params": _spec(params), "buffers": _spec(buffers), "optimizer": None}
@@ -188,14 +190,14 @@ def _value_problem(name, array, kind, nonnegative=False):
     ``kind`` is "weights" (finite), "buffers" (+-inf allowed, never NaN) or "state" (finite)."""
     if array.dtype.kind not in "fc":
         return None
-    if kind == "buffers":
-        return f"{name!r} holds NaN (buffers may hold +-inf, never NaN)" if numpy.isnan(array).any() else None
-    if not numpy.isfinite(array).all():
+    if kind == "buffers" and numpy.isnan(array).any():
+        return f"{name!r} holds NaN (buffers may hold +-inf, never NaN)"
+    if kind != "buffers" and not numpy.isfinite(array).all():
         what = "weights" if kind == "weights" else "optimizer state"
         return f"{name!r} holds NaN or infinite values ({what} must be finite)"
     if nonnegative and (array < 0).any():
-        return (f"{name!r} holds negative values (smallest {float(array.min())!r}); it is a sum of squares, "
-                f"never negative")
+        return (f"{name!r} holds negative values (smallest {float(array.min())!r}); it is a variance or "
+                f"a sum of squares, never negative")
     return None
 
 
@@ -224,7 +226,8 @@ def _differences(prefix, expected, data, what="parameters", kind="weights", nonn
 
 def _weight_problems(model, data):
     return (_differences("param", model.params(), data)
-            + _differences("buffer", model.buffers(), data, what="buffers", kind="buffers"))
+            + _differences("buffer", model.buffers(), data, what="buffers", kind="buffers",
+                           nonnegative=model._nonnegative_buffers()))
 
 
 def _number_problem(name, value, nonnegative=False):
@@ -310,6 +313,28 @@ def _schedule_state(path, meta, schedule):
         raise CheckpointError(f"{path}: the {name} state does not fit ({exc}); the file is damaged.") from None
 
 
+def _random_state(path, model, data):
+    """(live array, saved value) pairs of what decides the model's random draws (Dropout's
+    counters), so a resumed run draws what an uninterrupted one would. A file written
+    before they were saved has none, and the model keeps its own."""
+    live = model.random_state()
+    pairs, problems = [], []
+    for key, value in data.items():
+        if not key.startswith("random/"):
+            continue
+        name = key[len("random/"):]
+        if name not in live:
+            problems.append(f"the file has random state {name!r} the model lacks")
+        elif value.shape != tuple(live[name].shape) or value.dtype != live[name].dtype:
+            problems.append(f"random state {name!r} is {value.dtype} {value.shape} in the file, "
+                            f"{live[name].dtype} {tuple(live[name].shape)} in the model")
+        else:
+            pairs.append((live[name], value))
+    if problems:
+        raise CheckpointError(f"{path} does not fit {model.describe()}: " + "; ".join(problems) + ".")
+    return pairs
+
+
 def load(model, path, optimizer=None, schedule=None):
     """Read ``path`` into ``model`` (and ``optimizer``, and ``schedule``), on whatever
     device the model is.
@@ -331,9 +356,13 @@ def load(model, path, optimizer=None, schedule=None):
     problems = _weight_problems(model, weights)
     if problems:
         raise CheckpointError(f"{path} does not fit {model.describe()}: " + "; ".join(problems) + ".")
+    randoms = _random_state(path, model, data)
     saved_state = None if optimizer is None else _optimizer_state(path, meta, data, model, optimizer)
     saved_schedule = None if schedule is None else _schedule_state(path, meta, schedule)
     model.set_params({k.partition("/")[2]: v for k, v in weights.items()})
+    for live, value in randoms:
+        with device_of(live).backend.activate():
+            live[...] = to_device(value, device_of(live))
     if saved_state is not None:
         optimizer.load_state_dict(saved_state)
     if saved_schedule is not None:

@@ -136,7 +136,12 @@ def _analytic(layer, dout, seed, device):
     for _ in range(2):
         for g in layer.grads().values():
             g[...] = to_device(garbage.uniform(-1e3, 1e3, g.shape).astype(g.dtype), device)
-        dx = layer.backward(dout.copy())  # a backward may work in place on what it is given
+        try:
+            dx = layer.backward(dout.copy())  # a backward may work in place on what it is given
+        except RuntimeError as exc:  # a Sequential naming its layer whose backward returned None
+            if "backward returned None" not in str(exc):
+                raise
+            raise GradientCheckError(f"{layer.describe()}: {exc}") from None
         runs.append(({n: to_host(g).astype(numpy.float64, copy=True) for n, g in layer.grads().items()}, dx))
     (first, _), (second, dx) = runs
     changed = {n for n in second if not numpy.array_equal(first[n], second[n], equal_nan=True)}

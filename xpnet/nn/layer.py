@@ -284,6 +284,13 @@ class Layer:
         """The live buffer array ``name``."""
         return self._buffers[name]
 
+    nonnegative_buffers: tuple = ()  # buffers that never hold a negative value (a variance)
+
+    def _nonnegative_buffers(self) -> set:
+        """Names, as ``buffers()`` gives them, of buffers ``save`` and ``load`` refuse to
+        hold negative values."""
+        return {n for n in self._buffers if n in self.nonnegative_buffers}
+
     # -- state ------------------------------------------------------------------------
     def params(self) -> dict:
         """Parameter name -> live array (writes to it change the layer)."""
@@ -503,6 +510,9 @@ class Sequential(Layer):
                         f"with respect to its input. End its backward with 'return dx'.")
                 break
         return dout
+
+    def _nonnegative_buffers(self):
+        return {f"{i}.{n}" for i, layer in enumerate(self.layers) for n in layer._nonnegative_buffers()}
 
     def _named(self, getter):
         return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in getter(layer).items()}
