@@ -13,6 +13,7 @@ variable is held constant, as it should be (no perturbation confusion).
 """
 from __future__ import annotations
 
+import operator
 import threading
 
 import numpy
@@ -91,24 +92,52 @@ class Tensor:
     __ge__ = lambda a, b: _data(a) >= _data(b)
     __le__ = lambda a, b: _data(a) <= _data(b)
 
-    def sum(self, axis=None, keepdims=False):
-        return sum(self, axis, keepdims)
+    def __setitem__(self, key, value):
+        raise TypeError("a traced value cannot be changed in place inside grad (its gradient needs "
+                        "it as it was); build a new value instead, for example "
+                        "xn.autodiff.where(mask, new, x) in place of x[mask] = new.")
 
-    def mean(self, axis=None, keepdims=False):
-        return mean(self, axis, keepdims)
+    # NumPy's signatures, so that numpy.sum(x), numpy.transpose(x, axes) and the like work:
+    # the arguments a traced value cannot honour (out=, where=, order='F') are refused by name.
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+        _plain_reduction("sum", out, kwargs)
+        return sum(self if dtype is None else astype(self, dtype), axis, keepdims)
 
-    def max(self, axis=None, keepdims=False):
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+        _plain_reduction("mean", out, kwargs)
+        return mean(self if dtype is None else astype(self, dtype), axis, keepdims)
+
+    def max(self, axis=None, out=None, keepdims=False, **kwargs):
+        _plain_reduction("max", out, kwargs)
         return max(self, axis, keepdims)
 
-    def reshape(self, *shape):
+    def astype(self, dtype, copy=True):
+        return astype(self, dtype)
+
+    def reshape(self, *shape, order="C", copy=None):
+        if order != "C":
+            raise ValueError(f"a traced value is reshaped in C order only, got order={order!r}; "
+                             f"transpose it first (x.T.reshape(...)) for Fortran order.")
         return reshape(self, shape[0] if len(shape) == 1 else shape)
 
     def transpose(self, *axes):
-        return transpose(self, axes or None)
+        if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
+            axes = axes[0]  # NumPy's transpose(axes) as well as transpose(*axes)
+        return transpose(self, tuple(axes) if axes else None)
 
 
 def _data(x):
     return x.data if type(x) is Tensor else x
+
+
+def _plain_reduction(name, out, kwargs):
+    """Refuse what NumPy's reductions take but a traced value cannot give: an ``out``
+    array to write into, ``where=`` or ``initial=``."""
+    refused = (["out"] if out is not None else []) + sorted(kwargs)
+    if refused:
+        raise TypeError(f"{name} of a traced value (inside grad) takes axis, dtype and keepdims, "
+                        f"not {', '.join(refused)}: it returns a new value rather than writing into "
+                        f"an array. Drop {', '.join(refused)} and use the returned value.")
 
 
 def _shape(x):
@@ -244,6 +273,8 @@ def where(condition, a, b):
     """a where condition else b; the condition gets no gradient."""
     cond = _data(condition)
     xp = _backend(a, b, cond).xp
+    if getattr(cond, "dtype", None) is not None and cond.dtype != bool:
+        cond = cond != 0  # as xp.where reads it; ~cond of integers would be -cond - 1
     return _node(xp.where(cond, _data(a), _data(b)),
                  (a, lambda g: _sum_to(g * cond, _shape(a))),
                  (b, lambda g: _sum_to(g * ~cond, _shape(b))))
@@ -328,8 +359,40 @@ def reshape(x, shape):
 
 
 def transpose(x, axes=None):
-    inverse = None if axes is None else tuple(numpy.argsort(axes))
-    return _node(_data(x).transpose(axes), (x, lambda g: transpose(g, inverse)))
+    xd = _data(x)
+    if axes is not None:
+        axes = _permutation(axes, xd.shape)
+    inverse = None if axes is None else tuple(int(i) for i in numpy.argsort(axes))
+    return _node(xd.transpose(axes), (x, lambda g: transpose(g, inverse)))
+
+
+def _permutation(axes, shape):
+    """``axes`` with negative entries made positive; each of the len(shape) axes once."""
+    ndim = len(shape)
+    try:
+        normal = tuple(operator.index(a) % ndim if -ndim <= operator.index(a) < ndim else None for a in axes)
+    except (TypeError, ValueError):
+        normal = None
+    if normal is None or None in normal or sorted(normal) != list(range(ndim)):
+        given = tuple(axes) if isinstance(axes, (list, tuple)) else axes
+        hint = "give none" if ndim == 0 else f"give each of 0..{ndim - 1} (or -{ndim}..-1) once"
+        raise ValueError(f"transpose: axes {given!r} are not an order of the {ndim} axes of shape "
+                         f"{tuple(shape)}; {hint}.")
+    return normal
+
+
+def astype(x, dtype):
+    """``x`` cast to floating-point ``dtype``; the gradient is cast back."""
+    xd = _data(x)
+    dtype = numpy.dtype(dtype)
+    if type(x) is not Tensor:
+        return xd.astype(dtype)
+    if dtype.kind not in "fc":
+        raise TypeError(f"a traced value (inside grad) can be cast to a floating-point dtype only, "
+                        f"got {dtype}: a cast to {dtype} has no gradient. Cast "
+                        f"stop_gradient(x).data for a constant of that dtype.")
+    source = xd.dtype
+    return _node(xd.astype(dtype), (x, lambda g: astype(g, source)))
 
 
 def getitem(x, key):
@@ -368,7 +431,7 @@ _UFUNCS = {
 }
 SUPPORTED = ("+ - * / ** @", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "leaky_relu", "softmax",
              "softmax_cross_entropy", "mean_squared_error", "sum_squared_error", "sum", "mean", "max",
-             "reshape", "transpose", "indexing", "where", "stop_gradient")
+             "reshape", "transpose", "astype", "indexing", "where", "stop_gradient")
 
 
 # -- grad ------------------------------------------------------------------------------------
