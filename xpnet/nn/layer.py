@@ -54,6 +54,8 @@ def _traced(forward):
     """forward(x), run on traced values (the input and every parameter), so that
     backward can be the graph's vector-Jacobian product."""
     def run(self, x):
+        if type(x) is autodiff.Tensor:  # inside xn.grad: part of the caller's trace, the
+            return forward(self, x)     # parameters constants, the layer's own graph kept
         self._traced = {name: autodiff.Tensor(p) for name, p in self._params.items()}
         x_in = autodiff.Tensor(x)
         try:
@@ -65,6 +67,22 @@ def _traced(forward):
     run._untraced = forward
     run.__name__, run.__doc__ = forward.__name__, forward.__doc__
     return run
+
+
+def _refuse_traced(layer):
+    """Raise, naming the layer and the way that works, if ``layer`` (or a layer inside it)
+    cannot run on a traced value: its backward is hand-written, so xn.grad cannot see
+    through it."""
+    for leaf in _leaf_layers([layer]):
+        if not isinstance(leaf, Sequential) and _untraced(type(leaf).forward) is None:
+            raise TypeError(
+                f"{leaf.describe()} has a hand-written backward, so it cannot run on a traced value "
+                f"inside xn.grad (only layers whose backward comes from autodiff can, such as "
+                f"xn.nn.Lambda). For the gradient of a model's output with respect to its input "
+                f"(a saliency map), use backward outside grad: model = Sequential(..., "
+                f"input_grad=True); y = model(x); dy = zeros_like(y); dy[:, 1] = 1 (for "
+                f"y[:, 1].sum()); dx = model.backward(dy). Or write the function with "
+                f"xn.functional operations on model.params(), which grad traces.")
 
 
 def _traced_param(self, name):
@@ -168,6 +186,8 @@ class Layer:
     # -- running ----------------------------------------------------------------------
     def __call__(self, *inputs):
         self._check_device(inputs[0])
+        if type(inputs[0]) is autodiff.Tensor:
+            _refuse_traced(self)
         try:
             return self.forward(*inputs)
         except (ShapeError, DTypeError) as exc:
@@ -463,6 +483,11 @@ class Sequential(Layer):
         return self.layers[i]
 
     def forward(self, x):
+        if type(x) is autodiff.Tensor:  # inside xn.grad: every layer traced, no fused stage,
+            _refuse_traced(self)        # and the last plain forward kept for backward
+            for layer in self.layers:
+                x = layer.forward(x)
+            return x
         layers, reuse_all = self.layers, self._reuse  # reuse_all: an outer Sequential's plan allows it
         i, ran, self._ran = 0, [], None  # a forward that fails leaves nothing to go back through
         try:
