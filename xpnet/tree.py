@@ -5,9 +5,13 @@ what one accepts, the other does.
 """
 from __future__ import annotations
 
+from collections import defaultdict
+
 
 def map_tree(fn, tree):
     """The same structure with ``fn`` applied to every leaf (anything not a container)."""
+    if isinstance(tree, defaultdict):  # its constructor takes the default factory first
+        return type(tree)(tree.default_factory, ((k, map_tree(fn, v)) for k, v in tree.items()))
     if isinstance(tree, dict):
         return type(tree)((k, map_tree(fn, v)) for k, v in tree.items())
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # namedtuple: fields positionally
