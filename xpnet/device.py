@@ -1,7 +1,7 @@
 """Devices: which one code runs on, and how that is chosen.
 
-The current device comes from the innermost ``with use_device(...)`` of this thread (a
-context variable, so threads and tasks do not see each other's), else from the
+The current device comes from the innermost ``with use_device(...)`` of this context (a
+context variable: each thread, and each asyncio task, has its own), else from the
 ``XPNET_DEVICE`` environment variable, else ``auto``: the first usable CUDA device, or
 the CPU. A device named explicitly is either had or refused with a ``DeviceError``,
 never silently replaced by another.
@@ -144,7 +144,11 @@ def current_device() -> Device:
 
 @contextlib.contextmanager
 def use_device(spec):
-    """Make ``spec`` the current device inside the block; nests, and is per thread."""
+    """Make ``spec`` the current device inside the block; nests, and is per context: each
+    thread and each asyncio task has its own, so tasks that await inside their blocks do
+    not change each other's device. (On CUDA, CuPy's own current device is per thread:
+    xpnet's calls each run under their arrays' device, but raw CuPy operations interleaved
+    across tasks on different GPUs are not covered.)"""
     device = Device(spec)
     token = _current.set(device)
     try:

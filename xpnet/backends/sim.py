@@ -21,6 +21,7 @@ host-side generator while recording raises ``xpnet.CaptureError``.
 """
 from __future__ import annotations
 
+import contextvars
 import operator
 import threading
 import types
@@ -38,29 +39,31 @@ _NO_KERNEL = frozenset("""
     can_cast promote_types iscomplexobj isrealobj isscalar
 """.split())
 _recording = threading.local()  # .tapes: sim device index -> the _Tape recording there
-_current = threading.local()    # .index: the current sim device of this thread (CuPy's current device)
+# The current sim device (CuPy's current device), per context as ``use_device`` is: each
+# thread starts at sim:0, and each asyncio task keeps its own while others run between awaits.
+_current = contextvars.ContextVar("xpnet_sim_device", default=0)
 
 
 def current_sim_index() -> int:
-    """The sim device that is current in this thread: 0 unless a ``SimBackend.activate()``
-    (``xn.use_device('sim:N')``) says otherwise, as CuPy's current device is 0 by default."""
-    return getattr(_current, "index", 0)
+    """The sim device that is current in this context (thread, asyncio task): 0 unless a
+    ``SimBackend.activate()`` (``xn.use_device('sim:N')``) says otherwise, as CuPy's
+    current device is 0 by default."""
+    return _current.get()
 
 
 class _Activation:
     """``with backend.activate():`` for sim: makes sim:N current, restores on exit."""
 
-    __slots__ = ("index", "saved")
+    __slots__ = ("index", "token")
 
     def __init__(self, index):
         self.index = index
 
     def __enter__(self):
-        self.saved = current_sim_index()
-        _current.index = self.index
+        self.token = _current.set(self.index)
 
     def __exit__(self, *exc):
-        _current.index = self.saved
+        _current.reset(self.token)
 
 
 def _tape(index):
