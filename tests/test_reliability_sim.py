@@ -5,6 +5,7 @@ import asyncio
 import threading
 
 import numpy
+import pytest
 
 import xpnet as xn
 
@@ -14,6 +15,51 @@ SIM1 = xn.Device("sim:1")
 
 def _on(device, values):
     return xn.to_device(numpy.asarray(values), device)
+
+
+# -- 31.14: printing reads the array on the host ------------------------------------------
+
+_PRINTS = {  # how it is printed: (the text, what it shows, the array it reads)
+    "repr": (repr, "5.", False),
+    "str": (str, "5.", False),
+    "format": (format, "5.", False),
+    "f-string": (lambda a: f"{a}", "5.", False),
+    "format-spec-0d": (lambda a: f"{a:.3f}", "15.000", True),
+    "str-0d": (str, "15.0", True),
+}
+
+
+@pytest.mark.parametrize("how", list(_PRINTS))
+def test_printing_a_sim_array_is_a_counted_copy_to_the_host(how):
+    show, shown, total = _PRINTS[how]
+    a = _on(SIM, numpy.arange(6.0).reshape(2, 3))
+    with xn.use_device(SIM):
+        if total:
+            a = a.sum()
+        before = xn.transfer_stats()
+        text = show(a)
+        after = xn.transfer_stats()
+    assert shown in text
+    assert (after.d2h_count - before.d2h_count, after.d2h_bytes - before.d2h_bytes) == (1, a.nbytes)
+    assert after.h2d_count == before.h2d_count
+
+
+def test_str_and_format_of_a_sim_array_read_as_numpys_do():
+    host = numpy.arange(6.0).reshape(2, 3)
+    a = _on(SIM, host)
+    assert str(a) == str(host) and format(a) == format(host)
+    assert str(a.sum()) == str(host.sum()) and f"{a.sum():.2f}" == "15.00"
+    assert "sim:0" in repr(a)
+
+
+@pytest.mark.parametrize("show", [repr, str, format], ids=["repr", "str", "format"])
+def test_printing_inside_a_recording_is_refused(show):
+    a = _on(SIM, [1.0, 2.0])
+    with xn.use_device(SIM):
+        step = SIM.backend.record(lambda: show(a * 2))
+        step()
+        with pytest.raises(xn.CaptureError, match=rf"printing a device array \({show.__name__}:"):
+            step()
 
 
 # -- 31.18: the device scope is per context ----------------------------------------------

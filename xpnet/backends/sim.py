@@ -289,10 +289,19 @@ class SimArray(NDArrayOperatorsMixin):
         return (SimArray(row, self._index) if isinstance(row, numpy.ndarray) else
                 SimArray(numpy.asarray(row), self._index) for row in self._data)
 
+    # Printing copies the array to the host first, as CuPy's repr/str/format do (``get()``):
+    # counted as device->host, and refused while recording.
+    def _printed(self, what):
+        _refuse_while_recording(self._index, f"printing a device array ({what}: a copy to the host)")
+        TRANSFERS.record("d2h", self._data.nbytes)
+        return self._data
+
     def __repr__(self):
-        _refuse_while_recording(self._index, "printing a device array")
-        body = repr(self._data)
+        body = repr(self._printed("repr"))
         return f"sim_{body[:-1]}, device='sim:{self._index}')" if body.startswith("array(") else body
+
+    def __str__(self):
+        return str(self._printed("str"))
 
     # -- NumPy protocols: the heart of the simulation -------------------------------
     def __array__(self, dtype=None, copy=None):
@@ -361,7 +370,8 @@ class SimArray(NDArrayOperatorsMixin):
         return complex(self._scalar())
 
     def __format__(self, spec):
-        return format(self._scalar().item() if self._data.ndim == 0 else self._data, spec)
+        data = self._printed("format")
+        return format(data.item() if data.ndim == 0 else data, spec)
 
     def _host_read(self, name):
         _refuse_while_recording(self._index, f"{name}, a read of the data on the host")
