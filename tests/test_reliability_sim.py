@@ -17,6 +17,102 @@ def _on(device, values):
     return xn.to_device(numpy.asarray(values), device)
 
 
+# -- 31.7: a result shaped by the data cannot be recorded ---------------------------------
+
+def test_boolean_mask_in_a_recorded_step_raises_capture_error_naming_it():
+    x, limit = _on(SIM, [1.0, 2, 3, 4, 5]), _on(SIM, 2.5)
+    with xn.use_device(SIM):
+        step = SIM.backend.record(lambda: (x[x > limit] * 2).sum())
+        assert float(step()) == 24.0  # the eager run before recording: right
+        with pytest.raises(xn.CaptureError, match=r"boolean-mask indexing \(x\[mask\]\).*sim:0"):
+            step()  # recording: refused, instead of replaying three entries forever
+
+
+def test_the_mask_written_as_a_weight_records_and_follows_the_data():
+    x, limit = _on(SIM, [1.0, 2, 3, 4, 5]), _on(SIM, 2.5)
+    with xn.use_device(SIM):
+        step = SIM.backend.record(lambda: (SIM.xp.where(x > limit, x, 0) * 2).sum())
+        step(), step()  # run, record
+        limit[...] = 4.5  # the mask changes: one entry left
+        assert float(step()) == 10.0
+
+
+_SIZED_BY_DATA = {
+    "boolean-mask assignment": lambda x: x.__setitem__(x > 2, 0),
+    "numpy.nonzero": lambda x: SIM.xp.nonzero(x > 2),
+    "ndarray.nonzero": lambda x: (x > 2).nonzero(),
+    "numpy.argwhere": lambda x: SIM.xp.argwhere(x > 2),
+    "numpy.flatnonzero": lambda x: SIM.xp.flatnonzero(x > 2),
+    "numpy.where with a condition only": lambda x: SIM.xp.where(x > 2),
+    "numpy.unique": lambda x: SIM.xp.unique(x),
+    "numpy.compress": lambda x: SIM.xp.compress(x > 2, x),
+    "ndarray.compress": lambda x: x.compress(x > 2),
+    "numpy.extract": lambda x: SIM.xp.extract(x > 2, x),
+    "boolean-mask indexing": lambda x: x[:, None][x > 2],
+}
+
+
+@pytest.mark.parametrize("name", list(_SIZED_BY_DATA))
+def test_every_operation_shaped_by_the_data_is_refused_while_recording(name):
+    op = _SIZED_BY_DATA[name]
+    x = _on(SIM, [1.0, 2, 3, 4, 5])
+    with xn.use_device(SIM):
+        op(x * 1)  # outside a recording it runs, as on the GPU
+        step = SIM.backend.record(lambda: op(x * 1))
+        step()
+        with pytest.raises(xn.CaptureError, match=name.replace("(", r"\(")):
+            step()
+
+
+def test_a_replay_whose_result_changed_shape_is_refused_not_broadcast():
+    """An operation the list does not name (repeat by counts on the device) is still caught."""
+    x, counts = _on(SIM, [1.0, 2, 3]), _on(SIM, [1, 1, 1])
+    with xn.use_device(SIM):
+        step = SIM.backend.record(lambda: SIM.xp.repeat(x, counts).sum())
+        step(), step()
+        counts[...] = 2
+        with pytest.raises(xn.CaptureError, match=r"numpy\.repeat .*shape \(6,\).*shape \(3,\)"):
+            step()
+
+
+class _MaskedMSE(xn.nn.MeanSquaredError):
+    """A user's loss that skips rows without a target (target < 0), by boolean indexing."""
+
+    def forward(self, y, t):
+        keep = t[:, 0] >= 0
+        self.y, self.t, self.keep = y, t, keep
+        d = y[keep] - t[keep]
+        return (d * d).sum() / keep.sum()
+
+    def backward(self, dout=1.0):
+        xp = xn.get_array_module(self.y)
+        keep = self.keep[:, None]
+        return (dout * 2 * xp.where(keep, self.y - self.t, 0) / keep.sum()).astype(self.y.dtype)
+
+
+def _regression():
+    rng = numpy.random.default_rng(0)
+    x = rng.random((32, 4), dtype=numpy.float32)
+    t = (x @ rng.random((4, 1), dtype=numpy.float32)).astype(numpy.float32)
+    t[::3] = -1  # no target
+    return x, t
+
+
+def _fit(device, graph):
+    xn.seed(0)
+    with xn.use_device(device):
+        model = xn.nn.Sequential(xn.nn.Affine(4, 1))
+    opt = xn.optim.SGD(model, lr=0.1)
+    history = xn.fit(model, _MaskedMSE(), opt, _regression(), epochs=3, batch_size=8, seed=0, graph=graph)
+    return history.epoch_loss
+
+
+def test_a_masked_loss_in_fit_says_it_cannot_be_recorded_and_runs_unrecorded():
+    with pytest.raises(xn.CaptureError, match=r"boolean-mask indexing.*graph=False"):
+        _fit(SIM, graph=True)
+    numpy.testing.assert_allclose(_fit(SIM, graph=False), _fit("cpu", graph=True), rtol=1e-6)
+
+
 # -- 31.14: printing reads the array on the host ------------------------------------------
 
 _PRINTS = {  # how it is printed: (the text, what it shows, the array it reads)

@@ -81,6 +81,43 @@ def _refuse_while_recording(index, what):
             f"value on the device.")
 
 
+# Operations whose result's shape depends on the values: CuPy reads a count back to the host
+# to size the result (a synchronization), and a recorded step cannot replay another shape.
+_SIZED_BY_DATA = frozenset("""
+    nonzero argwhere flatnonzero compress extract unique unique_all unique_counts unique_inverse
+    unique_values trim_zeros intersect1d setdiff1d setxor1d union1d
+""".split())
+
+
+def _sized_by_data(name, args, kwargs):
+    """How this call makes a result shaped by the data (for the error), or None."""
+    if name in ("indexing", "assignment"):
+        key = args[1]
+        if any(type(k) is SimArray and k.dtype.kind == "b" for k in (key if type(key) is tuple else (key,))):
+            return "boolean-mask indexing (x[mask])" if name == "indexing" else \
+                "boolean-mask assignment (x[mask] = value)"
+        return None
+    short = name.rsplit(".", 1)[-1]
+    if short in _SIZED_BY_DATA:
+        return name
+    if short == "where" and len(args) + len(kwargs) == 1:
+        return f"{name} with a condition only (which is nonzero)"
+    return None
+
+
+def _refuse_sized_by_data(index, name, args, kwargs):
+    what = _sized_by_data(name, args, kwargs)
+    if what is not None:
+        raise CaptureError(
+            f"{what} while recording a step on sim:{index}: the shape of its result depends on "
+            f"the data (how many entries are true, or distinct), which CuPy reads back to the "
+            f"host to size it, and a recorded step (a CUDA graph) would replay it with the shape "
+            f"it had when recorded. Keep shapes fixed inside the step: weight by the mask instead "
+            f"(x * mask, xp.where(mask, x, 0); a masked mean is (x * mask).sum() / mask.sum()), or "
+            f"run the step unrecorded (fit(..., graph=False), or graph_safe = False on your layer "
+            f"or loss).")
+
+
 def _arrays(obj):
     """The NumPy arrays among unwrapped arguments (nested lists, tuples, dicts)."""
     if isinstance(obj, numpy.ndarray):
@@ -93,8 +130,8 @@ def _arrays(obj):
             yield from _arrays(o)
 
 
-def _kernel(index, name, func, args, kwargs, result, wrapped, wrote_out):
-    """Count (and, while recording, tape) one kernel, unless the call made none."""
+def _kernel(index, name, func, args, kwargs, result, wrapped, wrote_out, tape):
+    """Count (and, while recording on ``tape``, tape) one kernel, unless the call made none."""
     short = name.rsplit(".", 1)[-1]
     if short in _NO_KERNEL:
         return
@@ -110,25 +147,33 @@ def _kernel(index, name, func, args, kwargs, result, wrapped, wrote_out):
         outs = wrapped if type(wrapped) in (tuple, list) else (wrapped,)
         targets = tuple(w._data for w in outs)
     LAUNCHES.record(f"sim:{index}", 1, 1)
-    tape = _tape(index)
     if tape is not None:
-        tape.append((func, args, kwargs, targets))
+        tape.append((func, args, kwargs, targets, name))
 
 
 class _Tape:
     """Recorded kernels: (function, its unwrapped arguments, the arrays its results went
-    to, or None where it wrote in place). Replaying calls each again with the very same
-    arguments, Python values included, and writes into the very same arrays."""
+    to, or None where it wrote in place, the operation's name). Replaying calls each again
+    with the very same arguments, Python values included, and writes into the very same
+    arrays; a result whose shape is not the recorded one raises ``CaptureError`` (a CUDA
+    graph's buffers have fixed sizes)."""
 
     def __init__(self, index):
         self.index, self.entries = index, []
         self.append = self.entries.append
 
     def replay(self):
-        for func, args, kwargs, targets in self.entries:
+        for func, args, kwargs, targets, name in self.entries:
             result = func(*args, **kwargs)
             if targets is not None:
-                for target, value in zip(targets, result if len(targets) > 1 else (result,)):
+                for target, value in zip(targets, result if type(result) in (tuple, list) else (result,)):
+                    if numpy.shape(value) != target.shape:
+                        raise CaptureError(
+                            f"{name} gave a result of shape {numpy.shape(value)} when replaying a "
+                            f"step recorded on sim:{self.index}, where it had shape {target.shape}: "
+                            f"its shape depends on the data, and a recorded step (a CUDA graph) "
+                            f"writes into buffers of the recorded size. Keep shapes fixed inside "
+                            f"the step, or run it unrecorded (fit(..., graph=False)).")
                     target[...] = value
         LAUNCHES.record(f"sim:{self.index}", len(self.entries), 1)
 
@@ -248,10 +293,13 @@ def _call(func, index, name, args, kwargs, out=None):
             f"on the current device and cannot launch a kernel on another device's arrays (or does "
             f"so with the wrong device's cuBLAS handle). Run it under its device: "
             f"with xn.use_device('sim:{index}'): ... (inside xpnet: backend.activate()).")
+    tape = _tape(index)
+    if tape is not None:
+        _refuse_sized_by_data(index, name, args, kwargs)
     args, kwargs = _unwrap(args, index, name), _unwrap(kwargs, index, name)
     result = func(*args, **kwargs)
     wrapped = out if out is not None else _wrap(result, index)
-    _kernel(index, name, func, args, kwargs, result, wrapped, out is not None)
+    _kernel(index, name, func, args, kwargs, result, wrapped, out is not None, tape)
     return wrapped  # callers that pass out= get the very same sim array back
 
 
