@@ -2,6 +2,8 @@
 steps with data-dependent shapes, counts printing as a copy to the host, keeps each
 asyncio task's device scope its own, and copies arrays and models on the device."""
 import asyncio
+import copy
+import pickle
 import threading
 
 import numpy
@@ -199,3 +201,69 @@ def test_a_thread_still_starts_on_sim0_whatever_the_caller_entered():
         thread.join()
         assert float((a + 1).sum()) == 2.0  # this thread's scope is untouched
     assert seen[0] != SIM1 and "sim:1 while sim:0 is the current device" in seen[1]
+
+
+# -- 31.19: copies stay on the device; pickling is refused -------------------------------
+
+def _model():
+    return xn.nn.Sequential(xn.nn.Affine(4, 8), xn.nn.BatchNorm(8), xn.nn.ReLU(), xn.nn.Affine(8, 3))
+
+
+def test_deepcopy_of_a_trained_model_works_on_every_device(device):
+    rng = numpy.random.default_rng(0)
+    x, t = rng.random((16, 4), dtype=numpy.float32), rng.integers(0, 3, 16)
+    xn.seed(0)
+    model = _model()
+    xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.Adam(model), (x, t), epochs=1, batch_size=8)
+    twin = copy.deepcopy(model)
+    assert twin.device == model.device == device and twin.backend is model.backend
+    original = xn.to_host(xn.predict(model, x))
+    numpy.testing.assert_array_equal(xn.to_host(xn.predict(twin, x)), original)
+    for name, w in twin.params().items():
+        assert xn.device_of(w) == device and w is not model.params()[name]
+    xn.fit(twin, xn.nn.SoftmaxCrossEntropy(), xn.optim.Adam(twin), (x, t), epochs=1, batch_size=8)
+    numpy.testing.assert_array_equal(xn.to_host(xn.predict(model, x)), original)  # untouched
+    assert not numpy.array_equal(xn.to_host(xn.predict(twin, x)), original)
+
+
+@pytest.mark.parametrize("how", [copy.deepcopy, copy.copy], ids=["deepcopy", "copy"])
+def test_copying_a_sim_array_is_one_kernel_on_its_device_not_a_host_round_trip(how):
+    a = _on(SIM1, [[1.0, 2.0], [3.0, 4.0]]).T  # a view, on a device that is not current
+    transfers, launches = xn.transfer_stats(), xn.launch_stats().get("sim:1", xn.LaunchStats())
+    b = how(a)
+    assert xn.transfer_stats() == transfers
+    assert xn.launch_stats()["sim:1"] - launches == xn.LaunchStats(kernels=1, launches=1)
+    assert xn.device_of(b) == SIM1 and b.shape == a.shape
+    with xn.use_device(SIM1):
+        b[0, 0] = 9.0
+    numpy.testing.assert_array_equal(xn.to_host(a), [[1.0, 3.0], [2.0, 4.0]])
+
+
+def test_pickling_a_sim_array_or_model_is_refused_with_the_way_out():
+    a = _on(SIM, [1.0, 2.0])
+    with pytest.raises(TypeError, match=r"sim:0.*xn\.to_host\(x\).*xn\.save"):
+        pickle.dumps(a)
+    with xn.use_device(SIM):
+        model = _model()
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(model)
+
+
+def test_deepcopy_of_a_generator_on_sim_copies_its_state_as_on_cpu():
+    expected = numpy.random.default_rng(7).random(5)[2:]
+    with xn.use_device(SIM):
+        gen = SIM.xp.random.default_rng(7)
+        gen.random(2)
+        twin = copy.deepcopy(gen)
+        drawn, again = twin.random(3), gen.random(3)
+    assert xn.device_of(drawn) == SIM
+    numpy.testing.assert_array_equal(xn.to_host(drawn), expected)
+    numpy.testing.assert_array_equal(xn.to_host(again), expected)  # the original kept its own state
+    assert copy.deepcopy(SIM.xp.add) is SIM.xp.add  # a ufunc is a function, as NumPy's are
+
+
+def test_copying_the_sim_array_module_is_refused_as_copying_numpy_is():
+    with pytest.raises(TypeError, match="module"):
+        copy.deepcopy(numpy)
+    with pytest.raises(TypeError, match=r"sim namespace of numpy on sim:0.*stands for a module.*\.xp"):
+        copy.deepcopy(SIM.xp)

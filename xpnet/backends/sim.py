@@ -22,6 +22,7 @@ host-side generator while recording raises ``xpnet.CaptureError``.
 from __future__ import annotations
 
 import contextvars
+import copy
 import operator
 import threading
 import types
@@ -446,8 +447,27 @@ class SimArray(NDArrayOperatorsMixin):
             return _call(attr, index, f"ndarray.{name}", args, kwargs, kwargs.get("out"))
         return method
 
+    # -- copies stay on the device (as CuPy's copy.copy/deepcopy); pickling is refused --
+    def __copy__(self):
+        return self._device_copy("copy.copy")
+
+    def __deepcopy__(self, memo):
+        return self._device_copy("copy.deepcopy")
+
+    def _device_copy(self, name):
+        """A new array on the same device: one kernel, no host round trip, under the array's
+        own device whatever is current (CuPy's ``__deepcopy__`` enters ``self.device``)."""
+        with _Activation(self._index):
+            twin = _call(numpy.copy, self._index, name, (self,), {})
+        twin._numpy_scalar = self._numpy_scalar
+        return twin
+
     def __reduce__(self):
-        raise TypeError("sim arrays cannot be pickled; use xn.to_host(x) first")
+        raise TypeError(
+            f"sim arrays cannot be pickled: this one (shape {self.shape}, {self.dtype}) is on "
+            f"sim:{self._index}, and pickling would read it on the host without an explicit copy. "
+            f"Pickle xn.to_host(x) instead; save a model with xn.save(model, path); "
+            f"copy.deepcopy(x) copies it on its device.")
 
 
 class _SimGenerator:
@@ -456,7 +476,12 @@ class _SimGenerator:
     def __init__(self, gen, index):
         self._gen, self._index = gen, index
 
+    def __deepcopy__(self, memo):  # the generator's state is host memory, as on cpu
+        return _SimGenerator(copy.deepcopy(self._gen, memo), self._index)
+
     def __getattr__(self, name):
+        if name.startswith("__") or name in ("_gen", "_index"):
+            raise AttributeError(name)  # not the generator's: copy and pickle probe these
         attr = getattr(self._gen, name)
         if not callable(attr):
             return attr
@@ -480,7 +505,15 @@ class _SimUfunc:
         _ufunc_operands(args, self._index, name)
         return _call(self._ufunc, self._index, name, args, kwargs, kwargs.get("out"))
 
+    def __copy__(self):
+        return self  # a function, as NumPy's ufuncs are under copy and deepcopy
+
+    def __deepcopy__(self, memo):
+        return self
+
     def __getattr__(self, method):
+        if method.startswith("__") or method in ("_ufunc", "_index"):
+            raise AttributeError(method)
         attr = getattr(self._ufunc, method)
         if not callable(attr):
             return attr
@@ -517,6 +550,12 @@ class SimNamespace(types.SimpleNamespace):
 
     def __repr__(self):
         return f"<sim namespace of {self._module.__name__} on sim:{self._index}>"
+
+    def __reduce__(self):
+        raise TypeError(
+            f"cannot pickle or copy {self!r}: it stands for a module (numpy, cupy), which cannot "
+            f"be copied on cpu or cuda either. Keep the device instead (self.device, or "
+            f"xn.device_of(x)) and take its .xp when needed.")
 
     # CuPy's host-to-device entry points: they copy, and the copy is counted.
     def asarray(self, obj, dtype=None, order=None):
