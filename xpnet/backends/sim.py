@@ -6,8 +6,11 @@ NumPy does the arithmetic, but a ``SimArray`` is its own type and follows CuPy's
 - ``numpy.asarray(sim_array)`` raises ``TypeError`` (use ``xpnet.to_host``);
 - Python and NumPy scalars mix freely; reductions return 0-d sim arrays, as CuPy does;
 - arrays of two sim devices (``sim:0``, ``sim:1``) do not mix either;
-- crossing over (``to_host``/``to_device``, ``.get()``, ``float()``, ``xp.asarray(host)``)
-  is counted in ``xpnet.transfer_stats()``.
+- crossing over (``to_host``/``to_device``, ``.get()``, ``float()``, printing with
+  ``repr``/``str``/``format``, ``xp.asarray(host)``) is counted in ``xpnet.transfer_stats()``;
+- ``copy.copy``/``copy.deepcopy`` copy on the device (one kernel, no transfer); pickling is
+  refused;
+- the current sim device is per context (thread, asyncio task), 0 unless entered.
 
 Because every operation is the same NumPy call on the same data, results are bit-identical
 to the ``cpu`` device. ``SimNamespace`` is the sim device's ``xp``: NumPy's functions
@@ -16,8 +19,10 @@ wrapped to unwrap sim arguments, refuse host arrays and wrap results.
 Every operation that would be a kernel on a GPU (not a view, not an allocation) counts as
 one launch in ``xpnet.launch_stats()``. ``SimBackend.capture`` records a step as CUDA
 does: a tape of those kernels, each with the Python values it was called with baked in,
-replayed into the same buffers; a host read, a copy from the host or a draw from a
-host-side generator while recording raises ``xpnet.CaptureError``.
+replayed into the same buffers; a host read, a copy from the host, a draw from a
+host-side generator or an operation whose result's shape depends on the data (boolean-mask
+indexing, ``nonzero``, ``unique``, ...) while recording raises ``xpnet.CaptureError``, and
+so does a replay in which a result's shape changed.
 """
 from __future__ import annotations
 
