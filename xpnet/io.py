@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy
 
-from .errors import CheckpointError
 from .device import device_of
+from .errors import CheckpointError
 from .transfer import to_device, to_host
 
 FORMAT = "xpnet-checkpoint"
