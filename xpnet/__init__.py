@@ -2,8 +2,11 @@
 with every host<->device copy explicit.
 
 ``xn.xp`` is the current device's array module, looked up each time it is read.
+
+``_launch`` comes first: under ``mpiexec`` it gives each rank's BLAS its share of the cores,
+which has to happen before NumPy loads its BLAS (see xpnet/_launch.py).
 """
-from . import autodiff, data, datasets, functional, nn, optim, testing
+from . import _launch, autodiff, data, datasets, functional, nn, optim, testing  # noqa: F401 (_launch)
 from .autodiff import grad, value_and_grad
 from .backends import cuda_unavailable_reason
 from .backends.base import LaunchStats, TransferStats, get_matmul_precision, set_matmul_precision
