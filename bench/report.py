@@ -141,10 +141,13 @@ def launch_table():
 
 
 def write_report(raw, out, header=(), command=None):
+    """Write report.md (and chart.png) to ``out`` from the pytest-benchmark JSON ``raw``.
+    ``command``: the command line that ran the benchmarks, as the report should name it."""
     out = Path(out)
     data, rows = load_rows(raw)
     machine = data.get("machine_info", {})
-    command = command or "make bench   (python -m xpnet bench --quick)"
+    if command is None:  # called on its own: what made the JSON is not known here
+        command = f"not recorded: report made by bench/report.py from {raw}"
     lines = ["# xpnet benchmark report", "", f"Command: `{command}`", "",
              f"Date: {data.get('datetime', '?')}; CPU: {machine.get('cpu', {}).get('brand_raw', '?')}", "",
              "```", *header, "```", "",

@@ -5,21 +5,23 @@
     XPNET_DEVICE=cuda python examples/mnist_mlp.py   # the same script on a GPU
 
 Writes a training-curve PNG (needs matplotlib) and a checkpoint to --out.
+Under ``mpiexec -n 2`` it trains data parallel; rank 0 alone prints and writes.
 """
 import argparse
 import time
 from pathlib import Path
 
 import xpnet as xn
-from xpnet.cli import positive_int
+from xpnet.cli import ArgumentParser, positive_int, positive_ints
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cpu, sim, cuda, cuda:N (default: XPNET_DEVICE or auto)")
     parser.add_argument("--epochs", type=positive_int, default=5)
     parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--hidden", default="100,50", help="hidden layer sizes")
+    parser.add_argument("--hidden", type=positive_ints, default="100,50",
+                        help="hidden layer sizes, separated by commas")
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam"])
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer")
@@ -36,7 +38,7 @@ def main():
         x_test, t_test = x_test[:args.limit], t_test[:args.limit]
 
     xn.seed(args.seed)
-    sizes = [784] + [int(h) for h in args.hidden.split(",")]
+    sizes = [784] + args.hidden
     with xn.use_device(device):
         layers = []
         for n_in, n_out in zip(sizes, sizes[1:]):
@@ -52,17 +54,21 @@ def main():
                      epochs=args.epochs, batch_size=args.batch_size, validation=(x_test, t_test),
                      seed=args.seed)
     seconds = time.perf_counter() - start
-    result = xn.evaluate(model, (x_test, t_test))
-    print(f"{device}: {args.epochs} epochs in {seconds:.1f} s; test accuracy {result['accuracy']:.4f}, "
-          f"test loss {result['loss']:.4f}")
+    result = xn.evaluate(model, (x_test, t_test))  # every rank: in a distributed run each evaluates a part
+    first = xn.distributed.rank() == 0  # in a distributed run, only rank 0 reports and writes
+    if first:
+        print(f"{device}: {args.epochs} epochs in {seconds:.1f} s; test accuracy {result['accuracy']:.4f}, "
+              f"test loss {result['loss']:.4f}")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    xn.save(model, out / "model.npz", optimizer=optimizer)
-    try:
-        print("plot:", history.plot(out / "training.png", title=f"MNIST MLP {args.hidden} on {device}"))
-    except ImportError as exc:
-        print(f"no plot: {exc}")
+    xn.save(model, out / "model.npz", optimizer=optimizer)  # every rank: rank 0 writes
+    if first:
+        hidden = ",".join(map(str, args.hidden))
+        try:
+            print("plot:", history.plot(out / "training.png", title=f"MNIST MLP {hidden} on {device}"))
+        except ImportError as exc:
+            print(f"no plot: {exc}")
 
 
 if __name__ == "__main__":

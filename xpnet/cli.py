@@ -5,6 +5,7 @@ import argparse
 import os
 import platform
 import runpy
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,16 @@ def info_lines() -> list:
     """What ``xpnet info`` prints: versions, BLAS, devices, and why auto picks what it picks."""
     import numpy
 
-    from . import __version__, backends
+    from . import __version__, _launch, backends
     from .device import CPU, Device, auto_device_reason
     lines = [f"xpnet {__version__}, Python {platform.python_version()}, NumPy {numpy.__version__}, "
              f"{platform.machine()} {platform.processor() or ''}".rstrip()]
     for key, value in CPU.backend.describe().items():
         lines.append(f"  cpu {key}: {value}")
     lines.append(f"  cpu cores: {os.cpu_count()}")
+    launch = _launch.decision()
+    if launch:
+        lines.append(f"  cpu threads: {launch}")
     names = backends.cuda_device_names()
     reason = backends.cuda_unavailable_reason()
     if reason:
@@ -40,6 +44,14 @@ def info_lines() -> list:
     return lines
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error is one line on stderr naming the argument and
+    what to do (``prog: argument --hidden: ...; see prog --help``), with exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
 def positive_int(text: str) -> int:
     """An argparse type for counts (epochs, steps, --limit): a whole number >= 1."""
     try:
@@ -49,6 +61,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a count: give 1 or more")
     return value
+
+
+def positive_ints(text: str) -> list:
+    """An argparse type for a list of sizes separated by commas (``--hidden 100,50``)."""
+    sizes = []
+    for part in text.split(","):
+        try:
+            sizes.append(positive_int(part.strip()))
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}; give whole numbers >= 1 separated by "
+                                             f"commas, such as 100,50") from None
+    return sizes
 
 
 def _info(args) -> int:
@@ -77,12 +101,16 @@ def _bench(args) -> int:
            "--benchmark-disable-gc", f"--size={'quick' if args.quick else 'full'}"]
     if args.k:
         cmd += ["-k", args.k]
-    print("running:", " ".join(cmd), flush=True)
-    code = subprocess.call(cmd + ["--benchmark-quiet", "-W", "ignore"] if args.quiet else cmd, cwd=REPO)
+    if args.quiet:
+        cmd += ["--benchmark-quiet", "-W", "ignore"]
+    print("running:", shlex.join(cmd), flush=True)
+    code = subprocess.call(cmd, cwd=REPO)
     if code != 0:
         return code
     report = runpy.run_path(str(suite / "report.py"))
-    return report["write_report"](raw, out, header=info_lines())
+    # The report names the command as given (``xpnet bench -k 'matmul and 256'``) and what it ran
+    command = f"{shlex.join(['xpnet', *args.argv])}   (ran: {shlex.join(cmd)})"
+    return report["write_report"](raw, out, header=info_lines(), command=command)
 
 
 def examples() -> list:
@@ -91,12 +119,18 @@ def examples() -> list:
 
 
 def _train(args) -> int:
-    if args.script:
+    if args.script is not None:
+        if not args.script:
+            args.parser.error("argument --script: expected the path of a script to run: "
+                              "xpnet train --script PATH [ARGS]")
         script, rest = Path(args.script[0]), args.script[1:]
+    elif args.name is None:
+        args.parser.error(f"give an example to run, one of {', '.join(examples())} "
+                          f"(or --script PATH for a script of your own)")
     elif args.name in examples():
         script, rest = REPO / "examples" / f"{args.name}.py", args.rest
     else:
-        print(f"xpnet train {args.name or ''}: not an example; the examples are {examples()}. "
+        print(f"xpnet train {args.name}: not an example; the examples are {examples()}. "
               f"To run a script of your own, use xpnet train --script PATH.", file=sys.stderr)
         return 2
     if not script.is_file():
@@ -108,7 +142,8 @@ def _train(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="xpnet", description=__doc__)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = ArgumentParser(prog="xpnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, BLAS, devices, and why auto picks what it picks")
     bench = sub.add_parser("bench", help="CPU vs GPU benchmark report (table, JSON, PNG)")
@@ -122,8 +157,16 @@ def main(argv=None) -> int:
     train.add_argument("name", nargs="?", help=f"one of {', '.join(examples())}")
     train.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the example (--help)")
     args = parser.parse_args(argv)
+    args.argv, args.parser = argv, train if args.command == "train" else parser
     try:
-        return {"info": _info, "bench": _bench, "train": _train}[args.command](args)
+        code = {"info": _info, "bench": _bench, "train": _train}[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe can be caught, not at interpreter exit
+        return code
     except DeviceError as exc:
         print(f"xpnet {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``xpnet info | head -1``): not an error of ours. Point stdout
+        # at /dev/null so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
