@@ -15,12 +15,29 @@ def _pyplot():
 
 
 def _write(plt, fig, path) -> str:
-    """Save the figure as a PNG, on rank 0 only in a distributed run (the ranks agree)."""
+    """Save the figure, on rank 0 only in a distributed run (the ranks agree), and return
+    the path of the file written. A path whose suffix names no format matplotlib writes
+    ("curve", "run.final") gets ".png" added, as matplotlib adds it to a bare name: the
+    path returned is always the file's."""
     from . import distributed
+    path = Path(path)
+    if path.suffix[1:].lower() not in fig.canvas.get_supported_filetypes():
+        path = path.with_name(path.name + ".png")
     if not distributed.launched() or distributed.rank() == 0:
         fig.savefig(path, dpi=110)
     plt.close(fig)
-    return str(Path(path))
+    return str(path)
+
+
+def _loss_scale(*series) -> str:
+    """"log" when every finite loss is positive (the usual cross-entropy curve), else
+    "linear": a log axis cannot show a zero or negative loss (a log-likelihood), and
+    matplotlib would draw an empty panel."""
+    import numpy
+    values = numpy.concatenate([numpy.asarray(v, dtype=float).ravel() for v in series if v is not None and len(v)]
+                               or [numpy.zeros(0)])
+    values = values[numpy.isfinite(values)]
+    return "log" if values.size and (values > 0).all() else "linear"
 
 
 def plot_history(history, path, title="training") -> str:
@@ -38,7 +55,8 @@ def plot_history(history, path, title="training") -> str:
         ax.plot(ends, history.epoch_loss, "o-", label="epoch mean")
         if history.val_loss:
             ax.plot(ends, history.val_loss, "s--", label="validation")
-    ax.set(xlabel="step", ylabel="loss", title=f"{title}: loss", yscale="log")
+    ax.set(xlabel="step", ylabel="loss", title=f"{title}: loss",
+           yscale=_loss_scale(history.step_loss, history.epoch_loss, history.val_loss))
     ax.legend()
     if has_acc:
         ax = axes[0][1]
@@ -63,7 +81,7 @@ def plot_regression(x, y_true, y_pred, losses, path, title="regression") -> str:
     a.set(xlabel="x", ylabel="y", title=f"{title}: fit")
     a.legend()
     b.plot(range(1, len(losses) + 1), losses, lw=0.7)
-    b.set(xlabel="step", ylabel="loss", yscale="log", title=f"{title}: loss")
+    b.set(xlabel="step", ylabel="loss", yscale=_loss_scale(losses), title=f"{title}: loss")
     fig.tight_layout()
     return _write(plt, fig, path)
 

@@ -1,7 +1,12 @@
-"""Small synthetic sets the articles behind xpnet train on, drawn on the host from a seed."""
+"""Small synthetic sets the articles behind xpnet train on, drawn on the host from a seed.
+
+Each checks its arguments first and names the one that is wrong (a count of 0, a negative
+noise, an empty range), rather than failing inside NumPy."""
 from __future__ import annotations
 
 import numpy
+
+from .._validate import integer, real
 
 
 def exp_regression(n: int = 1000, low: float = -2.0, high: float = 2.0, noise: float = 0.0, seed=None):
@@ -9,6 +14,11 @@ def exp_regression(n: int = 1000, low: float = -2.0, high: float = 2.0, noise: f
 
     Returns float32 arrays of shape (n, 1).
     """
+    n = integer("exp_regression", "n", n)
+    low, high = real("exp_regression", "low", low), real("exp_regression", "high", high)
+    if not low < high:
+        raise ValueError(f"exp_regression: low must be below high, got low={low!r}, high={high!r}.")
+    noise = real("exp_regression", "noise", noise, low=0)
     rng = numpy.random.default_rng(seed)
     x = rng.uniform(low, high, size=(n, 1))
     t = numpy.exp(x) + noise * rng.standard_normal((n, 1))
@@ -17,6 +27,9 @@ def exp_regression(n: int = 1000, low: float = -2.0, high: float = 2.0, noise: f
 
 def spiral(n_per_class: int = 100, classes: int = 3, noise: float = 0.2, seed=None):
     """Interleaved spirals, one arm per class (as in DeZero and CS231n). x: (N, 2), t: (N,)."""
+    n_per_class = integer("spiral", "n_per_class", n_per_class)
+    classes = integer("spiral", "classes", classes)
+    noise = real("spiral", "noise", noise, low=0)
     rng = numpy.random.default_rng(seed)
     xs, ts = [], []
     for c in range(classes):
@@ -29,6 +42,8 @@ def spiral(n_per_class: int = 100, classes: int = 3, noise: float = 0.2, seed=No
 
 def two_moons(n: int = 200, noise: float = 0.1, seed=None):
     """Two interleaving half circles. x: (n, 2) float32, t: (n,) int64 in {0, 1}."""
+    n = integer("two_moons", "n (at least one sample a moon)", n, minimum=2)
+    noise = real("two_moons", "noise", noise, low=0)
     rng = numpy.random.default_rng(seed)
     half = n // 2
     a = numpy.linspace(0, numpy.pi, half)
