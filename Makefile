@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # MNIST from ../shared/data when the checkout sits beside it; else ~/.cache/xpnet (downloaded).
 export XPNET_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),)
 
-.PHONY: setup test test-cuda bench bench-full demo lint clean
+.PHONY: setup oracles test test-cuda bench bench-full demo lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,10 +24,17 @@ $(VENV)/.installed-$(BACKEND): $(PY) backends/$(BACKEND).txt pyproject.toml
 setup: $(VENV)/.installed-$(BACKEND)
 	@echo "make setup: BACKEND=$(BACKEND) ($(BACKEND_WHY))"
 
-test: setup
+# The suite's oracles (PyTorch, ONNX Runtime): test-only, so `make setup` and `make bench` go without.
+$(VENV)/.installed-oracles: $(VENV)/.installed-$(BACKEND) backends/oracles.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r backends/oracles.txt
+	touch $@
+
+oracles: $(VENV)/.installed-oracles
+
+test: setup oracles
 	$(PY) -m pytest -q -rs tests
 
-test-cuda: setup
+test-cuda: setup oracles
 	XPNET_DEVICE=cuda $(PY) -m pytest -q -rs tests
 
 bench: setup
