@@ -18,6 +18,7 @@ import threading
 
 import numpy
 
+from . import _validate
 from .device import common_device, current_device, device_of, use_device
 from .errors import ImplicitTransferError
 from .transfer import to_device
@@ -258,6 +259,8 @@ def relu(x):
 
 
 def leaky_relu(x, slope=0.01):
+    """x where x > 0, slope * x elsewhere, for any finite real slope (PyTorch's definition)."""
+    slope = _validate.real("leaky_relu", "slope", slope)
     x = _operand(x)
     backend = _backend(x)
     xd = _data(x)

@@ -249,16 +249,21 @@ class Backend:
         return (x > 0).astype(x.dtype)
 
     def sigmoid(self, x, out=None):
-        # 1/(1+exp(-x)) overflows exp for large -x; the tanh form never does.
+        # 1/(1+e) for x >= 0 and e/(1+e) for x < 0, with e = exp(-|x|) in (0, 1]: exp never
+        # overflows, and a small sigmoid(x) keeps its relative precision (the tanh form
+        # 0.5*(1+tanh(x/2)) rounds float32 sigmoid(-20) = 2.06e-9 to 0, so log(sigmoid) = -inf).
         xp = self.xp
-        if out is None:  # NumPy hands back a scalar for a 0-d input; the steps below need an array
-            out = xp.asarray(xp.multiply(x, 0.5))
-        else:
-            xp.multiply(x, 0.5, out=out)
-        xp.tanh(out, out=out)
-        out += 1
-        out *= 0.5
-        return out
+        if x.dtype.kind not in "fc":  # integers and booleans: float64, as x * 0.5 gave before
+            x = x.astype(numpy.float64)
+        e = xp.empty_like(x)  # with out=, NumPy keeps a 0-d input an array (not a scalar)
+        xp.abs(x, out=e)
+        xp.negative(e, out=e)
+        xp.exp(e, out=e)
+        # 1 where x >= 0 (as e <= 1), else e: ten times faster than where() in NumPy. x >= 0 is
+        # read before ``out`` (which may be x itself) is written.
+        numerator = xp.maximum(e, x >= 0, out=xp.empty_like(e) if out is None else out)
+        e += 1
+        return xp.divide(numerator, e, out=numerator)
 
     def sigmoid_backward(self, dout, y):
         """Operator-only: dL/dx = dout * y * (1 - y), y = sigmoid(x)."""
@@ -286,10 +291,14 @@ class Backend:
         return self.xp.multiply(dout, mask, out=out)
 
     def leaky_relu(self, x, slope, out=None):
-        # max(x, slope*x) is leaky ReLU for 0 <= slope <= 1 (checked by the callers).
+        """x where x > 0, slope * x elsewhere (PyTorch's definition, for any real slope).
+
+        For slope <= 1 that is max(x, slope*x), for slope >= 1 min(x, slope*x): one
+        elementwise op after the product, and exact either way.
+        """
         xp = self.xp
         scaled = xp.multiply(x, slope)
-        return xp.maximum(x, scaled, out=out)
+        return (xp.maximum if slope <= 1 else xp.minimum)(x, scaled, out=out)
 
     def leaky_relu_backward(self, dout, x, slope):
         """Operator-only in dout: dout * (1 where x > 0 else slope)."""
