@@ -291,14 +291,32 @@ def stop_gradient(x):
 
 # -- losses ----------------------------------------------------------------------------------
 def softmax_cross_entropy(z, t):
-    """Mean cross-entropy of softmax(z) against labels t (indices or one-hot); t gets no gradient."""
-    backend = _backend(z, t)
-    t = _data(t)
-    loss, p = backend.softmax_cross_entropy(_data(z), t)
+    """Mean cross-entropy of softmax(z) against labels t; t gets no gradient.
+
+    ``z`` is logits (N, C); ``t`` is integer class indices (N,) or one-hot / soft labels
+    (N, C) in [0, 1] (a row's loss is weighted by its sum), checked as
+    ``xn.nn.SoftmaxCrossEntropy`` checks them. A list of labels is taken as a host array
+    (checked there, then copied to z's device)."""
+    from .nn.losses import softmax_targets
+    zd = _data(z)
+    if isinstance(t, (list, tuple)) and hasattr(zd, "shape"):  # checked on the host, then copied
+        t, bad = softmax_targets("softmax_cross_entropy", zd, numpy.asarray(t))
+        t = to_device(t, device_of(zd))
+        backend = _backend(z, t)
+    else:
+        t = _data(t)
+        if not (hasattr(zd, "shape") and hasattr(t, "shape")):
+            raise TypeError(f"softmax_cross_entropy takes arrays z (logits, (N, C)) and t (labels), "
+                            f"got {type(zd).__name__} and {type(t).__name__}.")
+        backend = _backend(z, t)  # arrays of two devices: ImplicitTransferError before label checks
+        t, bad = softmax_targets("softmax_cross_entropy", zd, t)
+    loss, p = backend.softmax_cross_entropy(_data(z), t, bad=bad)
 
     def vjp(g):
-        if _recording():  # differentiable again: (softmax(z) - onehot(t)) / N, from recorded ops
-            onehot = t if t.ndim == 2 else backend.xp.eye(z.shape[1], dtype=z.dtype)[t]
+        if _recording():  # differentiable again: (softmax(z) * sum_j t_j - t) / N, from recorded ops
+            if t.ndim == 2:
+                return (softmax(z, axis=1) * t.sum(axis=1, keepdims=True) - t) * (g / z.shape[0])
+            onehot = backend.xp.eye(z.shape[1], dtype=z.dtype)[t]
             return (softmax(z, axis=1) - onehot) * (g / z.shape[0])
         return g * backend.softmax_cross_entropy_backward(p, t)
     return _node(loss, (z, vjp))

@@ -318,13 +318,17 @@ class Backend:
         return y * (dout - (dout * y).sum(axis=axis, keepdims=True))
 
     # -- losses (book ch. 4 and 5) --------------------------------------------------------
-    def softmax_cross_entropy(self, z, t, out=None):
+    def softmax_cross_entropy(self, z, t, out=None, bad=None):
         """Mean cross-entropy of softmax(z) against labels t; returns (loss, softmax(z)).
 
-        ``t`` is either class indices, shape (N,), or one-hot / soft labels, shape (N, C).
-        Computed as log-sum-exp of the shifted logits, so neither exp overflows nor log
-        meets zero (the book's ``log(y + 1e-7)`` caps the loss instead). ``out`` receives
-        softmax(z) and may be ``z`` itself.
+        ``t`` is either class indices, shape (N,), or one-hot / soft labels, shape (N, C)
+        (a row's loss is weighted by its sum: a zero row masks its sample, a multi-hot row
+        counts each class). Computed as log-sum-exp of the shifted logits, so neither exp
+        overflows nor log meets zero (the book's ``log(y + 1e-7)`` caps the loss instead).
+        ``out`` receives softmax(z) and may be ``z`` itself. ``bad`` (optional, boolean (N,)
+        on the device) marks samples whose labels are out of range: the loss and their
+        softmax rows (hence their gradient) become NaN, the device's way of refusing them
+        without a read on the host; their entries of ``t`` must still be valid indices.
         """
         xp = self.xp
         n = z.shape[0]
@@ -338,12 +342,18 @@ class Backend:
         lse = xp.log(total[:, 0])
         if t.ndim != 1:
             lse *= t.sum(axis=1)
-        loss = (lse - picked).sum() * (1.0 / n)  # .mean() costs ~6 us more in NumPy
+        lse -= picked
+        if bad is not None:
+            xp.copyto(lse, math.nan, where=bad)
+        loss = lse.sum() * (1.0 / n)  # .mean() costs ~6 us more in NumPy
         p /= total
+        if bad is not None:
+            xp.copyto(p, math.nan, where=bad[:, None])
         return loss, p
 
     def softmax_cross_entropy_backward(self, p, t, dout=1.0, out=None):
-        """dL/dz = (softmax(z) - onehot(t)) * dout / N for the mean loss above."""
+        """dL/dz = (softmax(z) * sum_j t_j - t) * dout / N for the mean loss above; for
+        class indices and one-hot rows (sum 1) that is (softmax(z) - onehot(t)) * dout / N."""
         xp = self.xp
         n = p.shape[0]
         if out is None:
@@ -353,6 +363,7 @@ class Backend:
         if t.ndim == 1:
             out[self.arange(n), t] -= 1
         else:
+            out *= t.sum(axis=1, keepdims=True)
             out -= t
         out *= dout / n
         return out
