@@ -13,7 +13,9 @@ from xpnet.backends.sim import SimBackend
 
 
 def _public(cls):
-    return {n: m for n, m in vars(cls).items() if not n.startswith("_") and callable(m)}
+    """The public methods ``cls`` defines itself (``Backend``: with those of its routine families)."""
+    names = dir(cls) if cls is Backend else vars(cls)
+    return {n: getattr(cls, n) for n in names if not n.startswith("_") and callable(getattr(cls, n))}
 
 
 def _backend_classes():

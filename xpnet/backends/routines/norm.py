@@ -1,0 +1,50 @@
+"""Batch normalisation (book ch. 6.3).
+
+A mixin of ``Backend``: every method works on ``self.xp``."""
+from __future__ import annotations
+
+
+class NormRoutines:
+    def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, momentum, eps, training):
+        """x: (N, D). Updates the running statistics in place when training.
+
+        Returns (y, xn, std), xn and std being what backward needs. In eval mode the
+        running statistics stand in for the batch's.
+        """
+        xp = self.xp
+        if not training:
+            std = xp.sqrt(running_var + eps)
+            xn = (x - running_mean) / std
+            return gamma * xn + beta, xn, std
+        mu = x.mean(axis=0)
+        xn = x - mu
+        var = xp.square(xn).mean(axis=0)
+        std = xp.sqrt(var + eps)
+        xn /= std
+        running_mean *= momentum
+        running_mean += (1 - momentum) * mu
+        running_var *= momentum
+        running_var += (1 - momentum) * var
+        y = xn * gamma
+        y += beta
+        return y, xn, std
+
+    def batchnorm_backward(self, dout, gamma, xn, std, dgamma, dbeta, training=True):
+        """Writes dgamma, dbeta in place; returns dx.
+
+        After a training forward the book's chain of steps collapses to
+        dx = gamma / std * (dout - mean(dout) - xn * mean(dout * xn)), and those two means
+        are dbeta / N and dgamma / N, already at hand. After an eval forward the statistics
+        are constants, and dx = dout * gamma / std.
+        """
+        n = dout.shape[0]
+        dout.sum(axis=0, out=dbeta)
+        dx = xn * dout
+        dx.sum(axis=0, out=dgamma)
+        if not training:
+            return self.xp.multiply(dout, gamma / std, out=dx)
+        self.xp.multiply(xn, dgamma / n, out=dx)
+        self.xp.subtract(dout, dx, out=dx)
+        dx -= dbeta / n
+        dx *= gamma / std
+        return dx
