@@ -270,3 +270,16 @@ def test_integer_and_bool_inputs_to_parameter_free_layers_become_float32(device)
         y = layer(x)
         assert y.dtype == numpy.float32, type(layer).__name__
     assert AvgPool2D(2)(x > 0).dtype == numpy.float32
+
+
+def test_the_gradient_a_loss_returns_is_not_overwritten_by_its_next_call(device):
+    loss = xn.nn.SoftmaxCrossEntropy()
+    rng = numpy.random.default_rng(9)
+    y1, y2 = (xn.to_device(rng.standard_normal((3, 4)).astype(numpy.float32)) for _ in range(2))
+    t = xn.to_device(numpy.array([0, 1, 2]))
+    loss(y1, t)
+    d1 = loss.backward()
+    kept = _host(d1)
+    loss(y2, t)
+    loss.backward()
+    numpy.testing.assert_array_equal(_host(d1), kept)

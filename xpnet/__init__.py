@@ -7,6 +7,7 @@ with every host<->device copy explicit.
 which has to happen before NumPy loads its BLAS (see xpnet/_launch.py).
 """
 from . import _launch, autodiff, data, datasets, functional, nn, optim, testing  # noqa: F401 (_launch)
+from ._version import __version__
 from .autodiff import grad, value_and_grad
 from .backends import cuda_unavailable_reason
 from .backends.base import LaunchStats, TransferStats, get_matmul_precision, set_matmul_precision
@@ -25,15 +26,13 @@ from .nn.init import seed
 from .train import History, evaluate, fit, predict
 from .transfer import asarray, launch_stats, reset_transfer_stats, to_device, to_host, transfer_stats
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Device", "available_devices", "current_device", "device_of", "get_array_module", "use_device",
     "to_device", "to_host", "asarray", "transfer_stats", "reset_transfer_stats", "TransferStats",
     "DeviceError", "ImplicitTransferError", "ShapeError", "DTypeError", "CheckpointError",
     "TrainingError", "CaptureError", "cuda_unavailable_reason", "launch_stats", "LaunchStats",
     "set_matmul_precision", "get_matmul_precision",
-    "nn", "optim", "autodiff", "functional", "testing", "data",
+    "__version__", "nn", "optim", "autodiff", "functional", "testing", "data",
     "datasets", "fit", "evaluate", "predict", "History", "save", "load", "grad", "value_and_grad", "seed",
 ]
 

@@ -19,6 +19,7 @@ import threading
 import numpy
 
 from . import _validate
+from ._targets import softmax_targets
 from .device import common_device, current_device, device_of, use_device
 from .errors import ImplicitTransferError
 from .transfer import to_device
@@ -297,7 +298,6 @@ def softmax_cross_entropy(z, t):
     (N, C) in [0, 1] (a row's loss is weighted by its sum), checked as
     ``xn.nn.SoftmaxCrossEntropy`` checks them. A list of labels is taken as a host array
     (checked there, then copied to z's device)."""
-    from .nn.losses import softmax_targets
     zd = _data(z)
     if isinstance(t, (list, tuple)) and hasattr(zd, "shape"):  # checked on the host, then copied
         t, bad = softmax_targets("softmax_cross_entropy", zd, numpy.asarray(t))

@@ -19,7 +19,8 @@ def info_lines() -> list:
     """What ``xpnet info`` prints: versions, BLAS, devices, and why auto picks what it picks."""
     import numpy
 
-    from . import __version__, _launch, backends
+    from . import _launch, backends
+    from ._version import __version__
     from .device import CPU, Device, auto_device_reason
     lines = [f"xpnet {__version__}, Python {platform.python_version()}, NumPy {numpy.__version__}, "
              f"{platform.machine()} {platform.processor() or ''}".rstrip()]

@@ -13,7 +13,7 @@ import contextvars
 import os
 import re
 
-from . import backends
+from . import _launch, backends
 from .errors import DeviceError, ImplicitTransferError
 
 VALID = "cpu, sim, sim:N, cuda, cuda:N, auto"
@@ -92,6 +92,8 @@ class Device:
         return (Device, (self.name,))
 
 
+backends.sim._device_type[0] = Device  # what a sim array's .device gives
+
 CPU = object.__new__(Device)
 CPU.kind, CPU.index, CPU._backend = "cpu", 0, None
 
@@ -107,13 +109,12 @@ def _auto_device() -> Device:
     place on its host (ranks on one host never share a GPU by accident)."""
     if backends.cuda_unavailable_reason() is not None:
         return CPU
-    from . import distributed
-    gpus, local = len(backends.cuda_device_names()), distributed.local_size()
+    gpus, local = len(backends.cuda_device_names()), _launch.local_size()
     if local > gpus:
         raise DeviceError(f"{local} MPI ranks on this host but {gpus} CUDA device(s): auto gives each rank "
                           f"a GPU of its own. Launch at most {gpus} rank(s) a host, or pick devices "
                           f"explicitly (XPNET_DEVICE=cpu, or cuda:N per rank).")
-    return Device(f"cuda:{distributed.local_rank()}")
+    return Device(f"cuda:{_launch.local_rank()}")
 
 
 def auto_device_reason() -> str:

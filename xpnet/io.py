@@ -66,7 +66,8 @@ def save(model, path, optimizer=None, schedule=None) -> Path:
     ``fit``: only rank 0 writes (the ranks hold the same model), and no rank returns before
     the file is in place, so a ``load`` right after reads the new file on every rank.
     """
-    from . import __version__, distributed
+    from . import distributed
+    from ._version import __version__
     _check_companions(model, optimizer, schedule, "save")
     arrays, meta = _contents(model, optimizer, schedule, __version__)
     problems = _weight_problems(model, arrays)

@@ -6,6 +6,7 @@ says which device an array lives on without importing CuPy unless CuPy is alread
 """
 from __future__ import annotations
 
+import copyreg
 import functools
 import importlib.util
 import sys
@@ -39,10 +40,21 @@ def get_backend(kind: str, index: int) -> Backend:
                 elif kind == "cuda":
                     from .cupy import CupyBackend
                     backend = CupyBackend(index)
+                    copyreg.pickle(CupyBackend, _as_its_device)
                 else:  # Device() validates kinds first; this is a programming error
                     raise AssertionError(f"no backend for device kind {kind!r}")
                 _backends[key] = backend
     return backend
+
+
+def _as_its_device(backend):
+    """A backend is its device's: ``copy.deepcopy`` of a model (or unpickling one) gives back
+    the device's one backend, not a second with its own caches and handles."""
+    return get_backend, (backend.kind, getattr(backend, "index", 0))
+
+
+copyreg.pickle(NumpyBackend, _as_its_device)
+copyreg.pickle(SimBackend, _as_its_device)
 
 
 def array_device(obj):

@@ -98,12 +98,6 @@ class Backend(DenseRoutines, ActivationRoutines, LossRoutines, RandomRoutines, N
         training loop run under their device's."""
         return contextlib.nullcontext()
 
-    def __reduce__(self):
-        """A backend is its device's: ``copy.deepcopy`` of a model (or unpickling one) gives
-        back the device's one backend, not a second with its own caches and handles."""
-        from . import get_backend
-        return get_backend, (self.kind, getattr(self, "index", 0))
-
     def describe(self) -> dict:
         """Facts about this device for ``xpnet info`` (name, memory, versions)."""
         return {}

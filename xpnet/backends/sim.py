@@ -309,6 +309,11 @@ def _call(func, index, name, args, kwargs, out=None):
     return wrapped  # callers that pass out= get the very same sim array back
 
 
+# xpnet.device.Device, put here by xpnet.device when it loads: the backends never import the
+# generic layer above them (an array's .device is the one place sim needs it).
+_device_type = [None]
+
+
 class SimArray(NDArrayOperatorsMixin):
     """An array on a simulated device: NumPy data that refuses to meet host arrays."""
 
@@ -333,8 +338,8 @@ class SimArray(NDArrayOperatorsMixin):
 
     @property
     def device(self):
-        from ..device import Device
-        return Device(f"sim:{self._index}")
+        """The xpnet ``Device`` holding this array (``xn.device_of`` gives the same)."""
+        return _device_type[0](f"sim:{self._index}")
 
     def __len__(self):
         return len(self._data)
