@@ -4,6 +4,12 @@
 copy every array leaf, keep the structure, and leave other leaves as they are. Layers
 and models are moved with their ``to`` method. Every copy is counted in
 ``transfer_stats()``, so a user can see that a training step copies nothing.
+
+Arrays of other libraries come in by DLPack (``__dlpack__``: PyTorch and JAX tensors,
+anything of the array API): without a copy where they already sit on the target device
+(a CPU tensor on cpu, a CUDA tensor on its own GPU), by one counted copy otherwise.
+xpnet's arrays leave the same way: NumPy's and CuPy's own ``__dlpack__``; sim arrays go
+only to sim (a host consumer is refused and pointed at ``to_host``, as CuPy's would be).
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import numpy
 from . import backends
 from .backends.base import LAUNCHES, TRANSFERS, TransferStats
 from .device import CPU, Device, current_device, device_of
+from .errors import DeviceError
 from .tree import map_tree
 
 
@@ -27,37 +34,98 @@ def _array_to(array, target: Device):
     return host if target.kind == "cpu" else target.backend.from_host(host)
 
 
+# DLPack device types (dlpack.h's DLDeviceType) whose memory xpnet can take.
+_DLPACK_HOST = {1: "kDLCPU", 3: "kDLCUDAHost"}
+_DLPACK_CUDA = {2: "kDLCUDA", 13: "kDLCUDAManaged"}
+
+
+def is_dlpack(obj) -> bool:
+    """Whether ``obj`` is an array of another library that DLPack can bring in (it has
+    ``__dlpack__`` and ``__dlpack_device__``); xpnet's own arrays are not counted here."""
+    return (backends.array_device(obj) is None and hasattr(obj, "__dlpack__")
+            and hasattr(obj, "__dlpack_device__"))
+
+
+def _dlpack_source(obj) -> Device:
+    """The device whose array module can take ``obj`` by DLPack without a copy."""
+    kind, index = obj.__dlpack_device__()
+    kind, index = int(kind), int(index)
+    name = type(obj).__name__
+    if kind in _DLPACK_HOST:
+        return CPU
+    if kind in _DLPACK_CUDA:
+        try:
+            return Device(f"cuda:{index}")
+        except DeviceError as exc:
+            raise DeviceError(
+                f"a {name} on CUDA device {index} ({_DLPACK_CUDA[kind]}) can come in only through CuPy, "
+                f"and CUDA cannot be used here: {exc} Copy it to the host in its own library first "
+                f"(tensor.cpu() in PyTorch).") from None
+    raise TypeError(f"a {name} on DLPack device type {kind} (device {index}): xpnet takes DLPack arrays "
+                    f"in host memory ({', '.join(_DLPACK_HOST.values())}) or on a CUDA GPU "
+                    f"({', '.join(_DLPACK_CUDA.values())}). Copy it to the host in its own library first.")
+
+
+def _from_dlpack(obj, target: Device):
+    """``obj`` (an array of another library) as an array of ``target``: taken by DLPack onto
+    the device it sits on (no copy: NumPy's or CuPy's ``from_dlpack``), then moved as any
+    xpnet array is (no copy if that is ``target``, else one counted copy)."""
+    source = _dlpack_source(obj)
+    try:
+        with source.backend.activate():
+            array = source.xp.from_dlpack(obj)
+    except (BufferError, RuntimeError) as exc:  # a dtype NumPy lacks (bfloat16), a tensor that needs grad
+        raise TypeError(f"a {type(obj).__name__} could not be taken by DLPack onto {source} "
+                        f"({type(exc).__name__}: {exc}). Convert it in its own library first "
+                        f"(detached, to a float or integer dtype).") from None
+    return _array_to(array, target)
+
+
 def to_device(tree, device=None):
     """Copy every array in ``tree`` to ``device`` (default: the current device).
 
-    Arrays already there are returned as they are. A layer or model is moved in place
-    with its ``to`` method and returned.
+    Arrays already there are returned as they are; so are arrays of other libraries that
+    DLPack can take there without a copy (a PyTorch CPU tensor on cpu), which come back as
+    xpnet arrays sharing their memory. A layer or model is moved in place with its ``to``
+    method and returned.
     """
     target = current_device() if device is None else Device(device)
     if hasattr(tree, "to") and hasattr(tree, "params"):
         return tree.to(target)
 
     def move(leaf):
-        return _array_to(leaf, target) if backends.array_device(leaf) is not None else leaf
+        if backends.array_device(leaf) is not None:
+            return _array_to(leaf, target)
+        return _from_dlpack(leaf, target) if is_dlpack(leaf) else leaf
     return map_tree(move, tree)
 
 
 def to_host(tree):
-    """Copy every device array in ``tree`` to a NumPy array; NumPy arrays stay as they are."""
+    """Copy every device array in ``tree`` to a NumPy array; NumPy arrays stay as they are,
+    and so do arrays of other libraries in host memory, which come back as NumPy arrays
+    sharing it (DLPack)."""
     def move(leaf):
-        return _array_to(leaf, CPU) if backends.array_device(leaf) is not None else leaf
+        if backends.array_device(leaf) is not None:
+            return _array_to(leaf, CPU)
+        return _from_dlpack(leaf, CPU) if is_dlpack(leaf) else leaf
     return map_tree(move, tree)
 
 
 def asarray(obj, dtype=None, device=None):
-    """``obj`` (an array, list or number) as an array on ``device`` (default: current).
+    """``obj`` (an array, list or number, or an array of another library with ``__dlpack__``)
+    as an array on ``device`` (default: current).
 
-    Host data is converted with NumPy first, then copied over (counted).
+    Host data is converted with NumPy first, then copied over (counted). An array of
+    another library comes by DLPack: shared, not copied, where it already sits on
+    ``device`` (a PyTorch CPU tensor on cpu, a CUDA tensor on its GPU), else one counted copy.
     """
     target = current_device() if device is None else Device(device)
-    if backends.array_device(obj) is None:
-        obj = numpy.asarray(obj, dtype=dtype)
-    array = _array_to(obj, target)
+    if is_dlpack(obj):
+        array = _from_dlpack(obj, target)
+    else:
+        if backends.array_device(obj) is None:
+            obj = numpy.asarray(obj, dtype=dtype)
+        array = _array_to(obj, target)
     if dtype is not None and array.dtype != numpy.dtype(dtype):
         with target.backend.activate():
             array = array.astype(dtype)
@@ -65,10 +133,13 @@ def asarray(obj, dtype=None, device=None):
 
 
 def array_or_host(obj, what: str):
-    """``obj`` itself if it is an array of any device, else ``numpy.asarray(obj)`` on the
-    host (lists, tuples, numbers); raises TypeError naming ``what`` for anything else."""
+    """``obj`` itself if it is an array of any device, an array of another library taken by
+    DLPack where it sits (no copy), else ``numpy.asarray(obj)`` on the host (lists, tuples,
+    numbers); raises TypeError naming ``what`` for anything else."""
     if backends.array_device(obj) is not None:
         return obj
+    if is_dlpack(obj):  # another library's array: taken where it sits (a CUDA tensor stays on its GPU)
+        return _from_dlpack(obj, _dlpack_source(obj))
     try:
         array = numpy.asarray(obj)
     except (TypeError, ValueError) as exc:  # ragged nested lists

@@ -10,6 +10,9 @@ NumPy does the arithmetic, but a ``SimArray`` is its own type and follows CuPy's
   ``repr``/``str``/``format``, ``xp.asarray(host)``) is counted in ``xpnet.transfer_stats()``;
 - ``copy.copy``/``copy.deepcopy`` copy on the device (one kernel, no transfer); pickling is
   refused;
+- DLPack follows CuPy's rules too: ``xp.from_dlpack`` takes a sim array without a copy
+  and refuses host memory (a CPU tensor) as ``cupy.from_dlpack`` does; a host consumer
+  (``numpy.from_dlpack``, ``torch.from_dlpack``) is refused with ``xn.to_host`` named;
 - the current sim device is per context (thread, asyncio task), 0 unless entered.
 
 Because every operation is the same NumPy call on the same data, results are bit-identical
@@ -217,6 +220,10 @@ _METHODS = frozenset("""
 _ATTRIBUTES = frozenset("base dtype flags imag itemsize mT nbytes ndim real shape size strides".split())
 # CuPy accepts these kinds of dtype; strings, objects, records and datetimes it refuses.
 _DTYPE_KINDS = "biufc"
+# DLPack's device type for sim arrays: kDLExtDev, which dlpack.h reserves for extension and
+# test devices. Not kDLCUDA: a consumer that believed it would look for a GPU stream, and not
+# kDLCPU: a host consumer would read device memory without an explicit copy.
+DLPACK_SIM = 12
 
 
 def _device_dtype(dtype):
@@ -390,6 +397,22 @@ class SimArray(NDArrayOperatorsMixin):
 
     def __setitem__(self, key, value):
         _call(operator.setitem, self._index, "assignment", (self, key, value), {})
+
+    # -- DLPack: a producer on sim's rules -----------------------------------------------
+    def __dlpack_device__(self):
+        return (DLPACK_SIM, self._index)
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """Refused: DLPack hands the consumer this array's memory, and the consumers that
+        call it (NumPy, PyTorch, JAX) read host or CUDA memory, so taking it would be an
+        implicit device->host copy, which CuPy does not make either. sim's own consumers
+        (``xn.asarray``, ``xn.to_device``, the sim ``xp.from_dlpack``) take a sim array as it is."""
+        raise BufferError(
+            f"__dlpack__: an array on sim:{self._index} (shape {self.shape}, {self.dtype}) can be taken "
+            f"by DLPack only on sim (xn.asarray(x, device='sim:{self._index}'), or the sim device's "
+            f"xp.from_dlpack(x)); a host consumer (numpy.from_dlpack, torch.from_dlpack) would read "
+            f"device memory without an explicit copy. Copy it first: numpy.from_dlpack(xn.to_host(x)) "
+            f"or torch.from_dlpack(xn.to_host(x)).")
 
     # -- explicit and implicit crossings, counted as CuPy's would be copies -------------
     def get(self):
@@ -590,6 +613,32 @@ class SimNamespace(types.SimpleNamespace):
     def asnumpy(self, obj):
         """CuPy's ``asnumpy``: a counted device->host copy."""
         return obj.get() if type(obj) is SimArray else numpy.asarray(obj)
+
+    def from_dlpack(self, obj, *, device=None, copy=None):
+        """CuPy's ``from_dlpack``: a sim array comes as it is (the same memory, on the sim
+        device it lives on, as CuPy's array stays on its GPU), or as a copy on that device
+        with ``copy=True``; host memory is refused, as CuPy refuses it (a copy from the host
+        is ``xn.asarray``'s, and is counted)."""
+        if device is not None:
+            raise NotImplementedError("from_dlpack(device=...) is not supported (nor by CuPy's "
+                                      "from_dlpack); move the result with xn.to_device.")
+        if type(obj) is SimArray:
+            if copy:
+                return obj._device_copy("from_dlpack(copy=True)")
+            return SimArray(obj._data, obj._index)
+        where = getattr(obj, "__dlpack_device__", None)
+        if where is None:
+            raise TypeError(f"from_dlpack expects an array with __dlpack__ and __dlpack_device__, "
+                            f"got {type(obj).__name__}.")
+        kind, _ = where()
+        if kind in (1, 3):  # kDLCPU, kDLCUDAHost
+            raise TypeError(
+                f"from_dlpack: a {type(obj).__name__} in host memory cannot be imported onto "
+                f"sim:{self._index} without a copy (cupy.from_dlpack refuses CPU arrays too). Copy it "
+                f"explicitly: xn.asarray(x, device='sim:{self._index}').")
+        raise TypeError(f"from_dlpack: a {type(obj).__name__} on DLPack device type {kind} cannot be "
+                        f"imported onto sim:{self._index}; copy it to the host in its own library, "
+                        f"then xn.asarray(x, device='sim:{self._index}').")
 
 
 class SimBackend(Backend):
