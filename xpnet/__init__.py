@@ -23,6 +23,7 @@ from .errors import (
 )
 from .io import load, save
 from .nn.init import seed
+from .onnx import export_onnx
 from .train import History, evaluate, fit, predict
 from .transfer import asarray, launch_stats, reset_transfer_stats, to_device, to_host, transfer_stats
 
@@ -34,6 +35,7 @@ __all__ = [
     "set_matmul_precision", "get_matmul_precision",
     "__version__", "nn", "optim", "autodiff", "functional", "testing", "data",
     "datasets", "fit", "evaluate", "predict", "History", "save", "load", "grad", "value_and_grad", "seed",
+    "export_onnx",
 ]
 
 
