@@ -1,4 +1,4 @@
-"""``xpnet info | bench | train`` (also ``python -m xpnet``)."""
+"""``xpnet info | bench | train | export`` (also ``python -m xpnet``)."""
 from __future__ import annotations
 
 import argparse
@@ -142,6 +142,57 @@ def _train(args) -> int:
     return 0
 
 
+# The examples whose checkpoints ``xpnet export`` converts: each defines MODELS (key ->
+# (title, builder)); the shape of one input sample, which the example's data fixes, is here.
+EXPORTABLE = {"mnist_cnn": (1, 28, 28)}
+
+
+def _export(args) -> int:
+    """A checkpoint of an example's model as an ONNX graph (``xn.export_onnx``)."""
+    import numpy
+
+    import xpnet as xn
+    where = f"xpnet export {args.checkpoint}"
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        print(f"{where}: no such file; give a checkpoint written by xn.save (an example's "
+              f"--out folder holds model.npz).", file=sys.stderr)
+        return 2
+    if args.example not in EXPORTABLE:
+        print(f"{where} --example {args.example}: not an example whose model can be rebuilt here; "
+              f"give one of {', '.join(sorted(EXPORTABLE))}, or call xn.export_onnx(model, path, "
+              f"example_input) on a model of your own.", file=sys.stderr)
+        return 2
+    models = runpy.run_path(str(REPO / "examples" / f"{args.example}.py"))["MODELS"]
+    if args.model is not None and args.model not in models:
+        args.parser.error(f"argument --model: {args.model!r} is not a model of {args.example}; "
+                          f"give one of {', '.join(models)}")
+    refusals = []
+    with xn.use_device("cpu"):
+        for key in [args.model] if args.model else list(models):  # the first whose weights fit
+            title, build = models[key]
+            model = build()
+            try:
+                xn.load(model, checkpoint)
+                break
+            except xn.CheckpointError as exc:
+                refusals.append(f"{key} ({title}): {exc}")
+        else:
+            print(f"{where}: the checkpoint fits no model of {args.example}: {' | '.join(refusals)}",
+                  file=sys.stderr)
+            return 2
+        out = Path(args.out) if args.out else checkpoint.with_suffix(".onnx")
+        example = numpy.zeros((1, *EXPORTABLE[args.example]), dtype=numpy.float32)
+        try:
+            path = xn.export_onnx(model, out, example)
+        except (ImportError, FileNotFoundError) as exc:
+            print(f"{where}: {exc}", file=sys.stderr)
+            return 2
+    print(f"{checkpoint} ({title}) -> {path}: ONNX opset {xn.onnx.OPSET}, input 'input' of shape "
+          f"(batch, {', '.join(map(str, example.shape[1:]))}) float32, output 'output'")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = ArgumentParser(prog="xpnet", description=__doc__)
@@ -157,10 +208,16 @@ def main(argv=None) -> int:
                        help="run this script (with the arguments after it) instead of an example")
     train.add_argument("name", nargs="?", help=f"one of {', '.join(examples())}")
     train.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the example (--help)")
+    export = sub.add_parser("export", help="an example's checkpoint as an ONNX graph (needs the onnx extra)")
+    export.add_argument("checkpoint", help="a checkpoint written by xn.save (an example's model.npz)")
+    export.add_argument("--example", required=True, help=f"the example that trained it: {', '.join(EXPORTABLE)}")
+    export.add_argument("--model", default=None,
+                        help="which of the example's models (default: the one the checkpoint fits)")
+    export.add_argument("--out", default=None, help="the .onnx file to write (default: beside the checkpoint)")
     args = parser.parse_args(argv)
-    args.argv, args.parser = argv, train if args.command == "train" else parser
+    args.argv, args.parser = argv, {"train": train, "export": export}.get(args.command, parser)
     try:
-        code = {"info": _info, "bench": _bench, "train": _train}[args.command](args)
+        code = {"info": _info, "bench": _bench, "train": _train, "export": _export}[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe can be caught, not at interpreter exit
         return code
     except DeviceError as exc:
