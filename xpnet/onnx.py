@@ -199,7 +199,7 @@ def export_onnx(model, path, example_input) -> Path:
     ``onnx.checker``; the file is written whole or not at all.
     """
     onnx = _onnx()
-    from . import predict  # the training loop's, imported here: xpnet.onnx is loaded by xpnet's __init__
+    from .train import predict
     if not isinstance(model, Layer):
         raise TypeError(f"xn.export_onnx: model must be an xpnet layer or Sequential, got {type(model).__name__}.")
     _refuse_unexported(model)
@@ -232,7 +232,7 @@ def export_onnx(model, path, example_input) -> Path:
 
 
 def _version():
-    from . import __version__
+    from ._version import __version__
     return __version__
 
 
