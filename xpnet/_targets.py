@@ -24,6 +24,21 @@ def softmax_targets(name, y, t):
       indices replaced by 0 so that no gather reads out of bounds. (``fit`` and ``evaluate``
       check integer labels on the host before they start, so they refuse with a message.)
     """
+    n, classes = _shapes(name, y, t)
+    if n == 0:
+        return t, None
+    if isinstance(t, numpy.ndarray):
+        _check_host_values(name, t, classes)
+        return t, None
+    xp = get_backend(*array_device(t)).xp
+    if t.ndim == 1:  # negative labels, seen as unsigned, are larger than any class count
+        bad = (t.view(t.dtype.str.replace("i", "u")) if t.dtype.kind == "i" else t) >= classes
+        return xp.where(bad, 0, t), bad
+    return t, (xp.abs(t - 0.5) > 0.5).any(axis=1)  # outside [0, 1]
+
+
+def _shapes(name, y, t):
+    """(N, C) once ``y`` and ``t`` have the shapes and dtypes softmax cross-entropy takes."""
     if y.ndim != 2:
         hint = " For one sample, use y.reshape(1, -1) and t of shape (1,)." if y.ndim == 1 else ""
         raise ShapeError(f"{name}: logits y must be (N, C), got shape {tuple(y.shape)}.{hint}")
@@ -47,16 +62,7 @@ def softmax_targets(name, y, t):
                          f"one-hot / soft labels (N, C) = {(n, classes)}.")
     if t.shape[0] != n:
         raise ShapeError(f"{name}: y has {n} samples but t has {t.shape[0]}.")
-    if n == 0:
-        return t, None
-    if isinstance(t, numpy.ndarray):
-        _check_host_values(name, t, classes)
-        return t, None
-    xp = get_backend(*array_device(t)).xp
-    if t.ndim == 1:  # negative labels, seen as unsigned, are larger than any class count
-        bad = (t.view(t.dtype.str.replace("i", "u")) if t.dtype.kind == "i" else t) >= classes
-        return xp.where(bad, 0, t), bad
-    return t, (xp.abs(t - 0.5) > 0.5).any(axis=1)  # outside [0, 1]
+    return n, classes
 
 
 def _check_host_values(name, t, classes):

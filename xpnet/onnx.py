@@ -34,8 +34,9 @@ import numpy
 
 from .io import _mode_for
 from .nn.conv import AvgPool2D, Conv2D, MaxPool2D
-from .nn.layer import Layer, Sequential
+from .nn.layer import Layer
 from .nn.layers import Affine, BatchNorm, Dropout, Flatten, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .nn.sequential import Sequential
 from .transfer import array_or_host, to_host
 
 OPSET = 17       # ONNX 1.12's operator set: ONNX Runtime has run every operator used here since 1.12

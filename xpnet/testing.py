@@ -58,73 +58,102 @@ def check_gradients(layer, x, t=None, loss=None, tol=None, h=None, seed=0) -> di
     layer's random draws (``random_state``, Dropout's) are replayed for every evaluation;
     its parameters and buffers (BatchNorm's running statistics) end as they started.
     """
-    from .nn.losses import SoftmaxCrossEntropy
     params = layer.params()
     dtype = next(iter(params.values())).dtype if params else numpy.dtype(numpy.float64)
     double = dtype == numpy.float64
     tol = (1e-6 if double else 1e-2) if tol is None else tol
     h = (1e-6 if double else 1e-3) if h is None else h
     with use_device(layer.device) as device:
-        if isinstance(x, (numpy.ndarray, numpy.generic, list, tuple, int, float)):
-            x = to_device(numpy.array(x, dtype=dtype, order="C"), device)
-        else:
-            x = device.xp.ascontiguousarray(x.astype(dtype))
-        random = {k: v.copy() for k, v in layer.random_state().items()}
-        buffers = {k: v.copy() for k, v in layer.buffers().items()}
-
-        def restore_buffers():
-            for name, value in layer.buffers().items():
-                value[...] = buffers[name]
-
-        def forward():
-            for name, value in layer.random_state().items():
-                value[...] = random[name]
-            restore_buffers()
-            return layer(x.copy())  # a layer that wrote into its input would spoil the differences
-
+        x = _device_input(x, dtype, device)
+        replay = _Replay(layer, x)
         try:
-            y = forward()
-            if t is not None:
-                loss = SoftmaxCrossEntropy() if loss is None else loss
-                t = to_device(t, device)
-                objective = lambda: float(loss(forward(), t))  # noqa: E731
-                loss(y, t)
-                dout = loss.backward()
-                dout = dout.copy()
-            else:
-                w = numpy.random.default_rng([seed, _PROBE]).standard_normal(y.shape).astype(dtype)
-                dout = to_device(w, device)
-                objective = lambda: float(to_host((forward() * dout).sum()))  # noqa: E731
+            objective, dout = _objective(replay, t, loss, seed, dtype, device)
             analytic, dx, changed = _analytic(layer, dout, seed, device)
-            if dx is None and _needs_dx(layer):
-                raise GradientCheckError(
-                    f"{layer.describe()}: backward returned None, but dL/dx is needed (the layer "
-                    f"before it trains on it). End backward with `return dx`; a Sequential returns "
-                    f"None only when built without input_grad=True.")
             targets = dict(params)
-            if dx is not None:
-                if tuple(dx.shape) != tuple(x.shape):
-                    raise GradientCheckError(f"{layer.describe()}: backward returned dL/dx of shape "
-                                             f"{tuple(dx.shape)} for an input of shape {tuple(x.shape)}; "
-                                             f"they must match.")
+            if _checked_dx(layer, dx, x) is not None:
                 analytic["input"], targets["input"] = to_host(dx).astype(numpy.float64, copy=True), x
             numerical = {name: _numerical(objective, targets[name], h) for name in analytic}
-            # Errors are relative to each gradient's own size, but never to less than a
-            # thousandth of the largest gradient's: below that, rounding noise dominates.
-            floor = 1e-3 * max((float(numpy.max(numpy.abs(a))) for a in analytic.values() if a.size), default=0.0)
-            errors = {name: _relative_error(analytic[name], numerical[name], floor) for name in analytic}
+            errors = _errors(analytic, numerical)
         finally:
-            restore_buffers()
-    bad = {name: e for name, e in errors.items() if not e <= tol}
-    if bad or changed:
-        lines = [f"  {name}: relative error {e:.2e}{'  <- above' if name in bad else ''}"
-                 + ("  <- depends on what the gradient array held before backward" if name in changed else "")
-                 for name, e in errors.items()]
-        hint = ("\n  backward must overwrite each gradient (self.grad(name)[...] = g, or a routine's out=), "
-                "not add to it: training would sum every step's gradient." if changed else "")
-        raise GradientCheckError(f"{layer.describe()}: backward disagrees with the numerical gradient "
-                                 f"(tolerance {tol:g}, {dtype}):\n" + "\n".join(lines) + hint)
+            replay.restore_buffers()
+    _report(layer, errors, changed, tol, dtype)
     return errors
+
+
+def _device_input(x, dtype, device):
+    """``x`` on the layer's device in the parameters' dtype, contiguous, a copy of its own."""
+    if isinstance(x, (numpy.ndarray, numpy.generic, list, tuple, int, float)):
+        return to_device(numpy.array(x, dtype=dtype, order="C"), device)
+    return device.xp.ascontiguousarray(x.astype(dtype))
+
+
+class _Replay:
+    """The layer's forward on a fresh copy of ``x``, its random draws and buffers (Dropout's
+    counters, BatchNorm's running statistics) put back as they were before every call."""
+
+    def __init__(self, layer, x):
+        self.layer, self.x = layer, x
+        self.random = {k: v.copy() for k, v in layer.random_state().items()}
+        self.buffers = {k: v.copy() for k, v in layer.buffers().items()}
+
+    def restore_buffers(self):
+        for name, value in self.layer.buffers().items():
+            value[...] = self.buffers[name]
+
+    def __call__(self):
+        for name, value in self.layer.random_state().items():
+            value[...] = self.random[name]
+        self.restore_buffers()
+        return self.layer(self.x.copy())  # a layer that wrote into its input would spoil the differences
+
+
+def _objective(forward, t, loss, seed, dtype, device):
+    """The scalar the differences are taken of, and its gradient with respect to the output:
+    ``loss(forward(), t)``, or ``sum(forward() * w)`` with ``w`` from the probe's stream."""
+    y = forward()
+    if t is not None:
+        from .nn.losses import SoftmaxCrossEntropy
+        loss = SoftmaxCrossEntropy() if loss is None else loss
+        t = to_device(t, device)
+        loss(y, t)
+        return (lambda: float(loss(forward(), t))), loss.backward().copy()
+    dout = to_device(numpy.random.default_rng([seed, _PROBE]).standard_normal(y.shape).astype(dtype), device)
+    return (lambda: float(to_host((forward() * dout).sum()))), dout
+
+
+def _checked_dx(layer, dx, x):
+    """``dx`` once it is a fit answer: None only where no dL/dx is needed, of x's shape."""
+    if dx is None and _needs_dx(layer):
+        raise GradientCheckError(
+            f"{layer.describe()}: backward returned None, but dL/dx is needed (the layer "
+            f"before it trains on it). End backward with `return dx`; a Sequential returns "
+            f"None only when built without input_grad=True.")
+    if dx is not None and tuple(dx.shape) != tuple(x.shape):
+        raise GradientCheckError(f"{layer.describe()}: backward returned dL/dx of shape "
+                                 f"{tuple(dx.shape)} for an input of shape {tuple(x.shape)}; "
+                                 f"they must match.")
+    return dx
+
+
+def _errors(analytic, numerical):
+    """Each gradient's relative error, relative to its own size but never to less than a
+    thousandth of the largest gradient's: below that, rounding noise dominates."""
+    floor = 1e-3 * max((float(numpy.max(numpy.abs(a))) for a in analytic.values() if a.size), default=0.0)
+    return {name: _relative_error(analytic[name], numerical[name], floor) for name in analytic}
+
+
+def _report(layer, errors, changed, tol, dtype):
+    """Raise ``GradientCheckError`` with a per-name report if any gradient failed."""
+    bad = {name: e for name, e in errors.items() if not e <= tol}
+    if not bad and not changed:
+        return
+    lines = [f"  {name}: relative error {e:.2e}{'  <- above' if name in bad else ''}"
+             + ("  <- depends on what the gradient array held before backward" if name in changed else "")
+             for name, e in errors.items()]
+    hint = ("\n  backward must overwrite each gradient (self.grad(name)[...] = g, or a routine's out=), "
+            "not add to it: training would sum every step's gradient." if changed else "")
+    raise GradientCheckError(f"{layer.describe()}: backward disagrees with the numerical gradient "
+                             f"(tolerance {tol:g}, {dtype}):\n" + "\n".join(lines) + hint)
 
 
 def _analytic(layer, dout, seed, device):
