@@ -22,10 +22,12 @@ holding a negative value there is refused.
 AdaGrad, RMSProp, Adam and AdamW take ``eps >= 0``, as PyTorch does; with ``eps=0`` a
 parameter whose gradient has been exactly 0 at every step gets 0 / 0 = NaN, as in PyTorch.
 
-The first ``step`` lays the model's parameters, gradients and the optimizer's state out
-in one flat buffer per device and dtype (the parameters become views into it), so each
-update is one pass over the whole model. ``model.params()`` stays live throughout; an
-array taken from it *before* the first step is the old copy and no longer changes.
+Making an optimizer lays the model's parameters, gradients and the optimizer's state out
+in one flat buffer per device and dtype (``groups()``: the parameters and gradients become
+views into it), so each update is one pass over the whole model. This happens in one
+place, ``groups()``: when the optimizer is made, and again on its next use after the model
+moved or changed. ``model.params()`` stays live throughout; an array taken from it *before*
+the optimizer was made is the old copy and no longer changes.
 """
 from __future__ import annotations
 
@@ -40,7 +42,11 @@ class _Group:
     """The parameters of one device and dtype laid end to end in flat buffers (``p``,
     ``g``, each state, scratch), and the step's per-step values as 0-d arrays on that
     device: the step count ``t`` and the learning rate ``lr``. Kept on the device, they
-    are read and advanced by the step's own kernels, so a recorded step replays right."""
+    are read and advanced by the step's own kernels, so a recorded step replays right.
+
+    ``g`` is public: the model's gradients are views into it, so code between ``backward``
+    and ``step`` may scale or sum it in place (a data-parallel fit averages it across
+    ranks with one allreduce per group)."""
 
     def __init__(self, device, p, g, state, scratch, decayed, t, lr, scalars):
         self.backend, self.xp = device.backend, device.xp
@@ -83,6 +89,7 @@ class Optimizer:
         self._scalars = {k: float(v) for k, v in self.scalar_state.items()}  # until the first step
         self.state: dict = {}  # parameter name -> {state name: array}
         self._version = None
+        self.groups()  # built now, in one place: the model's parameters become views of them
 
     @property
     def lr(self) -> float:
@@ -132,7 +139,7 @@ class Optimizer:
         another device by ``model.to``, or loaded from a checkpoint, is moved there first).
         ``fit`` copies these to roll back a NaN step: an optimizer that declares its state
         (``state_names``, ``scalar_state``) is rolled back whole."""
-        groups = self._prepare()
+        groups = self.groups()
         arrays = {f"state/{n}/{k}": v for n, s in self.state.items() for k, v in s.items()}
         for i, group in enumerate(groups):
             arrays[f"t/{i}"] = group.t
@@ -151,15 +158,17 @@ class Optimizer:
                 f"{model.describe()} (parameters {sorted(model.params())}); it would update the "
                 f"other model's weights. Build it for this one: {type(self).__name__}(model, ...).")
 
-    def _prepare(self):
-        """The update's flat buffers, (re)built after the model moved or changed.
+    def groups(self) -> list:
+        """The update's flat groups, one per device and dtype of the
+        parameters: built when the optimizer is made, and rebuilt here on the first use
+        after the model moved or changed (its state follows, a counted copy if it moves).
 
         All parameters of one device and dtype are laid end to end in one flat array, and
         so are their gradients and each kind of state; the model's parameters and
         gradients become views into them. Then an update is a dozen array operations for
-        the whole model, not a dozen per parameter: on the CPU the per-call overhead of a
-        model with many small parameters (biases, BatchNorm's scales) was about half of
-        Adam's time, and a GPU launches a dozen kernels instead of hundreds.
+        the whole model, not a dozen per parameter: the per-call overhead of many small
+        parameters (biases, BatchNorm's scales) is paid once, and a GPU launches a dozen
+        kernels instead of hundreds.
         """
         if self._groups is not None and self._version == self.model._version:
             return self._groups
@@ -177,7 +186,7 @@ class Optimizer:
         return groups
 
     def _group(self, device, dtype, names, params, grads, views, t_now, scalars_now):
-        """One device's and dtype's parameters laid out flat (see ``_prepare``)."""
+        """One device's and dtype's parameters laid out flat (see ``groups``)."""
         xp, total = device.xp, sum(params[n].size for n in names)
         flat = {k: xp.empty(total, dtype=dtype) for k in ("p", "g") + self.state_names}
         offset = 0
@@ -203,7 +212,7 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter from its gradient. Every value that changes from step to
         step is read from, and advanced on, the device: the step records and replays."""
-        groups = self._prepare()
+        groups = self.groups()
         wd = 0.0 if self.decoupled else self.weight_decay
         for group in groups:
             with group.backend.activate():
@@ -214,6 +223,13 @@ class Optimizer:
                     group.decayed += g
                     g = group.decayed
                 self._update(group, g)
+
+    _prepare = groups  # the name before the groups were public
+
+    def flat_grads(self) -> list:
+        """The flat gradient of each group (see ``groups``), live: the model's gradients
+        are views into them, so scaling one in place scales those gradients."""
+        return [group.g for group in self.groups()]
 
     def _update(self, group, g):
         raise NotImplementedError
