@@ -6,7 +6,7 @@ with every host<->device copy explicit.
 ``_launch`` comes first: under ``mpiexec`` it gives each rank's BLAS its share of the cores,
 which has to happen before NumPy loads its BLAS (see xpnet/_launch.py).
 """
-from . import _launch, autodiff, data, datasets, functional, nn, optim, testing  # noqa: F401 (_launch)
+from . import _launch, autodiff, callbacks, data, datasets, functional, nn, optim, testing  # noqa: F401 (_launch)
 from ._version import __version__
 from .autodiff import grad, value_and_grad
 from .backends import cuda_unavailable_reason
@@ -24,7 +24,7 @@ from .errors import (
 from .io import load, save
 from .nn.init import seed
 from .onnx import export_onnx
-from .train import History, evaluate, fit, predict
+from .training import History, evaluate, fit, predict
 from .transfer import asarray, launch_stats, reset_transfer_stats, to_device, to_host, transfer_stats
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
     "DeviceError", "ImplicitTransferError", "ShapeError", "DTypeError", "CheckpointError",
     "TrainingError", "CaptureError", "cuda_unavailable_reason", "launch_stats", "LaunchStats",
     "set_matmul_precision", "get_matmul_precision",
-    "__version__", "nn", "optim", "autodiff", "functional", "testing", "data",
+    "__version__", "nn", "optim", "autodiff", "functional", "testing", "data", "callbacks",
     "datasets", "fit", "evaluate", "predict", "History", "save", "load", "grad", "value_and_grad", "seed",
     "export_onnx",
 ]

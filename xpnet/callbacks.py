@@ -1,0 +1,5 @@
+"""``xn.callbacks``: hooks into ``fit`` (``fit(..., callbacks=[...])``); see
+``xpnet/training/callbacks.py`` for when each hook runs and what it is given."""
+from .training.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint
+
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "CSVLogger"]

@@ -1,0 +1,111 @@
+"""``evaluate`` and ``predict``: the model in eval mode over a set, batch by batch, each
+batch of host data copied to the device just before its forward (so memory-maps larger
+than the device work)."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy
+
+from .. import _validate
+from ..device import Device, use_device
+from ..errors import ShapeError
+from ..nn.losses import SoftmaxCrossEntropy
+from ..transfer import array_or_host, to_device, to_host
+from .parallel import processes
+from .sources import LabelCheck, check_batch, check_pair, class_indices, is_batches
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """Eval mode on the model's device inside the block; the train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with use_device(model.device) as device:
+            yield device
+    finally:
+        model.train(was_training)
+
+
+def predict(model, x, batch_size: int = 1000):
+    """The model's outputs for ``x`` in eval mode, batch by batch, as one array on the
+    model's device; each batch of host input is copied there just before its forward, so
+    a memory-mapped ``x`` larger than the device works. ``x`` may also be an iterable of
+    input batches. Move the result with ``xn.to_host``."""
+    batch_size = _validate.integer("predict", "batch_size", batch_size)
+    listed = isinstance(x, (list, tuple)) and len(x) > 0 and getattr(x[0], "ndim", 0) >= 1
+    if listed or (not isinstance(x, (list, tuple)) and is_batches(x)):  # batches of inputs
+        batches = (array_or_host(b, f"predict input, batch {k}") for k, b in enumerate(x))
+    else:
+        x = array_or_host(x, "predict input")
+        if x.ndim == 0 or len(x) == 0:
+            raise ShapeError("predict got no samples (an input of length 0); pass at least one.")
+        batches = (x[lo:lo + batch_size] for lo in range(0, len(x), batch_size))
+    with evaluating(model) as device:
+        outputs = [model.forward(to_device(b, device)) for b in batches]
+        if not outputs:
+            raise ShapeError("predict got no samples (an empty iterable of batches).")
+        return device.xp.concatenate(outputs)
+
+
+def _evaluation_batches(data, batch_size, parallel, labels):
+    """(xb, tb) pairs of ``data``: this rank's contiguous part of a pair (checked now, and
+    compared across ranks), in batches of ``batch_size``, sliced as they are used; or the
+    batches of an iterable, each checked as it comes."""
+    if is_batches(data):
+        return _checked(data, labels)
+    x, t = check_pair(data, "evaluate data")
+    labels.add(t, "evaluate data")
+    parallel.check_sizes("evaluate", {"samples": len(x)})
+    lo, hi = len(x) * parallel.rank // parallel.size, len(x) * (parallel.rank + 1) // parallel.size
+    return ((x[k:min(k + batch_size, hi)], t[k:min(k + batch_size, hi)]) for k in range(lo, hi, batch_size))
+
+
+def _checked(batches, labels):
+    for k, batch in enumerate(batches):
+        where = f"evaluate data, batch {k}"
+        xb, tb = check_batch(batch, where)
+        labels.add(tb, where)
+        yield xb, tb
+
+
+def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None, distributed=None) -> dict:
+    """Mean loss and accuracy of ``model`` on ``data`` in eval mode: a pair ``(x, t)`` of
+    arrays (each batch copied to the device as it is used, so memory-maps larger than the
+    device work), or an iterable of ``(x, t)`` host batches.
+
+    ``loss_fn`` defaults to SoftmaxCrossEntropy; accuracy is None for a loss that is not
+    a classification loss. The model's train/eval mode is restored afterwards. In a
+    distributed run (``distributed`` as in ``fit``) each rank evaluates its contiguous part
+    of a pair (an iterable: the batches it is given) and the sums are reduced, so every
+    rank returns the whole set's figures.
+    """
+    batch_size = _validate.integer("evaluate", "batch_size", batch_size)
+    parallel, labels = processes(distributed, "evaluate"), LabelCheck()
+    batches = _evaluation_batches(data, batch_size, parallel, labels)
+    device = model.device if device is None else Device(device)
+    if model.device != device:
+        raise ValueError(f"evaluate: the model is on {model.device}, not {device}; "
+                         f"move it first with model.to('{device}').")
+    loss_fn = SoftmaxCrossEntropy() if loss_fn is None else loss_fn
+    classify = getattr(loss_fn, "classification", False)
+    with evaluating(model):
+        xp = device.xp
+        total, correct = xp.zeros((), dtype=numpy.float64), xp.zeros((), dtype=numpy.int64)
+        seen = 0
+        for xb, tb in batches:
+            xb, tb = to_device((xb, tb), device)
+            y = model.forward(xb)
+            if classify:
+                labels.against(y.shape[1])
+            total += loss_fn(y, tb) * len(xb)
+            if classify:
+                correct += (y.argmax(axis=1) == class_indices(tb)).sum()
+            seen += len(xb)
+        sums = parallel.sum(numpy.array([float(to_host(total)), float(to_host(correct)), seen],
+                                        dtype=numpy.float64))
+        total, correct, seen = sums
+        if seen == 0:
+            raise ShapeError("evaluate data is empty.")
+    return {"loss": float(total / seen), "accuracy": float(correct / seen) if classify else None}

@@ -1,0 +1,80 @@
+"""The training step: forward, loss, backward, update, and the count of correct answers;
+the one thing ``fit`` records.
+
+On CUDA and sim the step is recorded the first time each pair of batch buffers comes up
+(``backend.record``: a CUDA graph, or sim's tape under CUDA's rules) and replayed after
+that: one launch instead of about fifty, which is what a small network's step costs on a
+GPU. The sources gather or copy each batch into the buffers the recording reads, so only
+the batch changes between replays; the optimizer keeps its step count and rate on the
+device, and the loss stays there until the loop reads a chunk of them.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy
+
+from ..transfer import to_host
+from .sources import class_indices
+
+
+class TrainStep:
+    """One training step of ``model`` on a batch; ``run`` records it where it can.
+
+    ``parallel`` (``SingleProcess`` or ``DataParallel``) sums a part's gradients across
+    ranks between backward and the update; ``labels`` (a ``LabelCheck``) learns the
+    model's output width from the first step; ``transform(xb, tb)`` runs on the device
+    inside the step. A step is recorded when ``graph`` is true, the processes allow it,
+    and the model and the loss declare ``graph_safe``."""
+
+    def __init__(self, model, loss_fn, optimizer, parallel, labels, transform=None, graph=True):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.parallel, self.labels, self.transform = parallel, labels, transform
+        self.classify = getattr(loss_fn, "classification", False)
+        self.records = (graph and parallel.records and getattr(model, "graph_safe", False)
+                        and getattr(loss_fn, "graph_safe", False))
+        self.replays = {}  # batch buffers -> the step as the device runs it (recorded where it records)
+        self.correct = None
+
+    def start(self, device):
+        """Allocate the device's count of correct answers (before the first epoch)."""
+        self.device = device
+        self.correct = device.xp.zeros((), dtype=numpy.int64)
+
+    def new_epoch(self):
+        self.correct[...] = 0
+
+    def __call__(self, xb, tb, share=None):
+        """The step itself; returns the loss as a device scalar (``share``: this rank's part
+        of the global batch, whose gradients and loss are weighted by it and then summed)."""
+        if self.transform is not None:
+            xb, tb = self.transform(xb, tb)
+        y = self.model.forward(xb)
+        if self.classify:
+            self.labels.against(y.shape[1])
+        loss = self.loss_fn(y, tb)
+        self.model.backward(self.loss_fn.backward())
+        if share is not None:
+            self.parallel.reduce_gradients(self.optimizer, share)
+            loss = loss * share
+        self.optimizer.step()
+        if self.classify:
+            xp = self.device.xp
+            xp.add(self.correct, (y.argmax(axis=1) == class_indices(tb)).sum(), out=self.correct)
+        return loss
+
+    def run(self, xb, tb, share=None):
+        """One step on the batch in ``xb``, ``tb``: replayed when it is recorded (one recording
+        per pair of buffers: per batch shape, two when streaming), else run as it is."""
+        if share is not None or not self.records:
+            return self(xb, tb, share)
+        key = (id(xb), id(tb))
+        replay = self.replays.get(key)
+        if replay is None:
+            replay = self.replays[key] = self.device.backend.record(
+                functools.partial(self, xb, tb), owners=(self.model, self.loss_fn))
+        return replay()
+
+    def hits(self):
+        """The epoch's count of correct answers, read to the host (a float64 array of one)."""
+        return to_host(self.correct).reshape(1).astype(numpy.float64)
