@@ -53,9 +53,9 @@ def test_a_set_larger_than_the_device_streams_by_itself(tmp_path, monkeypatch):
     assert copies.h2d_count >= 2 * 2 * 5                 # two arrays, five batches, two epochs
     monkeypatch.setattr(sim, "memory_limit", 3 * (x.nbytes + t.nbytes))
     with xn.use_device("sim"):
-        for share, copies in ((None, 2 + 2), (0.25, 2 * 2 * 5)):  # a third of the memory: copied once
-            model = _model()                                      # (and an order an epoch), unless the
-            opt = xn.optim.Adam(model, lr=0.01)                   # share allowed is a quarter
+        for share, copies in ((None, 2 + 2), (True, 2 * 2 * 5)):  # a third of the memory: copied once,
+            model = _model()                                      # (and an order an epoch), unless
+            opt = xn.optim.Adam(model, lr=0.01)                   # streaming is asked for
             before = xn.transfer_stats()
             xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x, t), epochs=2, batch_size=64, seed=3, stream=share)
             assert (xn.transfer_stats() - before).h2d_count == copies

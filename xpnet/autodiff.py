@@ -610,6 +610,22 @@ def _value_and_grad(f, argnums, positions, has_aux, nested, device, args, kwargs
         raise type(exc)(f"{exc}{note}").with_traceback(exc.__traceback__) from None
     finally:
         _state.depth -= 1
+    out, aux = _split_result(out, has_aux, argnums)
+    leaves = [leaf for i in positions for leaf in tree_leaves(inputs[i])]
+    found = iter(_backward(out, leaves, create_graph=nested))
+    unwrap = (lambda t: t) if nested else (lambda t: t.data)
+    grads = tuple(map_tree(lambda _: unwrap(next(found)), inputs[i]) for i in positions)
+    value = out if nested else out.data
+    grads = grads[0] if isinstance(argnums, int) else grads
+    if not has_aux:
+        return value, grads
+    if not nested:  # aux is a result, not part of a trace: plain arrays
+        aux = map_tree(_data, aux)
+    return (value, aux), grads
+
+
+def _split_result(out, has_aux, argnums):
+    """(value, aux) from what f returned, once the value is a traced scalar."""
     aux = None
     if has_aux:
         if not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -628,17 +644,7 @@ def _value_and_grad(f, argnums, positions, has_aux, nested, device, args, kwargs
     if out.size != 1:
         raise ValueError(f"grad needs f to return a scalar, but it returned shape {out.shape}; "
                          f"reduce it first (for example .sum() or .mean()).")
-    leaves = [leaf for i in positions for leaf in tree_leaves(inputs[i])]
-    found = iter(_backward(out, leaves, create_graph=nested))
-    unwrap = (lambda t: t) if nested else (lambda t: t.data)
-    grads = tuple(map_tree(lambda _: unwrap(next(found)), inputs[i]) for i in positions)
-    value = out if nested else out.data
-    grads = grads[0] if isinstance(argnums, int) else grads
-    if not has_aux:
-        return value, grads
-    if not nested:  # aux is a result, not part of a trace: plain arrays
-        aux = map_tree(_data, aux)
-    return (value, aux), grads
+    return out, aux
 
 
 def vjp_of_traced(out, inputs, cotangent):
