@@ -16,8 +16,8 @@ import re
 from . import _launch, backends
 from .errors import DeviceError, ImplicitTransferError
 
-VALID = "cpu, sim, sim:N, cuda, cuda:N, auto"
-_SPEC = re.compile(r"^(cpu|sim|cuda)(?::(\d+))?$")
+VALID = ", ".join(kind.names() for kind in backends.KINDS.values()) + ", auto"
+_SPEC = re.compile(r"^(" + "|".join(map(re.escape, backends.KINDS)) + r")(?::(\d+))?$")
 
 
 class Device:
@@ -44,14 +44,14 @@ class Device:
         if match is None:
             raise DeviceError(f"{source} is not a device. Valid: {VALID}.")
         kind, index = match.group(1), int(match.group(2) or 0)
-        if kind == "cpu" and index != 0:
-            raise DeviceError(f"{source} asks for CPU {index}, but the host is one device. "
+        known = backends.KINDS[kind]
+        if not known.indexed and index != 0:
+            raise DeviceError(f"{source} asks for {known.title} {index}, but the host is one device. "
                               f"Valid: {VALID}.")
-        if kind == "cuda":
-            reason = backends.cuda_unavailable_reason(index)
-            if reason is not None:
-                raise DeviceError(f"{source} asks for CUDA device {index}, but {reason}. "
-                                  f"Valid here: {_valid_here()}.")
+        reason = known.unavailable(index)
+        if reason is not None:
+            raise DeviceError(f"{source} asks for {known.title} {index}, but {reason}. "
+                              f"Valid here: {_valid_here()}.")
         self = object.__new__(cls)
         self.kind, self.index, self._backend = kind, index, None
         return self

@@ -1,25 +1,72 @@
 """The only package that knows which array libraries exist.
 
-``get_backend(device)`` returns the backend object for a device; ``array_device(obj)``
+``KINDS`` names each kind of device (cpu, sim, cuda) with its backend, its array type, its
+availability probe and its name format; ``get_backend(kind, index)`` returns the backend
+object for a device; ``array_device(obj)``
 says which device an array lives on without importing CuPy unless CuPy is already loaded;
 ``cuda_unavailable_reason()`` says why CUDA cannot be used (None when it can).
 """
 from __future__ import annotations
 
 import copyreg
+import dataclasses
 import functools
 import importlib.util
 import sys
 import threading
+from typing import Callable
 
 from .base import TRANSFERS, Backend
 from .numpy import NumpyBackend
 from .sim import SimArray, SimBackend
 
 __all__ = [
-    "Backend", "TRANSFERS", "get_backend", "array_device", "cuda_unavailable_reason",
+    "Backend", "TRANSFERS", "KINDS", "Kind", "get_backend", "array_device", "cuda_unavailable_reason",
     "cuda_device_names", "SimArray",
 ]
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """A kind of device, as the rest of xpnet sees it: every fact about one lives here.
+
+    ``backend(index)`` builds its backend (importing its array library then); ``holds(obj)``
+    is the index of the device holding array ``obj`` of this kind, or None; ``unavailable
+    (index)`` says why that device cannot be had (None when it can); ``indexed`` is whether
+    ``kind:N`` names more than one device (the host is one: ``cpu``)."""
+
+    name: str
+    title: str  # for messages: "CUDA device 1", "CPU"
+    backend: Callable[[int], Backend]
+    holds: Callable[[object], "int | None"]
+    unavailable: Callable[[int], "str | None"] = lambda index: None
+    indexed: bool = True
+
+    def names(self) -> str:
+        """The device names of this kind, for messages: ``sim, sim:N``."""
+        return f"{self.name}, {self.name}:N" if self.indexed else self.name
+
+
+def _cupy_backend(index):
+    from .cupy import CupyBackend
+    copyreg.pickle(CupyBackend, _as_its_device)
+    return CupyBackend(index)
+
+
+def _numpy_holds(obj):
+    import numpy
+    return 0 if isinstance(obj, (numpy.ndarray, numpy.generic)) else None
+
+
+def _cupy_holds(obj):
+    cupy = sys.modules.get("cupy")  # an array of CuPy cannot exist before CuPy is imported
+    return obj.device.id if cupy is not None and isinstance(obj, cupy.ndarray) else None
+
+
+KINDS = {kind.name: kind for kind in (
+    Kind("cpu", "CPU", lambda index: NumpyBackend(), _numpy_holds, indexed=False),
+    Kind("sim", "sim device", SimBackend, lambda obj: obj.device_index if isinstance(obj, SimArray) else None),
+    Kind("cuda", "CUDA device", _cupy_backend, _cupy_holds, lambda index: cuda_unavailable_reason(index)),
+)}
 
 _backends: dict = {}
 _lock = threading.Lock()
@@ -33,17 +80,7 @@ def get_backend(kind: str, index: int) -> Backend:
         with _lock:
             backend = _backends.get(key)
             if backend is None:
-                if kind == "cpu":
-                    backend = NumpyBackend()
-                elif kind == "sim":
-                    backend = SimBackend(index)
-                elif kind == "cuda":
-                    from .cupy import CupyBackend
-                    backend = CupyBackend(index)
-                    copyreg.pickle(CupyBackend, _as_its_device)
-                else:  # Device() validates kinds first; this is a programming error
-                    raise AssertionError(f"no backend for device kind {kind!r}")
-                _backends[key] = backend
+                backend = _backends[key] = KINDS[kind].backend(index)
     return backend
 
 
@@ -63,14 +100,10 @@ def array_device(obj):
     NumPy arrays and NumPy scalars live on ("cpu", 0). CuPy arrays are recognised only
     when CuPy has been imported already: an array of it cannot exist otherwise.
     """
-    import numpy
-    if isinstance(obj, (numpy.ndarray, numpy.generic)):
-        return ("cpu", 0)
-    if isinstance(obj, SimArray):
-        return ("sim", obj.device_index)
-    cupy = sys.modules.get("cupy")
-    if cupy is not None and isinstance(obj, cupy.ndarray):
-        return ("cuda", obj.device.id)
+    for kind in KINDS.values():
+        index = kind.holds(obj)
+        if index is not None:
+            return (kind.name, index)
     return None
 
 
