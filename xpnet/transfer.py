@@ -101,11 +101,16 @@ def to_device(tree, device=None):
 
 
 def to_host(tree):
-    """Copy every device array in ``tree`` to a NumPy array; NumPy arrays stay as they are,
-    and so do arrays of other libraries in host memory, which come back as NumPy arrays
-    sharing it (DLPack)."""
+    """Copy every array in ``tree`` to a NumPy array of its own, on every device alike: a
+    cpu array is copied too (it is the cpu device's memory, which later steps change, as a
+    GPU's), so a snapshot taken with ``to_host`` never moves on. NumPy scalars and
+    memory-maps (host data on file, never a device's) stay as they are, and arrays of other
+    libraries in host memory come back as NumPy arrays sharing it (DLPack)."""
     def move(leaf):
-        if backends.array_device(leaf) is not None:
+        where = backends.array_device(leaf)
+        if where == ("cpu", 0):
+            return leaf if isinstance(leaf, (numpy.generic, numpy.memmap)) else leaf.copy()
+        if where is not None:
             return _array_to(leaf, CPU)
         return _from_dlpack(leaf, CPU) if is_dlpack(leaf) else leaf
     return map_tree(move, tree)

@@ -274,9 +274,17 @@ class Layer:
 
     def _rebind(self, params: dict, grads: dict) -> None:
         """Make the given arrays (same shapes, holding the same values) the parameters and
-        gradients by name; an optimizer does this to lay them out in one flat buffer."""
+        gradients by name; an optimizer does this to lay them out in one flat buffer. An
+        attribute of the layer that held an old array (``self.W = self.add_param("W", ...)``,
+        the book's way) is pointed at the new one, so the layer keeps computing with what
+        the optimizer trains."""
+        renamed = {id(self._params[n]): a for n, a in params.items() if n in self._params}
+        renamed.update({id(self._grads[n]): a for n, a in grads.items() if n in self._grads})
         self._params.update(params)
         self._grads.update(grads)
+        for attribute, value in list(vars(self).items()):
+            if id(value) in renamed and not attribute.startswith("_"):
+                setattr(self, attribute, renamed[id(value)])
         self._version += 1
 
     # -- declaring parameters and buffers (the public way; the built-in layers use it) --

@@ -97,6 +97,17 @@ class Sequential(Layer):
         self._ran = None  # what the last forward ran, for backward: (index, size, layer or stage)
 
     @property
+    def _version(self):
+        """Changes whenever this Sequential or a layer inside it moves or is re-laid out (by
+        any optimizer: a layer shared with another model's optimizer too), so an optimizer
+        of this one notices and lays its buffers out again."""
+        return (self._own_version,) + tuple(layer._version for layer in self.layers)
+
+    @_version.setter
+    def _version(self, value):  # Layer.__init__'s 0
+        self._own_version = value
+
+    @property
     def returns_input(self):
         return all(layer.returns_input for layer in self.layers)
 
@@ -198,14 +209,14 @@ class Sequential(Layer):
             prefix = f"{i}."
             layer._rebind({k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)},
                           {k[len(prefix):]: v for k, v in grads.items() if k.startswith(prefix)})
-        self._version += 1
+        self._own_version += 1
 
     def to(self, device):
         device = Device(device)
         for layer in self.layers:
             layer.to(device)
         self.device = device
-        self._version += 1
+        self._own_version += 1
         return self
 
     def train(self, mode=True):

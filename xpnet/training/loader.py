@@ -54,7 +54,8 @@ class Loader:
         for step in range(len(self)):
             lo, hi = step * self.batch_size, min(n, (step + 1) * self.batch_size)
             if order is None:
-                xb, tb = numpy.asarray(self.x[lo:hi]), numpy.asarray(self.t[lo:hi])
+                # copies, as the shuffled gather makes: a batch is the consumer's to change
+                xb, tb = numpy.array(self.x[lo:hi]), numpy.array(self.t[lo:hi])
             else:
                 idx = order[lo:hi]
                 xb, tb = self.x[idx], self.t[idx]

@@ -149,7 +149,9 @@ def _train_epoch(run, epoch) -> None:
         raise ValueError(f"fit: epoch {epoch} had no batches: the data iterable was exhausted (a generator runs "
                          f"once). For more epochs pass a list of batches or an xn.data.Loader.")
     hits = run.parallel.sum(run.step.hits())
-    run.each("on_epoch_end", {"epoch": epoch, "loss": float(numpy.mean(reader.losses)),
+    # the epoch's loss is the mean over its samples, as evaluate's: a short last batch weighs less
+    loss = float(numpy.dot(reader.losses, reader.samples) / numpy.sum(reader.samples))
+    run.each("on_epoch_end", {"epoch": epoch, "loss": loss,
                               "accuracy": float(hits[0]) / reader.seen if run.step.classify else None})
 
 
@@ -159,10 +161,11 @@ class _LossReader:
 
     def __init__(self, run, epoch):
         self.run, self.epoch = run, epoch
-        self.pending, self.steps, self.seen, self.losses = 0, 0, 0, []
+        self.pending, self.steps, self.seen, self.losses, self.samples = 0, 0, 0, [], []
 
     def add(self, loss, samples):
         self.run.slots[self.pending] = loss
+        self.samples.append(samples)
         self.pending, self.steps, self.seen = self.pending + 1, self.steps + 1, self.seen + samples
         if self.pending == self.run.chunk:
             self.flush()
