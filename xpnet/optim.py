@@ -89,10 +89,15 @@ class Optimizer:
         self._scalars = {k: float(v) for k, v in self.scalar_state.items()}  # until the first step
         self.state: dict = {}  # parameter name -> {state name: array}
         self._version = None
+        self.step_schedule = None  # a per-step schedule (xn.optim.schedules.OneCycle, ...) attaches itself here
         self.groups()  # built now, in one place: the model's parameters become views of them
 
     @property
     def lr(self) -> float:
+        """The rate the next step uses; with a per-step schedule, the rate the last step used
+        (read from the device)."""
+        if self.step_schedule is not None and self._groups:
+            return float(to_host(self._groups[0].lr))
         return self._lr
 
     @lr.setter
@@ -211,12 +216,16 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter from its gradient. Every value that changes from step to
-        step is read from, and advanced on, the device: the step records and replays."""
+        step is read from, and advanced on, the device: the step records and replays. With a
+        per-step schedule (``step_schedule``), the rate is set from the advanced step count
+        on the device first."""
         groups = self.groups()
         wd = 0.0 if self.decoupled else self.weight_decay
         for group in groups:
             with group.backend.activate():
                 group.t += 1
+                if self.step_schedule is not None:
+                    self.step_schedule.write_rate(group)
                 g = group.g
                 if wd:  # the L2 penalty wd/2 |p|^2 adds wd * p to the gradient
                     group.xp.multiply(group.p, wd, out=group.decayed)
@@ -267,16 +276,26 @@ class SGD(Optimizer):
 
 
 class Momentum(Optimizer):
-    """v = momentum * v - lr * g; p += v"""
+    """v = momentum * v - lr * g; p += v
+
+    ``nesterov=True``: Nesterov's accelerated gradient (Sutskever et al. 2013) in the form
+    PyTorch's ``SGD(nesterov=True)`` computes, written in the book's sign convention:
+    v = momentum * v - lr * g; p += momentum * v - lr * g. With a constant rate it takes
+    the steps PyTorch takes (its buffer is -v / lr).
+    """
 
     state_names = ("v",)
 
-    def __init__(self, model, lr=0.01, momentum=0.9, weight_decay=0.0):
+    def __init__(self, model, lr=0.01, momentum=0.9, weight_decay=0.0, nesterov: bool = False):
         super().__init__(model, lr, weight_decay)
         self.momentum = self._check("momentum", momentum, low=0, high=1, high_open=True)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"Momentum: nesterov must be True or False, got {type(nesterov).__name__} {nesterov!r}.")
+        self.nesterov = nesterov
 
     def _update(self, group, g):
-        group.backend.momentum_update(group.p, g, group.state["v"], group.lr, self.momentum, group.scratch)
+        update = group.backend.nesterov_update if self.nesterov else group.backend.momentum_update
+        update(group.p, g, group.state["v"], group.lr, self.momentum, group.scratch)
 
 
 class AdaGrad(Optimizer):

@@ -13,6 +13,14 @@ class UpdateRoutines:
         v -= self.xp.multiply(g, lr, out=scratch)
         p += v
 
+    def nesterov_update(self, p, g, v, lr, momentum, scratch):
+        """Nesterov momentum in the book's signs: v = momentum v - lr g; p += momentum v - lr g."""
+        self.xp.multiply(g, lr, out=scratch)
+        v *= momentum
+        v -= scratch
+        p -= scratch
+        p += self.xp.multiply(v, momentum, out=scratch)
+
     def adagrad_update(self, p, g, h, lr, eps, scratch):
         h += self.xp.multiply(g, g, out=scratch)
         self._rms_step(p, g, h, lr, eps, scratch)
