@@ -291,13 +291,15 @@ def stop_gradient(x):
 
 
 # -- losses ----------------------------------------------------------------------------------
-def softmax_cross_entropy(z, t):
+def softmax_cross_entropy(z, t, label_smoothing=0.0):
     """Mean cross-entropy of softmax(z) against labels t; t gets no gradient.
 
     ``z`` is logits (N, C); ``t`` is integer class indices (N,) or one-hot / soft labels
     (N, C) in [0, 1] (a row's loss is weighted by its sum), checked as
     ``xn.nn.SoftmaxCrossEntropy`` checks them. A list of labels is taken as a host array
-    (checked there, then copied to z's device)."""
+    (checked there, then copied to z's device). ``label_smoothing`` = e in [0, 1] takes the
+    target (1 - e) t + e / C, as PyTorch's ``cross_entropy(label_smoothing=e)``."""
+    ls = _validate.real("softmax_cross_entropy", "label_smoothing", label_smoothing, low=0, high=1)
     zd = _data(z)
     if isinstance(t, (list, tuple)) and hasattr(zd, "shape"):  # checked on the host, then copied
         t, bad = softmax_targets("softmax_cross_entropy", zd, numpy.asarray(t))
@@ -310,15 +312,20 @@ def softmax_cross_entropy(z, t):
                             f"got {type(zd).__name__} and {type(t).__name__}.")
         backend = _backend(z, t)  # arrays of two devices: ImplicitTransferError before label checks
         t, bad = softmax_targets("softmax_cross_entropy", zd, t)
-    loss, p = backend.softmax_cross_entropy(_data(z), t, bad=bad)
+    loss, p = backend.softmax_cross_entropy(_data(z), t, bad=bad, label_smoothing=ls)
 
     def vjp(g):
-        if _recording():  # differentiable again: (softmax(z) * sum_j t_j - t) / N, from recorded ops
+        if _recording():  # differentiable again: (softmax(z) * sum_j t_j - t') / N, from recorded ops
+            c = z.shape[1]
             if t.ndim == 2:
-                return (softmax(z, axis=1) * t.sum(axis=1, keepdims=True) - t) * (g / z.shape[0])
-            onehot = backend.xp.eye(z.shape[1], dtype=z.dtype)[t]
+                s = t.sum(axis=1, keepdims=True)
+                target = t * (1.0 - ls) + s * (ls / c) if ls else t
+                return (softmax(z, axis=1) * s - target) * (g / z.shape[0])
+            onehot = backend.xp.eye(c, dtype=z.dtype)[t]
+            if ls:
+                onehot = onehot * (1.0 - ls) + ls / c
             return (softmax(z, axis=1) - onehot) * (g / z.shape[0])
-        return g * backend.softmax_cross_entropy_backward(p, t)
+        return g * backend.softmax_cross_entropy_backward(p, t, label_smoothing=ls)
     return _node(loss, (z, vjp))
 
 

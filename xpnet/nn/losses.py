@@ -5,6 +5,7 @@ device->host copy, so the training loop does that only now and then).
 """
 from __future__ import annotations
 
+from .. import _validate
 from .._targets import softmax_targets
 from ..device import common_device, device_of
 from ..errors import ShapeError
@@ -62,20 +63,30 @@ class SoftmaxCrossEntropy(_Loss):
     [0, 1]; a row's loss is weighted by its sum (a zero row masks its sample). Labels out of
     range are refused (see ``softmax_targets``), and so is C = 1: for regression use
     ``MeanSquaredError``. ``probs`` holds softmax(y) after the forward pass.
+
+    ``label_smoothing`` = e in [0, 1] trains against (1 - e) t + e / C instead of t, as
+    PyTorch's ``cross_entropy(label_smoothing=e)`` does (a soft row of sum s takes
+    (1 - e) t + e s / C, so a zero row still masks its sample).
     """
 
     classification = True
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = _validate.real("SoftmaxCrossEntropy", "label_smoothing", label_smoothing,
+                                              low=0, high=1)
 
     def forward(self, y, t):
         t, bad = softmax_targets("SoftmaxCrossEntropy", y, t)
         self.t = t
         loss, self.probs = self.backend.softmax_cross_entropy(
-            y, t, out=self._buffer("probs", y.shape, y.dtype), bad=bad)
+            y, t, out=self._buffer("probs", y.shape, y.dtype), bad=bad, label_smoothing=self.label_smoothing)
         return loss
 
     def backward(self, dout=1.0):
         """dL/dy, a fresh array (the caller may keep it: a later call does not overwrite it)."""
-        return self.backend.softmax_cross_entropy_backward(self.probs, self.t, dout)
+        return self.backend.softmax_cross_entropy_backward(self.probs, self.t, dout,
+                                                           label_smoothing=self.label_smoothing)
 
 
 class MeanSquaredError(_Loss):

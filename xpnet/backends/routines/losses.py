@@ -7,7 +7,7 @@ import math
 
 
 class LossRoutines:
-    def softmax_cross_entropy(self, z, t, out=None, bad=None):
+    def softmax_cross_entropy(self, z, t, out=None, bad=None, label_smoothing=0.0):
         """Mean cross-entropy of softmax(z) against labels t; returns (loss, softmax(z)).
 
         ``t`` is either class indices, shape (N,), or one-hot / soft labels, shape (N, C)
@@ -18,6 +18,9 @@ class LossRoutines:
         on the device) marks samples whose labels are out of range: the loss and their
         softmax rows (hence their gradient) become NaN, the device's way of refusing them
         without a read on the host; their entries of ``t`` must still be valid indices.
+
+        ``label_smoothing`` = e takes the target (1 - e) t + e s / C for a row t of sum s (PyTorch's
+        definition, where s = 1): the row's loss is s lse - (1 - e) t.z - e s mean_j(z_j).
         """
         xp = self.xp
         n = z.shape[0]
@@ -26,6 +29,13 @@ class LossRoutines:
             picked = shifted[self.arange(n), t]
         else:  # sum_j t_j (lse - z_j) = lse * sum_j t_j - sum_j t_j z_j, for soft labels too
             picked = (shifted * t).sum(axis=1)
+        if label_smoothing:  # before exp overwrites the shifted logits
+            spread = shifted.sum(axis=1)
+            spread *= label_smoothing / z.shape[1]
+            if t.ndim != 1:
+                spread *= t.sum(axis=1)
+            picked *= 1.0 - label_smoothing
+            picked += spread
         p = xp.exp(shifted, out=shifted)
         total = p.sum(axis=1, keepdims=True)
         lse = xp.log(total[:, 0])
@@ -40,9 +50,10 @@ class LossRoutines:
             xp.copyto(p, math.nan, where=bad[:, None])
         return loss, p
 
-    def softmax_cross_entropy_backward(self, p, t, dout=1.0, out=None):
-        """dL/dz = (softmax(z) * sum_j t_j - t) * dout / N for the mean loss above; for
-        class indices and one-hot rows (sum 1) that is (softmax(z) - onehot(t)) * dout / N."""
+    def softmax_cross_entropy_backward(self, p, t, dout=1.0, out=None, label_smoothing=0.0):
+        """dL/dz = (softmax(z) * sum_j t_j - t') * dout / N for the mean loss above, t' the
+        smoothed target; for class indices and one-hot rows (sum 1) without smoothing that is
+        (softmax(z) - onehot(t)) * dout / N."""
         xp = self.xp
         n = p.shape[0]
         if out is None:
@@ -50,10 +61,17 @@ class LossRoutines:
         elif out is not p:
             xp.copyto(out, p)
         if t.ndim == 1:
-            out[self.arange(n), t] -= 1
+            out[self.arange(n), t] -= 1.0 - label_smoothing
+            if label_smoothing:
+                out -= label_smoothing / p.shape[1]
         else:
-            out *= t.sum(axis=1, keepdims=True)
-            out -= t
+            s = t.sum(axis=1, keepdims=True)
+            out *= s
+            if label_smoothing:
+                out -= s * (label_smoothing / p.shape[1])
+                out -= t * (1.0 - label_smoothing)
+            else:
+                out -= t
         out *= dout / n
         return out
 
