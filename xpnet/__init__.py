@@ -6,7 +6,7 @@ with every host<->device copy explicit.
 ``_launch`` comes first: under ``mpiexec`` it gives each rank's BLAS its share of the cores,
 which has to happen before NumPy loads its BLAS (see xpnet/_launch.py).
 """
-from . import _launch, autodiff, callbacks, data, datasets, functional, nn, optim, testing  # noqa: F401 (_launch)
+from . import _launch, augment, autodiff, callbacks, data, datasets, functional, nn, optim, testing  # noqa: F401 (_launch)
 from ._version import __version__
 from .autodiff import grad, value_and_grad
 from .backends import cuda_unavailable_reason
@@ -33,7 +33,7 @@ __all__ = [
     "DeviceError", "ImplicitTransferError", "ShapeError", "DTypeError", "CheckpointError",
     "TrainingError", "CaptureError", "cuda_unavailable_reason", "launch_stats", "LaunchStats",
     "set_matmul_precision", "get_matmul_precision",
-    "__version__", "nn", "optim", "autodiff", "functional", "testing", "data", "callbacks",
+    "__version__", "nn", "optim", "augment", "autodiff", "functional", "testing", "data", "callbacks",
     "datasets", "fit", "evaluate", "predict", "History", "save", "load", "grad", "value_and_grad", "seed",
     "export_onnx",
 ]
