@@ -2,7 +2,7 @@
 optimizer, schedule), with sample inputs and the extremes of every hyperparameter, in the
 manner of PyTorch's OpInfo database. The generic tests in this package run over it.
 
-A part that ``xn.nn``, ``xn.functional``, ``xn.optim`` or ``xn.optim.schedules`` exports
+A part that ``xn.nn``, ``xn.functional``, ``xn.optim``, ``xn.optim.schedules`` or ``xn.augment`` exports
 must have an entry here (``test_registry.py`` fails otherwise), so a new part is covered
 by every generic property the day it is added.
 
@@ -90,6 +90,13 @@ def ref_softmax_cross_entropy(z, t):
     if t.ndim == 1:
         return -logp[numpy.arange(len(z)), t].mean()
     return -(t * logp).sum() / len(z)
+
+
+def ref_smoothed_cross_entropy(z, t, e):
+    """PyTorch's label smoothing: the target (1 - e) t + e / C (t one-hot for indices)."""
+    c = z.shape[1]
+    target = numpy.eye(c)[t] if t.ndim == 1 else t
+    return ref_softmax_cross_entropy(z, (1 - e) * target + e * target.sum(axis=1, keepdims=True) / c)
 
 
 # -- layers ------------------------------------------------------------------------------------
@@ -271,6 +278,11 @@ LOSSES = {
         LossSample(f"{kind}_n{n}", xn.nn.SoftmaxCrossEntropy, (n, 4),
                    (lambda kind, n: lambda rng: _labels(kind, n, 4, rng))(kind, n), ref_softmax_cross_entropy)
         for kind in ("index", "onehot", "soft") for n in (1, 5)
+    ] + [
+        LossSample(f"{kind}_label_smoothing_{e}", (lambda e: lambda: xn.nn.SoftmaxCrossEntropy(label_smoothing=e))(e),
+                   (5, 4), (lambda kind: lambda rng: _labels(kind, 5, 4, rng))(kind),
+                   (lambda e: lambda y, t: ref_smoothed_cross_entropy(y, t, e))(e))
+        for kind in ("index", "soft") for e in (0.1, 1.0)
     ],
     "MeanSquaredError": [
         LossSample("2d", xn.nn.MeanSquaredError, (5, 3), lambda rng: rng.standard_normal((5, 3)),
@@ -333,6 +345,9 @@ FUNCTIONAL = [
                     lambda x: ref_softmax_cross_entropy(x, _IDX)),
     FunctionalEntry("softmax_cross_entropy_onehot", lambda F, x: F.softmax_cross_entropy(x, _on(x, _ONEHOT)),
                     lambda x: ref_softmax_cross_entropy(x, _ONEHOT), function="softmax_cross_entropy"),
+    FunctionalEntry("softmax_cross_entropy_label_smoothing",
+                    lambda F, x: F.softmax_cross_entropy(x, _on(x, _IDX), label_smoothing=0.2),
+                    lambda x: ref_smoothed_cross_entropy(x, _IDX, 0.2), function="softmax_cross_entropy"),
     FunctionalEntry("mean_squared_error", lambda F, x: F.mean_squared_error(x, _on(x, _T)),
                     lambda x: ((x - _T) ** 2).mean()),
     FunctionalEntry("sum_squared_error", lambda F, x: F.sum_squared_error(x, _on(x, _T)),
@@ -366,6 +381,15 @@ def _ref_momentum(lr, m):
     def step(p, g, s, t):
         s["v"] = m * s.get("v", 0.0) - lr * g
         return p + s["v"]
+    return step
+
+
+def _ref_nesterov(lr, m, wd=0.0):
+    """PyTorch's SGD(nesterov=True) in the book's signs: v = m v - lr g; p += m v - lr g."""
+    def step(p, g, s, t):
+        g = g + wd * p
+        s["v"] = m * s.get("v", 0.0) - lr * g
+        return p + m * s["v"] - lr * g
     return step
 
 
@@ -407,6 +431,12 @@ OPTIMIZERS = [
                    bad_args=[("momentum=1", lambda m: O.Momentum(m, momentum=1.0)),
                              ("momentum=-0.5", lambda m: O.Momentum(m, momentum=-0.5))]),
     OptimizerEntry("Momentum_0", lambda m: O.Momentum(m, lr=0.1, momentum=0.0), _ref_momentum(0.1, 0.0)),
+    OptimizerEntry("Momentum_nesterov", lambda m: O.Momentum(m, lr=0.1, momentum=0.9, nesterov=True),
+                   _ref_nesterov(0.1, 0.9),
+                   bad_args=[("nesterov='yes'", lambda m: O.Momentum(m, nesterov="yes"))]),
+    OptimizerEntry("Momentum_nesterov_weight_decay",
+                   lambda m: O.Momentum(m, lr=0.1, momentum=0.5, nesterov=True, weight_decay=0.1),
+                   _ref_nesterov(0.1, 0.5, 0.1)),
     OptimizerEntry("AdaGrad", lambda m: O.AdaGrad(m, lr=0.1), _ref_adagrad(0.1, 1e-7),
                    bad_args=[("eps=-1e-8", lambda m: O.AdaGrad(m, eps=-1e-8))]),
     OptimizerEntry("RMSProp", lambda m: O.RMSProp(m, lr=0.01, decay=0.9), _ref_rmsprop(0.01, 0.9, 1e-7),
@@ -457,7 +487,106 @@ SCHEDULES = [
                   lambda lr, e: lr * 0.5 * (1 + numpy.cos(numpy.pi * min(e, 1)))),
 ]
 
-NOT_SAMPLED_SCHEDULES = {"Schedule": "the abstract base; tested through every schedule"}
+
+
+@dataclasses.dataclass
+class StepScheduleEntry:
+    """A per-step schedule: ``make(optimizer)`` builds it (attached to the optimizer);
+    ``reference(k)`` is the rate of step k (0 for the first), in plain float64 from the formula,
+    for an optimizer built with lr=0.1; ``steps`` how many steps it schedules."""
+
+    name: str
+    make: Callable
+    reference: Callable
+    steps: int
+    bad_args: list = dataclasses.field(default_factory=list)
+
+
+def _ref_one_cycle(max_lr, total, pct=0.3, anneal="cos", div=25.0, final=1e4, three=False):
+    """PyTorch's OneCycleLR rate (cycle_momentum=False), held after the last step."""
+    lo = max_lr / div
+    ends = ([(pct * total - 1, lo, max_lr), (2 * pct * total - 2, max_lr, lo), (total - 1, lo, lo / final)] if three
+            else [(pct * total - 1, lo, max_lr), (total - 1, max_lr, lo / final)])
+
+    def rate(k):
+        k, start = min(k, total - 1), 0.0
+        for i, (end, a, b) in enumerate(ends):
+            if k <= end or i == len(ends) - 1:
+                x = (k - start) / (end - start)
+                return b + (a - b) / 2 * (numpy.cos(numpy.pi * x) + 1) if anneal == "cos" else a + (b - a) * x
+            start = end
+    return rate
+
+
+def _ref_warmup(lr, warmup, total, min_lr, decay):
+    def rate(k):
+        if k < warmup:
+            return lr * k / warmup
+        x = (min(k, total) - warmup) / (total - warmup)
+        return min_lr + (lr - min_lr) * (0.5 * (1 + numpy.cos(numpy.pi * x)) if decay == "cos" else 1 - x)
+    return rate
+
+
+STEP_SCHEDULES = [
+    StepScheduleEntry("OneCycle", lambda o: _S.OneCycle(o, max_lr=0.5, total_steps=12), _ref_one_cycle(0.5, 12), 12,
+                      bad_args=[("max_lr=0", lambda o: _S.OneCycle(o, max_lr=0.0, total_steps=10)),
+                                ("total_steps=1", lambda o: _S.OneCycle(o, max_lr=0.1, total_steps=1)),
+                                ("pct_start=1", lambda o: _S.OneCycle(o, max_lr=0.1, total_steps=10, pct_start=1.0)),
+                                ("pct_start=0.05", lambda o: _S.OneCycle(o, max_lr=0.1, total_steps=10,
+                                                                          pct_start=0.05)),
+                                ("anneal='exp'", lambda o: _S.OneCycle(o, max_lr=0.1, total_steps=10, anneal="exp")),
+                                ("div_factor=0", lambda o: _S.OneCycle(o, max_lr=0.1, total_steps=10, div_factor=0))]),
+    StepScheduleEntry("OneCycle_linear_three_phase",
+                      lambda o: _S.OneCycle(o, max_lr=0.5, total_steps=13, pct_start=0.25, anneal="linear",
+                                            three_phase=True),
+                      _ref_one_cycle(0.5, 13, 0.25, "linear", three=True), 13),
+    StepScheduleEntry("WarmupCosine", lambda o: _S.WarmupCosine(o, warmup_steps=3, total_steps=10, min_lr=0.01),
+                      _ref_warmup(0.1, 3, 10, 0.01, "cos"), 10,
+                      bad_args=[("warmup_steps=-1", lambda o: _S.WarmupCosine(o, warmup_steps=-1, total_steps=10)),
+                                ("total_steps=3", lambda o: _S.WarmupCosine(o, warmup_steps=3, total_steps=3)),
+                                ("min_lr above lr", lambda o: _S.WarmupCosine(o, 1, 10, min_lr=1.0))]),
+    StepScheduleEntry("WarmupCosine_no_warmup", lambda o: _S.WarmupCosine(o, warmup_steps=0, total_steps=7),
+                      _ref_warmup(0.1, 0, 7, 0.0, "cos"), 7),
+    StepScheduleEntry("WarmupLinear", lambda o: _S.WarmupLinear(o, warmup_steps=2, total_steps=9),
+                      _ref_warmup(0.1, 2, 9, 0.0, "linear"), 9,
+                      bad_args=[("min_lr=-1", lambda o: _S.WarmupLinear(o, warmup_steps=1, total_steps=5,
+                                                                        min_lr=-1.0))]),
+]
+
+NOT_SAMPLED_SCHEDULES = {"Schedule": "the abstract base; tested through every schedule",
+                         "StepSchedule": "the per-step schedules' base; tested through every one"}
+
+
+# -- augmentations -------------------------------------------------------------------------------
+@dataclasses.dataclass
+class AugmentationEntry:
+    """``make(seed)`` builds it; ``shape`` a batch it takes; ``outputs(x)`` every output one sample
+    of ``x`` (C, H, W) may become (the reference: the draws decide which)."""
+
+    name: str
+    make: Callable
+    shape: tuple
+    outputs: Callable
+    bad_args: list = dataclasses.field(default_factory=list)
+
+
+def _translations(s):
+    def outputs(x):
+        c, h, w = x.shape
+        padded = numpy.pad(x, ((0, 0), (s, s), (s, s)))
+        return [padded[:, dy:dy + h, dx:dx + w] for dy in range(2 * s + 1) for dx in range(2 * s + 1)]
+    return outputs
+
+
+AUGMENTATIONS = [
+    AugmentationEntry("RandomTranslate", lambda seed: xn.augment.RandomTranslate(2, seed=seed), (9, 2, 6, 5),
+                      _translations(2),
+                      bad_args=[("max_shift=-1", lambda: xn.augment.RandomTranslate(-1)),
+                                ("max_shift=1.5", lambda: xn.augment.RandomTranslate(1.5)),
+                                ("fill=nan", lambda: xn.augment.RandomTranslate(1, fill=float("nan")))]),
+    AugmentationEntry("RandomTranslate_1", lambda seed: xn.augment.RandomTranslate(1, seed=seed), (4, 1, 3, 3),
+                      _translations(1)),
+]
 
 
 # -- lookups for parametrize ---------------------------------------------------------------------
@@ -475,5 +604,7 @@ def registered_names():
         "nn": {e.name for e in LAYERS} | set(LOSSES) | set(NOT_SAMPLED),
         "functional": {e.function for e in FUNCTIONAL},
         "optim": {e.name.split("_")[0] for e in OPTIMIZERS} | set(NOT_SAMPLED_OPTIM),
-        "schedules": {e.name.split("_")[0] for e in SCHEDULES} | set(NOT_SAMPLED_SCHEDULES),
+        "schedules": ({e.name.split("_")[0] for e in SCHEDULES + STEP_SCHEDULES}
+                      | set(NOT_SAMPLED_SCHEDULES)),
+        "augment": {e.name.split("_")[0] for e in AUGMENTATIONS},
     }

@@ -20,7 +20,8 @@ def _defined_in(module):
             and getattr(value, "__module__", None) == module.__name__}
 
 
-MODULES = {"nn": xn.nn, "functional": xn.functional, "optim": xn.optim, "schedules": xn.optim.schedules}
+MODULES = {"nn": xn.nn, "functional": xn.functional, "optim": xn.optim, "schedules": xn.optim.schedules,
+           "augment": xn.augment}
 
 
 @pytest.mark.parametrize("where", list(MODULES))
