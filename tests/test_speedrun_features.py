@@ -1,6 +1,11 @@
 """Issue 28's features: per-step learning-rate schedules computed on the device, label
 smoothing, Nesterov momentum, on-device augmentation (against PyTorch where it has the same
 thing), and the speedrun example on a slice."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy
 import pytest
 
@@ -9,6 +14,7 @@ import xpnet as xn
 torch = pytest.importorskip("torch")  # the oracle (backends/oracles.txt)
 
 S = xn.optim.schedules
+REPO = Path(__file__).resolve().parent.parent
 
 
 # -- per-step schedules ------------------------------------------------------------------------------
@@ -260,3 +266,19 @@ def test_random_translate_with_no_shift_is_the_identity():
     x = numpy.ones((2, 1, 3, 3), "float32")
     assert xn.augment.RandomTranslate(0)(x, None)[0] is x
 
+
+# -- the example ----------------------------------------------------------------------------------------
+@pytest.mark.mnist
+@pytest.mark.parametrize("device", ["cpu", "sim"])
+def test_mnist_speedrun_example_runs_on_a_slice_and_prints_accuracy_and_seconds(device):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "mnist_speedrun.py"), "--device", device,
+                             "--limit", "2000", "--batch-size", "50", "--lr", "0.05"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    words = last.split()
+    assert words[:2] == ["test", "accuracy"] and words[-1] == "s", last
+    accuracy, seconds = float(words[2].rstrip(",")), float(words[3])
+    # 40 steps (peak rate 0.05) on 2000 images: 0.80 on cpu, far above chance (0.1)
+    assert 0.5 < accuracy <= 1.0 and seconds > 0, last

@@ -1,0 +1,76 @@
+"""MNIST time to accuracy (issue 28): train from scratch on the 60,000 training images and
+print the test accuracy and the seconds since the process started (imports and data loading
+included), as ``test accuracy 0.9921, 3.84 s``.
+
+The recipe: a small BatchNorm CNN that pools early, conv 3x3 (16) - BatchNorm - ReLU -
+max pool 2 - conv 3x3 (32) - BatchNorm - ReLU - max pool 2 - affine 10; Nesterov momentum
+0.9 with weight decay 5e-4 under a one-cycle rate (peak 0.2, computed on the device every
+step), label smoothing 0.1, batches of 128, one epoch; ``--shift N`` adds random
+translations of up to N pixels (``xn.augment.RandomTranslate``, drawn on the device). The
+test set is read only for the final evaluation.
+
+    python examples/mnist_speedrun.py                 # the current device (XPNET_DEVICE)
+    python examples/mnist_speedrun.py --device sim --limit 2000
+    xpnet train mnist_speedrun --seed 3
+
+The PyTorch version of the same recipe, for comparison: bench/torch_speedrun.py.
+"""
+import time
+
+START = time.perf_counter()  # the clock starts before anything is imported
+
+import argparse  # noqa: E402
+
+import xpnet as xn  # noqa: E402
+from xpnet.cli import positive_int  # noqa: E402
+
+nn = xn.nn
+
+
+def speedrun_cnn(width=16):
+    """conv-BN-ReLU-pool twice, then one affine layer: 28x28 -> 14x14 -> 7x7."""
+    w1, w2 = width, 2 * width
+    return nn.Sequential(
+        nn.Conv2D(1, w1, 3, pad=1), nn.BatchNorm(w1), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(w1, w2, 3, pad=1), nn.BatchNorm(w2), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Affine(w2 * 7 * 7, 10))
+
+
+MODELS = {"speedrun": ("the speedrun CNN", speedrun_cnn)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=positive_int, default=1)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--lr", type=float, default=0.2, help="the one-cycle peak rate")
+    parser.add_argument("--width", type=positive_int, default=16, help="the first convolution's filters")
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--shift", type=int, default=0, help="random translations of up to this many pixels")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="train and test on the first N images of each set only (a quick run)")
+    args = parser.parse_args()
+
+    device = xn.Device(args.device) if args.device else xn.current_device()
+    (x_train, t_train), (x_test, t_test) = xn.datasets.mnist(flatten=False)
+    if args.limit:
+        x_train, t_train = x_train[:args.limit], t_train[:args.limit]
+        x_test, t_test = x_test[:args.limit], t_test[:args.limit]
+    xn.seed(args.seed)
+    with xn.use_device(device):
+        model = speedrun_cnn(args.width)
+    optimizer = xn.optim.Momentum(model, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    steps = args.epochs * (len(x_train) // args.batch_size)
+    xn.optim.schedules.OneCycle(optimizer, max_lr=args.lr, total_steps=max(steps, 2), pct_start=0.25)
+    transform = xn.augment.RandomTranslate(args.shift) if args.shift else None
+    xn.fit(model, nn.SoftmaxCrossEntropy(label_smoothing=args.label_smoothing), optimizer, (x_train, t_train),
+           epochs=args.epochs, batch_size=args.batch_size, drop_last=True, seed=args.seed, progress=False,
+           transform=transform)
+    result = xn.evaluate(model, (x_test, t_test), batch_size=1000)
+    print(f"test accuracy {result['accuracy']:.4f}, {time.perf_counter() - START:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
