@@ -82,7 +82,7 @@ def test_an_unshuffled_loader_hands_out_batches_of_their_own():
     for _ in range(3):
         for _ in xn.data.Loader(x, t, batch_size=2, shuffle=False, transform=augment):
             pass
-    for xb, tb in xn.data.Loader(x, t, batch_size=2, shuffle=False):
+    for xb, _ in xn.data.Loader(x, t, batch_size=2, shuffle=False):
         xb /= 255
     numpy.testing.assert_array_equal(x, before)
 
