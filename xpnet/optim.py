@@ -228,9 +228,7 @@ class Optimizer:
                     self.step_schedule.write_rate(group)
                 g = group.g
                 if wd:  # the L2 penalty wd/2 |p|^2 adds wd * p to the gradient
-                    group.xp.multiply(group.p, wd, out=group.decayed)
-                    group.decayed += g
-                    g = group.decayed
+                    g = group.backend.decay_gradient(group.p, g, wd, out=group.decayed)
                 self._update(group, g)
 
     _prepare = groups  # the name before the groups were public

@@ -35,7 +35,7 @@ import numpy
 
 from ..errors import CaptureError
 from .base import TRANSFERS, Backend
-from .numpy import NumpyBackend
+from .numpy import PortableNumpyBackend
 from .sim_array import (  # noqa: F401 (_device_type is xpnet.device's)
     DLPACK_SIM,
     SimArray,
@@ -183,7 +183,7 @@ class SimBackend(Backend):
         self.index = index
         self.xp = SimNamespace(numpy, index)
         self.events = []  # the stream/event log of streamed batches (see upload_async)
-        self._portable = NumpyBackend()  # runs the routines CUDA fuses (see _one_kernel)
+        self._portable = PortableNumpyBackend()  # runs the routines CUDA fuses (see _one_kernel)
 
     records = True
     overlaps_copies = True  # as CUDA: fit reads a Loader's batches ahead on a thread

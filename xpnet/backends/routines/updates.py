@@ -5,6 +5,12 @@ from __future__ import annotations
 
 
 class UpdateRoutines:
+    def decay_gradient(self, p, g, wd, out):
+        """out = p * wd + g: the gradient with the L2 penalty wd/2 |p|^2's added (weight decay)."""
+        self.xp.multiply(p, wd, out=out)
+        out += g
+        return out
+
     def sgd_update(self, p, g, lr, scratch):
         p -= self.xp.multiply(g, lr, out=scratch)
 

@@ -1,0 +1,211 @@
+"""The cpu backend's numba kernels (issue 26): each equals its portable NumPy routine bit
+for bit, on random values and on every float bit pattern there is (NaN, +-inf, -0.0,
+denormals, the largest values, exact ties), for float32 and float64 and empty arrays.
+
+These tests compare the cpu device's ``NumpyBackend`` (kernels) with
+``PortableNumpyBackend`` (the routines as written, which sim runs). Under ``XPNET_JIT=0``
+(the second pass of ``make test``) the kernels are off and these cases skip with that
+reason; the rest of the suite then checks the NumPy versions.
+"""
+import os
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+import xpnet as xn
+from xpnet.backends import jit
+from xpnet.backends.numpy import NumpyBackend, PortableNumpyBackend
+
+JIT_OFF = os.environ.get("XPNET_JIT", "").strip().lower() in jit.OFF_VALUES
+needs_kernels = pytest.mark.skipif(JIT_OFF, reason="XPNET_JIT=0: the numba kernels are off in this pass")
+SIZES = [0, 1, 3, 7, 1000, 4099]
+DTYPES = [numpy.float32, numpy.float64]
+
+
+def _values(rng, n, dtype, kind):
+    """n values: 'normal' (N(0, 1)), 'bits' (every bit pattern alike: NaN, inf, denormals,
+    huge and tiny values) or 'special' (a mix of 0, -0, +-inf, NaN, denormals, ties)."""
+    dtype = numpy.dtype(dtype)
+    if kind == "normal":
+        return rng.standard_normal(n).astype(dtype)
+    if kind == "bits":
+        uint = numpy.uint32 if dtype.itemsize == 4 else numpy.uint64
+        return rng.integers(0, numpy.iinfo(uint).max, size=n, dtype=uint, endpoint=True).view(dtype)
+    info = numpy.finfo(dtype)
+    special = numpy.array([0.0, -0.0, numpy.inf, -numpy.inf, numpy.nan, info.smallest_subnormal,
+                           -info.smallest_subnormal, info.smallest_normal, info.max, -info.max, 0.5, 1.5,
+                           2.5, 1.0, -1.0, info.eps, 1 + info.eps], dtype=dtype)
+    return rng.choice(special, size=n).astype(dtype)
+
+
+def _same_bits(a, b):
+    """Bit for bit, -0.0 and denormals included; a NaN is matched by a NaN of any sign and
+    payload: those are the compiler's choice (LLVM may swap the operands of x + y, and
+    x86 keeps the first operand's NaN when both are NaN), and NumPy's own SIMD paths
+    differ in them too."""
+    a, b = numpy.asarray(a), numpy.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype
+    uint = {2: numpy.uint16, 4: numpy.uint32, 8: numpy.uint64}[a.dtype.itemsize]
+    differ = numpy.flatnonzero((a.view(uint) != b.view(uint)) & ~(numpy.isnan(a) & numpy.isnan(b)))
+    assert differ.size == 0, f"{differ.size} of {a.size} differ, first at {differ[:5]}: {a.flat[differ[:5]]} " \
+                             f"against {b.flat[differ[:5]]}"
+
+
+UPDATES = {  # name -> (number of state arrays, extra arguments after the rate)
+    "sgd_update": (0, ()),
+    "momentum_update": (1, (0.9,)),
+    "adagrad_update": (1, (1e-7,)),
+    "rmsprop_update": (1, (0.99, 1e-7)),
+    "adam_update": (2, (0.9, 0.999, 1e-7)),
+}
+
+
+def _run_update(backend, name, arrays, lr, extra):
+    p, g, *state = [a.copy() for a in arrays]
+    scratch = numpy.empty_like(p)
+    with numpy.errstate(all="ignore"):  # adversarial values overflow, as they should
+        getattr(backend, name)(p, g, *state, lr, *extra, scratch)
+    return [p, *state]
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", list(UPDATES))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["normal", "bits", "special"])
+def test_every_optimizer_kernel_equals_its_routine_bit_for_bit(name, dtype, kind):
+    rng = numpy.random.default_rng(hash((name, kind)) % 2 ** 32)
+    nstate, extra = UPDATES[name]
+    for n in SIZES:
+        arrays = [_values(rng, n, dtype, kind) for _ in range(2 + nstate)]
+        if kind == "normal" and nstate:  # state as training leaves it: sums of squares are >= 0
+            arrays[-1] = numpy.abs(arrays[-1])
+        for lr in (numpy.array(0.01, dtype=dtype), numpy.array(0.37, dtype=dtype), 0.1):
+            fused = _run_update(NumpyBackend(), name, arrays, lr, extra)
+            portable = _run_update(PortableNumpyBackend(), name, arrays, lr, extra)
+            for a, b in zip(fused, portable):
+                _same_bits(a, b)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["normal", "bits", "special"])
+def test_weight_decay_kernel_equals_its_routine(dtype, kind):
+    rng = numpy.random.default_rng(7)
+    for n in SIZES:
+        p, g = _values(rng, n, dtype, kind), _values(rng, n, dtype, kind)
+        outs = [numpy.empty_like(p), numpy.empty_like(p)]
+        with numpy.errstate(all="ignore"):
+            NumpyBackend().decay_gradient(p, g, 0.01, out=outs[0])
+            PortableNumpyBackend().decay_gradient(p, g, 0.01, out=outs[1])
+        _same_bits(*outs)
+
+
+@needs_kernels
+def test_kernels_take_only_what_they_can_and_leave_the_rest_to_numpy():
+    """A rate of another dtype (NumPy computes in float64 then), a strided view or float16
+    run the routine itself: same results either way."""
+    rng = numpy.random.default_rng(3)
+    base = rng.standard_normal(64).astype(numpy.float32)
+    cases = [
+        (base, numpy.array(0.1, dtype=numpy.float64)),  # float64 rate on float32 arrays
+        (base[::2], numpy.array(0.1, dtype=numpy.float32)),  # strided
+        (base.astype(numpy.float16), 0.1),  # a dtype the kernels do not compile for
+        (base, numpy.float64(0.1)),  # a NumPy float64 scalar is not cast down
+    ]
+    for p, lr in cases:
+        g = numpy.ones_like(p)
+        fused = _run_update(NumpyBackend(), "sgd_update", [p, g], lr, ())
+        portable = _run_update(PortableNumpyBackend(), "sgd_update", [p, g], lr, ())
+        _same_bits(fused[0], portable[0])
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (1,), (5,), (4, 3), (100, 256), (3, 5, 7), (2, 1, 28, 29)])
+@pytest.mark.parametrize("p", [1e-9, 0.2, 0.5, 0.999])
+def test_dropout_mask_kernel_equals_the_philox_routine(dtype, shape, p):
+    rng = numpy.random.default_rng(11)
+    for offset0 in (0, 12345, 2 ** 32 - 2, 2 ** 64 - 3):  # counters crossing 2^32 and wrapping at 2^64
+        key = tuple(int(k) for k in rng.integers(0, 2 ** 32, size=2))
+        masks, offsets = [], []
+        for backend in (NumpyBackend(), PortableNumpyBackend()):
+            offset = numpy.array(offset0, dtype=numpy.uint64)
+            out = numpy.full(shape, 7, dtype=dtype)
+            mask = backend.dropout_mask(key, offset, shape, p, dtype, out=out)
+            assert mask is out
+            mask2 = backend.dropout_mask(key, offset, shape, p, dtype)  # allocated, and the next counters
+            masks += [mask, mask2]
+            offsets.append(int(offset))
+        _same_bits(masks[0], masks[2])
+        _same_bits(masks[1], masks[3])
+        assert offsets[0] == offsets[1]
+
+
+@needs_kernels
+def test_dropout_keeps_about_one_minus_p():
+    """The kernel's mask is a mask: 0 or 1/(1-p), kept at the rate asked for."""
+    mask = NumpyBackend().dropout_mask((1, 2), numpy.zeros((), numpy.uint64), (1000, 100), 0.2, numpy.float32)
+    assert set(numpy.unique(mask)) == {numpy.float32(0), numpy.float32(1 / 0.8)}
+    assert abs((mask > 0).mean() - 0.8) < 0.005
+
+
+def _regularised(device, opt_name, wd):
+    with xn.use_device(device):
+        xn.seed(5)
+        model = xn.nn.Sequential(xn.nn.Affine(20, 16), xn.nn.BatchNorm(16), xn.nn.ReLU(), xn.nn.Dropout(0.2),
+                                 xn.nn.Affine(16, 16), xn.nn.BatchNorm(16), xn.nn.ReLU(), xn.nn.Dropout(0.2),
+                                 xn.nn.Affine(16, 4))
+        opt = getattr(xn.optim, opt_name)(model, lr=0.01, weight_decay=wd)
+        loss_fn = xn.nn.SoftmaxCrossEntropy()
+        rng = numpy.random.default_rng(0)
+        for _ in range(20):
+            x = xn.to_device(rng.standard_normal((32, 20)).astype(numpy.float32))
+            t = xn.to_device(rng.integers(0, 4, size=32))
+            loss_fn(model(x), t)
+            model.backward(loss_fn.backward())
+            opt.step()
+        return xn.to_host(model.params())
+
+
+@pytest.mark.parametrize("opt_name", ["SGD", "Momentum", "AdaGrad", "RMSProp", "Adam", "AdamW"])
+@pytest.mark.parametrize("wd", [0.0, 1e-3])
+def test_cpu_with_kernels_trains_bit_identically_to_sim(opt_name, wd):
+    """sim runs the portable routines; cpu runs the kernels (when on): 20 steps of a model
+    with BatchNorm, Dropout and every optimizer leave the same bits."""
+    cpu, sim = _regularised("cpu", opt_name, wd), _regularised("sim", opt_name, wd)
+    for name in cpu:
+        _same_bits(cpu[name], sim[name])
+
+
+def test_info_says_whether_the_kernels_run_and_why():
+    for setting, expected in (("0", "cpu kernels: off: XPNET_JIT='0'"), ("1", "cpu kernels: on: numba")):
+        out = subprocess.run([sys.executable, "-m", "xpnet", "info"], capture_output=True, text=True,
+                             check=True, env={**os.environ, "XPNET_JIT": setting, "XPNET_DEVICE": "cpu"}).stdout
+        assert expected in out, out
+
+
+def test_a_wrong_xpnet_jit_value_is_refused_by_name():
+    code = "import xpnet.backends.jit as j; j.kernels()"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "XPNET_JIT": "maybe"})
+    assert run.returncode != 0 and "XPNET_JIT='maybe' is not a switch" in run.stderr
+
+
+def test_kernels_are_on_where_numba_is_installed_unless_turned_off():
+    on, why = jit.status()
+    assert on == (not JIT_OFF), why
+
+
+@needs_kernels
+def test_compiled_kernels_are_cached_under_xpnet_cache_dir(tmp_path):
+    """Not beside the source (a read-only install cannot write there): in
+    $XPNET_CACHE_DIR/numba, ~/.cache/xpnet/numba by default."""
+    code = ("import numpy; from xpnet.backends import jit; a = numpy.ones(3, numpy.float32); "
+            "jit.kernels().sgd(a, a.copy(), numpy.array(0.5, numpy.float32)); print(a)")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, "XPNET_CACHE_DIR": str(tmp_path)})
+    assert run.stdout.strip() == "[0.5 0.5 0.5]"
+    assert any(f.name.startswith("_kernels.sgd-") for f in (tmp_path / "numba").rglob("*.nbi"))
