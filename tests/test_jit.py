@@ -209,3 +209,42 @@ def test_compiled_kernels_are_cached_under_xpnet_cache_dir(tmp_path):
                          env={**env, "XPNET_CACHE_DIR": str(tmp_path)})
     assert run.stdout.strip() == "[0.5 0.5 0.5]"
     assert any(f.name.startswith("_kernels.sgd-") for f in (tmp_path / "numba").rglob("*.nbi"))
+
+
+def _matrix(rng, shape, dtype, kind):
+    return _values(rng, int(numpy.prod(shape)), dtype, kind).reshape(shape)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["normal", "bits", "special"])
+@pytest.mark.parametrize("shape", [(2, 2), (3, 5), (8, 3), (9, 16), (100, 256), (257, 7)])
+def test_batchnorm_kernels_equal_their_routines(dtype, kind, shape):
+    rng = numpy.random.default_rng(shape[0] * 1000 + shape[1])
+    d = shape[1]
+    x = _matrix(rng, shape, dtype, kind)
+    if kind == "normal":  # off-centre, as activations are
+        x = x * 3 + 5
+    gamma, beta = _values(rng, d, dtype, kind), _values(rng, d, dtype, kind)
+    stats = [_values(rng, d, dtype, "normal"), numpy.abs(_values(rng, d, dtype, "normal"))]
+    dout = _matrix(rng, shape, dtype, kind)
+    results = []
+    for backend in (NumpyBackend(), PortableNumpyBackend()):
+        running = [s.copy() for s in stats]
+        dgamma, dbeta = numpy.full(d, 9, dtype=dtype), numpy.full(d, 9, dtype=dtype)
+        with numpy.errstate(all="ignore"):
+            y, xn, std = backend.batchnorm_forward(x, gamma, beta, *running, 0.9, 1e-5, True)
+            dx = backend.batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, True)
+        results.append([y, xn, std, *running, dx, dgamma, dbeta])
+    for a, b in zip(*results):
+        _same_bits(a, b)
+
+
+@needs_kernels
+def test_batchnorm_of_one_feature_is_left_to_numpy():
+    """One column: NumPy's sum over the rows is pairwise there; the routine itself runs."""
+    x = numpy.random.default_rng(0).standard_normal((1000, 1)).astype(numpy.float32) + 1000
+    one = numpy.ones(1, numpy.float32)
+    outs = [b.batchnorm_forward(x, one, one * 0, one * 0, one.copy(), 0.9, 1e-5, True)[0]
+            for b in (NumpyBackend(), PortableNumpyBackend())]
+    _same_bits(*outs)

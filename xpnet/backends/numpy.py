@@ -105,6 +105,27 @@ class NumpyBackend(PortableNumpyBackend):
                        dtype.type(1.0 / (1.0 - p)))
         return out
 
+    # -- BatchNorm (routines/norm.py), training mode -----------------------------------------
+    def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, momentum, eps, training):
+        k = _batchnorm_kernels(x, (gamma, beta, running_mean, running_var)) if training else None
+        if k is None or type(momentum) not in (float, int) or type(eps) not in (float, int):
+            return super().batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, training)
+        d, f = x.shape[1], x.dtype.type
+        y, xn = numpy.empty_like(x), numpy.empty_like(x)
+        mu, var, std = (numpy.empty(d, dtype=x.dtype) for _ in range(3))
+        k.batchnorm_forward(x, gamma, beta, running_mean, running_var, f(momentum), f(1 - momentum), f(eps),
+                            y, xn, mu, var, std)
+        return y, xn, std
+
+    def batchnorm_backward(self, dout, gamma, xn, std, dgamma, dbeta, training=True):
+        k = _batchnorm_kernels(dout, (gamma, std, dgamma, dbeta)) if training else None
+        if k is None or not _fits(xn, dout.shape, dout.dtype):
+            return super().batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, training)
+        dx = numpy.empty_like(dout)
+        k.batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, dout.dtype.type(dout.shape[0]), dx,
+                             numpy.empty(dout.shape[1], dtype=dout.dtype))
+        return dx
+
     def _round_keys(self, key):
         """Philox's ten round keys for ``key`` as a (10, 2) uint64 array, made once per key."""
         keys = self._philox.get(("host", key))
@@ -113,6 +134,19 @@ class NumpyBackend(PortableNumpyBackend):
                                dtype=numpy.uint64)
             self._philox[("host", key)] = keys
         return keys
+
+
+def _batchnorm_kernels(x, columns):
+    """The kernels for a training BatchNorm on ``x`` (N, D) with per-feature ``columns`` (D,),
+    or None. D >= 2 and N >= 2: with one column NumPy's sum over the rows runs along
+    contiguous memory and adds pairwise, in another order."""
+    k = jit.kernels()
+    if k is None or type(x) is not numpy.ndarray or x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
+        return None
+    if x.dtype not in _FLOATS or not x.flags.c_contiguous:
+        return None
+    d = x.shape[1:]
+    return k if all(_fits(c, d, x.dtype) for c in columns) else None
 
 
 def _fits(a, shape, dtype) -> bool:
