@@ -62,6 +62,21 @@ class _Group:
         return value
 
 
+def _flat_buffers(xp, names, total, dtype) -> dict:
+    """Flat buffers of ``total`` elements, one per name, as views into one allocation.
+
+    Buffers of the same size allocated one by one land a multiple of 4 KiB apart, and then
+    a fused update reading p[i], g[i], m[i], v[i] together hits the same cache sets (4K
+    aliasing): numba's Adam ran 3.3-4.6x slower so (issue 26). Here buffer k starts
+    k * 4 KiB / len(names) bytes (rounded down to 64, a cache line) past a 4 KiB boundary."""
+    itemsize = numpy.dtype(dtype).itemsize
+    stagger = max(64, 4096 // len(names) // 64 * 64)
+    stride_bytes = -(-total * itemsize // 4096) * 4096 + stagger
+    stride = stride_bytes // itemsize  # 64 is a multiple of every itemsize
+    block = xp.empty(stride * len(names), dtype=dtype)
+    return {name: block[k * stride:k * stride + total] for k, name in enumerate(names)}
+
+
 class Optimizer:
     """Base: tracks the model's parameters, their gradients and per-parameter state.
 
@@ -193,7 +208,10 @@ class Optimizer:
     def _group(self, device, dtype, names, params, grads, views, t_now, scalars_now):
         """One device's and dtype's parameters laid out flat (see ``groups``)."""
         xp, total = device.xp, sum(params[n].size for n in names)
-        flat = {k: xp.empty(total, dtype=dtype) for k in ("p", "g") + self.state_names}
+        decays = bool(self.weight_decay and not self.decoupled)
+        flat = _flat_buffers(xp, ("p", "g") + self.state_names + ("scratch",) + (("decayed",) if decays else ()),
+                             total, dtype)
+        scratch, decayed = flat.pop("scratch"), flat.pop("decayed", None)
         offset = 0
         for n in names:
             shape, end = params[n].shape, offset + params[n].size
@@ -206,9 +224,8 @@ class Optimizer:
             self.state[n] = {k: view[k] for k in self.state_names}
             views[0][n], views[1][n] = view["p"], view["g"]
             offset = end
-        decayed = xp.empty(total, dtype=dtype) if self.weight_decay and not self.decoupled else None
         return _Group(device, flat["p"], flat["g"], {k: flat[k] for k in self.state_names},
-                      xp.empty(total, dtype=dtype), decayed, xp.full((), t_now, dtype=numpy.int64),
+                      scratch, decayed, xp.full((), t_now, dtype=numpy.int64),
                       xp.full((), self._lr, dtype=dtype),
                       {k: xp.full((), v, dtype=numpy.float64) for k, v in scalars_now.items()})
 
