@@ -25,8 +25,9 @@ from _timing import SETTLE
 from test_training import LARGE, MLP, _reference
 
 import xpnet as xn
+from xpnet.backends import jit
 
-IMPLS = ("xpnet", "numpy-floor", "torch")
+IMPLS = ("xpnet", "xpnet-numpy", "numpy-floor", "torch")
 
 
 def compare(steps, rounds, block_seconds=0.1):
@@ -63,11 +64,28 @@ def mlp_steps(layers, batch):
     return steps
 
 
+def with_numpy_only(make_steps):
+    """``make_steps()``'s steps, and "xpnet-numpy": xpnet's step built and run with the numba
+    kernels off (jit.off), so both modes are timed side by side in one process."""
+    steps = make_steps()
+    if jit.status()[0]:
+        with jit.off():
+            plain = make_steps()["xpnet"]
+
+        def numpy_only():
+            with jit.off():
+                plain()
+        steps["xpnet-numpy"] = numpy_only
+    return steps
+
+
 def _row(label, t):
     ms = [f"{t[i] * 1e3:.3f}" if i in t else "-" for i in IMPLS]
     floor = f"{t['xpnet'] / t['numpy-floor']:.2f}" if "numpy-floor" in t else "-"
     torch = f"{t['torch'] / t['xpnet']:.2f}" if "torch" in t else "-"
-    return f"| {label} | {' | '.join(ms)} | {floor} | {torch} |"
+    torch_numpy = f"{t['torch'] / t['xpnet-numpy']:.2f}" if "torch" in t and "xpnet-numpy" in t else "-"
+    speedup = f"{t['xpnet-numpy'] / t['xpnet']:.2f}" if "xpnet-numpy" in t else "-"
+    return f"| {label} | {' | '.join(ms)} | {floor} | {torch} | {torch_numpy} | {speedup} |"
 
 
 def main():
@@ -86,19 +104,21 @@ def main():
              "optimizers": "one update of a 1000x1000 Affine (1,001,000 parameters)"}[args.model]
     print(f"{title}, float32; median of {args.rounds} rounds; {blas}")
     first = "optimizer" if args.model == "optimizers" else "batch"
-    print(f"| {first} | xpnet ms | floor ms | torch ms | xpnet / floor (time) | torch / xpnet (time) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"cpu kernels {jit.status()[1]}; xpnet-numpy: the same step with them off (jit.off)")
+    print(f"| {first} | xpnet ms | xpnet-numpy ms | floor ms | torch ms | xpnet / floor (time) | torch / xpnet (time) "
+          f"| torch / xpnet-numpy (time) | xpnet-numpy / xpnet (time) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     if args.model == "optimizers":
         from models import OPTIMIZERS, optimizer_steps
         for name in OPTIMIZERS:
-            print(_row(name, compare(optimizer_steps(name), args.rounds)), flush=True)
+            print(_row(name, compare(with_numpy_only(lambda: optimizer_steps(name)), args.rounds)), flush=True)
         return
     for batch in (int(b) for b in (args.batch or default_batch[args.model]).split(",")):
         if args.model in ("mlp", "large"):
-            steps = mlp_steps(LARGE if args.model == "large" else MLP, batch)
+            steps = with_numpy_only(lambda: mlp_steps(LARGE if args.model == "large" else MLP, batch))
         else:
             import models
-            steps = getattr(models, f"{args.model}_steps")(batch)
+            steps = with_numpy_only(lambda: getattr(models, f"{args.model}_steps")(batch))
         print(_row(batch, compare(steps, args.rounds)), flush=True)
 
 

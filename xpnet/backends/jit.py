@@ -15,11 +15,13 @@ compiles what it uses without caching it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
 _lock = threading.Lock()
 _state = None  # (kernels module or None, reason it is None)
+_off = 0  # depth of off() blocks
 
 OFF_VALUES = ("0", "false", "no", "off")
 ON_VALUES = ("", "1", "true", "yes", "on")
@@ -35,10 +37,24 @@ def cache_dir() -> str:
 
 def kernels():
     """The kernels module, or None when they are off or cannot run (see ``status``)."""
+    if _off:
+        return None
     state = _state
     if state is None:
         state = _load()
     return state[0]
+
+
+@contextlib.contextmanager
+def off():
+    """Every routine runs its NumPy version inside this block (in this process, all
+    threads): how bench/compare.py times both side by side."""
+    global _off
+    _off += 1
+    try:
+        yield
+    finally:
+        _off -= 1
 
 
 def status() -> tuple:
