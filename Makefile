@@ -31,8 +31,11 @@ $(VENV)/.installed-oracles: $(VENV)/.installed-$(BACKEND) backends/oracles.txt
 
 oracles: $(VENV)/.installed-oracles
 
+# The suite twice: with the cpu backend's numba kernels, then with the NumPy routines alone
+# (XPNET_JIT=0), which every extra keeps as its pure-NumPy path.
 test: setup oracles
 	$(PY) -m pytest -q -rs tests
+	XPNET_JIT=0 $(PY) -m pytest -q -rs tests
 
 test-cuda: setup oracles
 	XPNET_DEVICE=cuda $(PY) -m pytest -q -rs tests

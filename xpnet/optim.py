@@ -67,7 +67,7 @@ def _flat_buffers(xp, names, total, dtype) -> dict:
 
     Buffers of the same size allocated one by one land a multiple of 4 KiB apart, and then
     a fused update reading p[i], g[i], m[i], v[i] together hits the same cache sets (4K
-    aliasing): numba's Adam ran 3.3-4.6x slower so (issue 26). Here buffer k starts
+    aliasing; docs/performance.md has the measurement). Here buffer k starts
     k * 4 KiB / len(names) bytes (rounded down to 64, a cache line) past a 4 KiB boundary."""
     itemsize = numpy.dtype(dtype).itemsize
     stagger = max(64, 4096 // len(names) // 64 * 64)

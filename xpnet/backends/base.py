@@ -119,8 +119,8 @@ class Backend(DenseRoutines, ActivationRoutines, LossRoutines, RandomRoutines, N
         ``replay()`` redoes fn's device work in one launch and returns the arrays fn
         returned while being recorded, rewritten. It reruns no Python: inputs must be fed
         by writing into the buffers fn reads, and fn must not depend on host values that
-        change between calls. ``replay`` is None where the backend cannot record (here:
-        every backend but CUDA), and the caller runs fn itself each time.
+        change between calls. ``replay`` is None where the backend cannot record (the
+        CPU; sim and CUDA override this), and the caller runs fn itself each time.
         """
         return fn(), None
 

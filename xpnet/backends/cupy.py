@@ -8,9 +8,8 @@ Three things here go past the portable routines in base.py:
   stream is being captured into a CUDA graph; cuBLAS itself supports capture, so calling
   it directly is what lets a training step be recorded.
 - ``capture`` records a function's device work as a CUDA graph and replays it with one
-  launch. On the H100 this project measured, CuPy spent 9-18 us of host time per kernel
-  launch, so a small network's step (about 50 kernels) was bound by launches, not by the
-  GPU. Every block of memory the recorded work touches is kept alive by the replay,
+  launch. CuPy spends host time on every kernel launch, so a small network's step (about
+  50 kernels) is bound by launches, not by the GPU (docs/recording.md has the figures). Every block of memory the recorded work touches is kept alive by the replay,
   so nothing a replay writes can land in memory handed out since.
 - Adam's update and bias-corrected rate and Dropout's mask run as one kernel each
   (``_kernels``), where the portable routines take 12, 7 and about 56 element-wise

@@ -42,7 +42,7 @@ def _sha256(path: Path) -> str:
 
 
 def _download(name: str, dest: Path, sha: str, mirrors) -> None:
-    import urllib.request  # only when downloading: it pulls in http and ssl (~25 ms)
+    import urllib.request  # only when downloading: it pulls in http and ssl
     errors = []
     dest.parent.mkdir(parents=True, exist_ok=True)
     for mirror in mirrors:

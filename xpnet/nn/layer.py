@@ -1,11 +1,9 @@
-"""``Layer``, the base of every layer, and ``Sequential``.
+"""``Layer``, the base of every layer (``Sequential`` is in sequential.py).
 
 A layer keeps its parameters and their gradients as live arrays on its device, in dicts
 named by the book's names (``W``, ``b``). ``backward`` overwrites the gradients, as in
-the book. No layer writes into an array it was given. Inside a ``Sequential``, built-in
-layers write their outputs and input gradients into buffers they reuse from call to call,
-except where the array leaves the Sequential (its output, and its input gradient): the
-Sequential decides that for each call, so what a caller holds is never overwritten.
+the book. No layer writes into an array it was given; inside a ``Sequential``, built-in
+layers write their results into buffers reused from call to call where it allows.
 """
 from __future__ import annotations
 

@@ -85,8 +85,8 @@ class ConvRoutines:
         being windows that wrap into the next row, which the product computes and conv2d
         drops. In exchange, row (c, i, j) of an image is one contiguous run of the padded
         channel from offset i*Wp + j, so the whole gather is one copy with runs of OH*Wp
-        values instead of OW: on the CPU 1.7-1.9x faster than ``im2col`` for 32 channels of
-        14x14 or 64 of 8x8, and the same for 16 of 28x28, where writing 45 MB is the cost.
+        values instead of OW: on the CPU faster than ``im2col`` for small maps of many channels,
+        and the same for large ones, where writing the columns is the cost (docs/performance.md).
         """
         n, c, h, w = x.shape
         (ph, pw) = pad
@@ -130,7 +130,7 @@ class ConvRoutines:
         With stride 1 it is itself a convolution, one of dy, padded by kernel - 1 - pad,
         with W flipped and its two channel axes swapped: im2col and one product, like the
         forward pass, instead of W^T @ dy and col2im's kh*kw read-modify-write passes over
-        the whole image (the book's DeepConvNet step 1.27-1.48x faster on the CPU). Other
+        the whole image (faster for the book's DeepConvNet on the CPU: docs/performance.md). Other
         strides take that second way.
         """
         f, c, kh, kw = W.shape

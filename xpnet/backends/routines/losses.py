@@ -44,7 +44,7 @@ class LossRoutines:
         lse -= picked
         if bad is not None:
             xp.copyto(lse, math.nan, where=bad)
-        loss = lse.sum() * (1.0 / n)  # .mean() costs ~6 us more in NumPy
+        loss = lse.sum() * (1.0 / n)  # .mean() costs more in NumPy
         p /= total
         if bad is not None:
             xp.copyto(p, math.nan, where=bad[:, None])
