@@ -9,7 +9,8 @@ Three things here go past the portable routines in base.py:
   it directly is what lets a training step be recorded.
 - ``capture`` records a function's device work as a CUDA graph and replays it with one
   launch. CuPy spends host time on every kernel launch, so a small network's step (about
-  50 kernels) is bound by launches, not by the GPU (docs/recording.md has the figures). Every block of memory the recorded work touches is kept alive by the replay,
+  50 kernels) is bound by launches, not by the GPU (docs/recording.md has the figures).
+  Every block of memory the recorded work touches is kept alive by the replay,
   so nothing a replay writes can land in memory handed out since.
 - Adam's update and bias-corrected rate and Dropout's mask run as one kernel each
   (``_kernels``), where the portable routines take 12, 7 and about 56 element-wise
