@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # MNIST from ../shared/data when the checkout sits beside it; else ~/.cache/xpnet (downloaded).
 export XPNET_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data),)
 
-.PHONY: setup oracles test test-cuda bench bench-full demo lint clean
+.PHONY: setup oracles test test-fast test-cuda bench bench-full demo lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -36,6 +36,11 @@ oracles: $(VENV)/.installed-oracles
 test: setup oracles
 	$(PY) -m pytest -q -rs tests
 	XPNET_JIT=0 $(PY) -m pytest -q -rs tests
+
+# Everything but the end-to-end runs (examples, command line, MPI jobs, learning on MNIST
+# slices), with the kernels on: the quick loop while working.
+test-fast: setup oracles
+	$(PY) -m pytest -q -rs -m "not slow" tests
 
 test-cuda: setup oracles
 	XPNET_DEVICE=cuda $(PY) -m pytest -q -rs tests

@@ -11,6 +11,8 @@ sys.path.insert(0, str(BENCH))
 import pytest  # noqa: E402
 from _timing import synchronized  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end to end: whole examples, processes, benchmarks
+
 
 class _QueuedDevice:
     """A device whose work finishes only when synchronize() is called, like a GPU's."""

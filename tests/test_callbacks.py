@@ -282,6 +282,7 @@ def test_the_optimizer_lays_out_its_flat_groups_when_it_is_made(device):
 
 # ModelCheckpoint and CSVLogger under mpiexec -n 2 ---------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec: pip install 'xpnet[mpi]' (mpi4py and MPICH)")
 @pytest.mark.parametrize("where", ["cpu", "sim"])
 def test_two_ranks_checkpoint_the_best_model_once_and_it_loads(tmp_path, where):

@@ -66,6 +66,7 @@ def simple_convnet(seed=0):
         xn.nn.Affine(30 * 12 * 12, 100), xn.nn.ReLU(), xn.nn.Affine(100, 10))
 
 
+@pytest.mark.slow
 @pytest.mark.mnist
 def test_simple_convnet_learns_on_a_small_slice(device):
     (x, t), (xt, tt) = xn.datasets.mnist(flatten=False)

@@ -87,12 +87,14 @@ def _pytest_on_mnist_test(tmp_path, **env):
     return result.returncode, result.stdout
 
 
+@pytest.mark.slow
 def test_mnist_tests_skip_with_the_reason_where_the_files_cannot_be_had(tmp_path):
     unreachable = "http://127.0.0.1:9"  # a closed port as the proxy: no download can succeed, here or anywhere
     code, out = _pytest_on_mnist_test(tmp_path, https_proxy=unreachable, http_proxy=unreachable)
     assert code == 0 and "1 skipped" in out and "set XPNET_DATA_DIR" in out, out[-1500:]
 
 
+@pytest.mark.slow
 def test_mnist_tests_fail_where_xpnet_data_dir_names_a_folder_without_them(tmp_path):
     code, out = _pytest_on_mnist_test(tmp_path, XPNET_DATA_DIR=str(tmp_path))
     assert code == 1 and "1 failed" in out, out[-1500:]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: whole examples, processes, benchmarks
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

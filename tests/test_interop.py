@@ -274,6 +274,7 @@ def _xpnet(*args):
     return subprocess.run([sys.executable, "-m", "xpnet", *args], capture_output=True, text=True, cwd=ROOT, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["simple", "deep"])
 def test_export_command_converts_an_example_checkpoint(key, tmp_path):
     xn.seed(4)
@@ -303,6 +304,7 @@ def test_export_command_usage_errors_are_one_line_with_status_2(args, says, tmp_
     assert not list(tmp_path.glob("*.onnx"))
 
 
+@pytest.mark.slow
 @pytest.mark.mnist
 def test_onnx_example_reaches_xpnets_accuracy_in_onnx_runtime(tmp_path):
     env = {**os.environ, "XPNET_DEVICE": "sim"}

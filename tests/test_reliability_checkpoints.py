@@ -85,6 +85,7 @@ print(float(x.sum()), float(t.sum()), float(x2.sum()), float(t2.sum()), len(t2))
 """
 
 
+@pytest.mark.slow
 def test_to_memmap_rewrites_a_set_from_its_own_mapping(tmp_path):
     # in a process of its own: on the old code the earlier mapping dies with SIGBUS
     folder = tmp_path / "set"
@@ -168,6 +169,7 @@ def test_save_refuses_a_nan_buffer_as_load_does(tmp_path):
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec: pip install 'xpnet[mpi]' (mpi4py and MPICH)")
 def test_every_rank_loads_the_file_it_just_saved(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XPNET_DEVICE"}

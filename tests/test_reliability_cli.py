@@ -86,6 +86,7 @@ def test_hidden_sizes_parse():
 
 # 31.29: a reader that goes away
 
+@pytest.mark.slow
 def test_info_into_a_closed_pipe_ends_quietly():
     """``xpnet info | head -1``: head exits after one line. Here the reader is gone before
     the first byte (the read end closed before the start), so every run meets the closed pipe."""
@@ -101,6 +102,7 @@ def test_info_into_a_closed_pipe_ends_quietly():
 
 # 31.15: the bench report's command line
 
+@pytest.mark.slow
 def test_bench_report_names_the_command_it_ran(tmp_path):
     result = _run("-m", "xpnet", "bench", "-k", "matmul and 256", "--quiet", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -193,6 +195,7 @@ def test_synthetic_sets_still_accept_numpy_integers():
 
 # 25.31: a failing rank's traceback is read before the abort
 
+@pytest.mark.slow
 def test_a_failing_rank_waits_until_its_traceback_is_read_before_it_aborts(monkeypatch):
     """A launcher forwards each rank's stderr from a pipe; MPI_Abort has it kill the job, and
     what it had not read by then was lost (about one run in ten had no traceback). Here
@@ -282,6 +285,7 @@ BLAS_THREADS = "from threadpoolctl import threadpool_info; import os; os.write(1
 @needs_mpiexec
 @pytest.mark.parametrize("first", ["import xpnet; import numpy", "import numpy; import xpnet"],
                          ids=["xpnet-first", "numpy-first"])
+@pytest.mark.slow
 def test_each_rank_gets_its_share_of_the_cores(first):
     pytest.importorskip("threadpoolctl")
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -303,6 +307,7 @@ def test_info_says_how_many_threads_each_rank_has():
     assert chosen.stdout.count("BLAS threads as you set them (OPENBLAS_NUM_THREADS=1)") == 2, chosen.stdout
 
 
+@pytest.mark.slow
 @needs_mpiexec
 @pytest.mark.mnist
 def test_the_mlp_example_reports_on_rank_0_only(tmp_path):
@@ -359,6 +364,7 @@ def summary(tmp_path_factory):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_one_summary_line_per_skip_reason(summary):
     lines = [line for line in summary.splitlines() if line.startswith("SKIPPED")]
     same = [line for line in lines if "the same reason everywhere" in line]
@@ -370,6 +376,7 @@ def test_one_summary_line_per_skip_reason(summary):
         assert cuda == [], lines
 
 
+@pytest.mark.slow
 def test_mnist_skips_are_loud(summary):
     loud = [line for line in summary.splitlines() if "MNIST test SKIPPED" in line]
     assert len(loud) == 1 and "XPNET_DATA_DIR" in loud[0] and loud[0].startswith("!"), summary

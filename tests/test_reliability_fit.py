@@ -228,6 +228,7 @@ def _mpi_job(*args, timeout=120):
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec: pip install 'xpnet[mpi]' (mpi4py and MPICH)")
 @pytest.mark.parametrize("call, batch_size, steps", [("fit", 40, (3, 3)), ("fit", 50, (3, 2)),
                                                      ("evaluate", 40, None)])
+@pytest.mark.slow
 def test_ranks_given_different_data_are_refused_naming_both_sizes(call, batch_size, steps):
     result = _mpi_job(call, "--batch-size", str(batch_size), "--samples", "120", "100")
     assert result.returncode != 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: whole examples, processes, benchmarks
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -268,6 +268,7 @@ def test_random_translate_with_no_shift_is_the_identity():
 
 
 # -- the example ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.mnist
 @pytest.mark.parametrize("device", ["cpu", "sim"])
 def test_mnist_speedrun_example_runs_on_a_slice_and_prints_accuracy_and_seconds(device):

@@ -10,6 +10,7 @@ def _mlp(seed=0):
                             xn.nn.Affine(50, 10))
 
 
+@pytest.mark.slow
 def test_fit_learns_mnist_on_a_small_slice(device, mnist_small):
     train, test = mnist_small
     model = _mlp()
@@ -208,6 +209,7 @@ def _recorded_data(kind, mnist_small):
     return (x[:1000], t[:1000]), test, None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", RECORDED)
 def test_a_recorded_step_trains_exactly_like_the_step_by_step_run(device, mnist_small, monkeypatch, case):
     # 1000 samples in batches of 96: ten full batches and a last one of 40, two batch
