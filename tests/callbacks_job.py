@@ -1,4 +1,4 @@
-"""For tests/test_callbacks.py, run under ``mpiexec -n 2 python tests/callbacks_job.py DEVICE DIR``:
+"""For tests/training/test_callbacks.py, run under ``mpiexec -n 2 python tests/callbacks_job.py DEVICE DIR``:
 a data-parallel fit with ModelCheckpoint(save_best_only=True) on a figure whose best is
 epoch 2 of 3, and a CSVLogger; each rank then loads the checkpoint and checks it holds the
 model as it was after epoch 2."""

@@ -1,4 +1,4 @@
-"""For tests/test_reliability_checkpoints.py, run under ``mpiexec -n 2``: every rank saves the
+"""For tests/io/test_checkpoint_rules.py, run under ``mpiexec -n 2``: every rank saves the
 model, then loads the file into a fresh one and checks it holds what was just saved.
 Rank 0's rename is held back a little, so a save that returned early on rank 1 would have
 rank 1 read the file before it is replaced."""

@@ -1,4 +1,4 @@
-"""A data-parallel training job for tests/test_distributed.py: run under mpiexec, or alone
+"""A data-parallel training job for tests/cli/test_distributed.py: run under mpiexec, or alone
 (then it is the single-process reference). Writes the trained parameters (rank 0)."""
 import argparse
 

@@ -17,7 +17,7 @@ import pytest
 
 import xpnet as xn
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where the MPI jobs are
 GUIDE = HERE.parent / "docs" / "contributing.md"
 OPTIMIZERS = ["SGD", "Momentum", "AdaGrad", "RMSProp", "Adam", "AdamW"]
 # cpu and sim do the same float arithmetic, so a run that changes device halfway must give

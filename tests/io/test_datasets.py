@@ -81,7 +81,7 @@ def _pytest_on_mnist_test(tmp_path, **env):
     clean = {k: v for k, v in os.environ.items() if k != "XPNET_DATA_DIR"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-         "tests/test_datasets.py::test_mnist_shapes_dtypes_and_label_counts"],
+         "tests/io/test_datasets.py::test_mnist_shapes_dtypes_and_label_counts"],
         capture_output=True, text=True, cwd=mnist_module.__file__.rsplit("/xpnet/", 1)[0],
         env={**clean, "HOME": str(tmp_path), **env})
     return result.returncode, result.stdout

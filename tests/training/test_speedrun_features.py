@@ -14,7 +14,7 @@ import xpnet as xn
 torch = pytest.importorskip("torch")  # the oracle (backends/oracles.txt)
 
 S = xn.optim.schedules
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- per-step schedules ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # end to end: whole examples, processes, benchmarks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pick(tmp_path, smi_output):

@@ -10,7 +10,7 @@ import pytest
 
 import xpnet as xn
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # 18. Layers cast real inputs to their own dtype, on the device, and agree with each other.

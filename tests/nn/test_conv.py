@@ -3,7 +3,7 @@ import pytest
 
 import xpnet as xn
 from tests.helpers import host_rand
-from tests.test_layers import _check_layer
+from tests.nn.test_layers import _check_layer
 
 CASES = {
     "conv_3x3": (lambda: xn.nn.Conv2D(2, 3, 3, dtype="float64"), (2, 2, 5, 5)),

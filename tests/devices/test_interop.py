@@ -29,7 +29,7 @@ except ImportError as exc:  # not a skip: CI installs them, and a silent skip wo
     raise ImportError(f"{exc}. The interoperability tests need the suite's oracles: "
                       f"pip install -r backends/oracles.txt (make test installs them).") from None
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CNN = runpy.run_path(str(ROOT / "examples" / "mnist_cnn.py"))["MODELS"]
 # float32 logits of order 1 after training, summed in another order by ONNX Runtime's
 # kernels than by NumPy's BLAS (about 2e-6 seen): 1e-5 is the bound.

@@ -5,7 +5,7 @@ reproducible; a schedule of another optimizer, a one-shot validation iterable an
 Python sequences are each read as what they are; and fit, evaluate and predict leave the
 caller's arrays as they were.
 
-The MPI case runs this file as the job: ``mpiexec -n 2 python tests/test_reliability_fit.py``."""
+The MPI case runs this file as the job: ``mpiexec -n 2 python tests/training/test_fit_checks.py``."""
 import argparse
 import os
 import shutil
@@ -18,7 +18,7 @@ import pytest
 
 import xpnet as xn
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where the MPI jobs are
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 
 
