@@ -41,7 +41,7 @@ def _step(model, x, t):
 def _allocating(model):
     """The model with every layer's reusable-buffer source switched off."""
     for layer in model.layers:
-        layer._buffer = lambda name, shape, dtype: None
+        layer.workspace = lambda name, shape, dtype: None
     return model
 
 

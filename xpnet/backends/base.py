@@ -143,7 +143,9 @@ class _Recorded:
             if self.recorded:  # the backend could not record it: run it kernel by kernel
                 return self.fn()
             for owner in self.owners:
-                owner._drop_work()
+                clear = getattr(owner, "clear_workspace", None)
+                if clear is not None:
+                    clear()
             self.recorded = True
             result, self.replay = self.backend.capture(self.fn)
             return result

@@ -61,14 +61,14 @@ class Conv2D(Layer):
     def forward(self, x):
         x, oh, ow = self._input(x)
         y, self.col = self.backend.conv2d(
-            x, self.param("W"), self.param("b"), self.stride, self.pad, scratch=self._buffer,
-            out=self._buffer("y", (x.shape[0], self.out_channels, oh, ow), x.dtype))
+            x, self.param("W"), self.param("b"), self.stride, self.pad, scratch=self.workspace,
+            out=self.workspace("y", (x.shape[0], self.out_channels, oh, ow), x.dtype))
         return y
 
     def backward(self, dout):
         dout = self._as_dtype(dout, self.param("W").dtype)
         return self.backend.conv2d_backward(dout, self.col, self.param("W"), self.x_shape, self.stride, self.pad,
-                                            self.grad("W"), self.grad("b"), self._need_dx, scratch=self._buffer)
+                                            self.grad("W"), self.grad("b"), self._need_dx, scratch=self.workspace)
 
     def _fuse(self, following):
         """Conv2D [-> ReLU] -> MaxPool2D with non-overlapping, unpadded windows runs as one
@@ -119,7 +119,7 @@ class _ConvMaxPool:
         shape = (x.shape[0], conv.out_channels, oh // pool.ph, ow // pool.pw)
         self.y, self.saved = conv.backend.conv2d_maxpool(
             x, conv.param("W"), conv.param("b"), conv.stride, conv.pad, (pool.ph, pool.pw),
-            self.relu is not None, scratch=self._scratch, out=pool._buffer("y", shape, x.dtype))
+            self.relu is not None, scratch=self._scratch, out=pool.workspace("y", shape, x.dtype))
         return self.y
 
     def backward(self, dout):
@@ -164,7 +164,7 @@ class _Pool2D(Layer):
         oh = _output_size(h, self.ph, self.stride[0], self.pad[0])
         ow = _output_size(w, self.pw, self.stride[1], self.pad[1])
         self.x = x
-        out = self._buffer("y", (n, c, oh, ow), x.dtype)
+        out = self.workspace("y", (n, c, oh, ow), x.dtype)
         self.y = self._pool(x, (self.ph, self.pw), self.stride, self.pad, out=out)
         return self.y
 

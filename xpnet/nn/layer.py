@@ -261,13 +261,16 @@ class Layer:
             raise DTypeError(f"got {x.dtype} input; only real numbers (float, integer, bool) are taken.")
         return x.astype("float32")
 
-    def _buffer(self, name, shape, dtype):
-        """A reusable buffer when inside a Sequential, else None (the routine allocates)."""
+    def workspace(self, name, shape, dtype):
+        """A buffer of the layer's workspace to write a result into, reused from call to call,
+        where the Sequential running this call allows it (not for an array that leaves the
+        Sequential); else None, and the routine allocates. Give it as a routine's ``out=``;
+        never keep it past the next call except for backward."""
         return reusable(self._work, name, shape, dtype, self.backend.xp) if self._reuse else None
 
-    def _drop_work(self):
-        """Forget the reusable buffers, so the next call allocates them anew (``fit`` does
-        this before recording a step, so that the recording owns every buffer it uses)."""
+    def clear_workspace(self):
+        """Forget the workspace, so the next call allocates it anew (``fit`` does this before
+        recording a step, so that the recording owns every buffer it uses)."""
         self._work.clear()
 
     def _rebind(self, params: dict, grads: dict) -> None:

@@ -38,13 +38,13 @@ class Affine(Layer):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ShapeError(f"got input of shape {tuple(self.x_shape)}; expected (N, {self.in_features}).")
         self.x = x = self._as_dtype(x, W.dtype)
-        out = self._buffer("y", (x.shape[0], self.out_features), W.dtype)
+        out = self.workspace("y", (x.shape[0], self.out_features), W.dtype)
         return self.backend.affine(x, W, self.param("b"), out=out)
 
     def backward(self, dout):
         W = self.param("W")
         dout = self._as_dtype(dout, W.dtype)
-        dx = self._buffer("dx", self.x.shape, W.dtype) if self._need_dx else None
+        dx = self.workspace("dx", self.x.shape, W.dtype) if self._need_dx else None
         dx = self.backend.affine_backward(dout, self.x, W, self.grad("W"), self.grad("b"),
                                           dx=dx, need_dx=self._need_dx)
         if dx is not None and len(self.x_shape) != 2:
@@ -61,7 +61,7 @@ class _Activation(Layer):
 
     def _input(self, x):
         x = self._as_float(x)
-        return x, self._buffer("y", x.shape, x.dtype)
+        return x, self.workspace("y", x.shape, x.dtype)
 
     def _dout(self, dout, like):
         """The upstream gradient in the dtype of ``like`` (the output it belongs to)."""
@@ -78,8 +78,8 @@ class ReLU(_Activation):
 
     def backward(self, dout):
         y = self.y
-        mask = self._buffer("mask", y.shape, bool)
-        return self.backend.relu_backward(self._dout(dout, y), y, out=self._buffer("dx", y.shape, y.dtype),
+        mask = self.workspace("mask", y.shape, bool)
+        return self.backend.relu_backward(self._dout(dout, y), y, out=self.workspace("dx", y.shape, y.dtype),
                                           mask=mask)
 
 
@@ -187,7 +187,7 @@ class Dropout(Layer):
             self.mask = None
             return x
         self.mask = self.backend.dropout_mask(self.key, self._offset, x.shape, self.p, x.dtype,
-                                              out=self._buffer("mask", x.shape, x.dtype))
+                                              out=self.workspace("mask", x.shape, x.dtype))
         return x * self.mask
 
     def backward(self, dout):

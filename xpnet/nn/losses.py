@@ -41,7 +41,7 @@ class _Loss:
             common_device((y, t), name)  # raises ImplicitTransferError naming both devices
         backend = device.backend
         if getattr(self, "backend", backend) is not backend:
-            self._drop_work()  # scratch buffers of the last device: this call allocates its own
+            self.clear_workspace()  # scratch buffers of the last device: this call allocates its own
         self.backend = backend
         if y.ndim == 0 or t.ndim == 0:
             raise ShapeError(f"{name}: y and t need one sample per row; got shapes {tuple(y.shape)} "
@@ -49,10 +49,10 @@ class _Loss:
         if t.shape[0] != y.shape[0]:
             raise ShapeError(f"{name}: y has {y.shape[0]} samples but t has {t.shape[0]}.")
 
-    def _buffer(self, name, shape, dtype):
+    def workspace(self, name, shape, dtype):
         return reusable(self._work, name, shape, dtype, self.backend.xp)
 
-    def _drop_work(self):
+    def clear_workspace(self):
         self._work.clear()
 
 
@@ -80,7 +80,7 @@ class SoftmaxCrossEntropy(_Loss):
         t, bad = softmax_targets("SoftmaxCrossEntropy", y, t)
         self.t = t
         loss, self.probs = self.backend.softmax_cross_entropy(
-            y, t, out=self._buffer("probs", y.shape, y.dtype), bad=bad, label_smoothing=self.label_smoothing)
+            y, t, out=self.workspace("probs", y.shape, y.dtype), bad=bad, label_smoothing=self.label_smoothing)
         return loss
 
     def backward(self, dout=1.0):

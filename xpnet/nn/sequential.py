@@ -125,9 +125,9 @@ class Sequential(Layer):
     def graph_safe(self):
         return all(layer.graph_safe for layer in self.layers)
 
-    def _drop_work(self):
+    def clear_workspace(self):
         for layer in self.layers:
-            layer._drop_work()
+            layer.clear_workspace()
 
     def random_state(self):
         return self._named(lambda layer: layer.random_state())
