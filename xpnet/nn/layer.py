@@ -262,10 +262,8 @@ class Layer:
         return x.astype("float32")
 
     def workspace(self, name, shape, dtype):
-        """A buffer of the layer's workspace to write a result into, reused from call to call,
-        where the Sequential running this call allows it (not for an array that leaves the
-        Sequential); else None, and the routine allocates. Give it as a routine's ``out=``;
-        never keep it past the next call except for backward."""
+        """A buffer to write a result into (a routine's ``out=``), reused from call to call
+        where the running Sequential allows it; else None, and the routine allocates."""
         return reusable(self._work, name, shape, dtype, self.backend.xp) if self._reuse else None
 
     def clear_workspace(self):
