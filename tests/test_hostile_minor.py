@@ -47,3 +47,45 @@ def test_an_unsupported_ufunc_is_refused_with_the_supported_list(device):
     x = xn.to_device(numpy.array([1.0, -2.0]))
     with pytest.raises(TypeError, match=r"numpy\.sin.*abs.*maximum.*clip"):
         ad.grad(lambda t: numpy.sin(t).sum())(x)
+
+
+# -- 7: set_params refuses what save and load refuse ----------------------------------------
+def _small_model():
+    xn.seed(0)
+    return xn.nn.Sequential(xn.nn.Affine(3, 4), xn.nn.BatchNorm(4), xn.nn.ReLU(), xn.nn.Affine(4, 2))
+
+
+@pytest.mark.parametrize("bad", [numpy.nan, numpy.inf, -numpy.inf])
+@pytest.mark.parametrize("on_device", [False, True])
+def test_set_params_refuses_non_finite_weights_and_writes_nothing(device, bad, on_device):
+    model = _small_model()
+    before = {k: v.copy() for k, v in xn.to_host(model.params()).items()}
+    value = numpy.ones((3, 4), dtype=numpy.float32)
+    value[1, 2] = bad
+    good = numpy.zeros(2, dtype=numpy.float32)
+    given = {"3.b": good, "0.W": xn.to_device(value) if on_device else value}
+    with pytest.raises(ValueError, match=r"'0\.W' holds NaN or infinite values \(weights must be finite\)"):
+        model.set_params(given)
+    for k, v in xn.to_host(model.params()).items():
+        numpy.testing.assert_array_equal(v, before[k])  # not even 3.b was written
+
+
+def test_set_params_overflowing_to_inf_in_the_parameter_dtype_is_refused(device):
+    model = _small_model()
+    with pytest.raises(ValueError, match="0.W"):
+        model.set_params({"0.W": numpy.full((3, 4), 1e300)})  # float64, inf as float32
+
+
+def test_set_params_buffers_follow_loads_rule(device):
+    model = _small_model()
+    names = sorted(model.buffers())
+    mean = next(n for n in names if n.endswith("running_mean"))
+    var = next(n for n in names if n.endswith("running_var"))
+    model.set_params({mean: numpy.full(4, numpy.inf, dtype=numpy.float32)})  # +-inf allowed, as load
+    assert numpy.isinf(xn.to_host(model.buffers()[mean])).all()
+    with pytest.raises(ValueError, match=r"holds NaN \(buffers may hold \+-inf, never NaN\)"):
+        model.set_params({mean: numpy.full(4, numpy.nan, dtype=numpy.float32)})
+    with pytest.raises(ValueError, match="holds negative values"):
+        model.set_params({var: xn.to_device(numpy.full(4, -1.0, dtype=numpy.float32))})
+    model.set_params({var: numpy.full(4, 2.0, dtype=numpy.float32)})  # a fit value is written
+    numpy.testing.assert_array_equal(xn.to_host(model.buffers()[var]), 2.0)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy
 
-from .device import device_of
+from .device import device_of, use_device
 from .errors import CheckpointError
 from .transfer import to_device, to_host
 
@@ -187,18 +187,30 @@ def _read(path):
 
 
 def _value_problem(name, array, kind, nonnegative=False):
-    """Why ``array``'s values cannot be in a checkpoint, or None; save and load say it alike.
-    ``kind`` is "weights" (finite), "buffers" (+-inf allowed, never NaN) or "state" (finite)."""
+    """Why ``array``'s values cannot be in a checkpoint, or None; save and load say it alike,
+    and so does ``Layer.set_params``. ``kind`` is "weights" (finite), "buffers" (+-inf
+    allowed, never NaN) or "state" (finite). A device array is checked on its device (a
+    few flags are read back, not the array)."""
     if array.dtype.kind not in "fc":
         return None
-    if kind == "buffers" and numpy.isnan(array).any():
+    if isinstance(array, numpy.ndarray):
+        nan, infinite = bool(numpy.isnan(array).any()), bool(numpy.isinf(array).any())
+        negative = nonnegative and bool((array < 0).any())
+    else:
+        device = device_of(array)
+        with use_device(device):
+            xp = device.xp
+            flags = xp.stack([xp.isnan(array).any(), xp.isinf(array).any(),
+                              (array < 0).any() if nonnegative else xp.zeros((), dtype=bool)])
+            nan, infinite, negative = (bool(v) for v in to_host(flags))
+    if kind == "buffers" and nan:
         return f"{name!r} holds NaN (buffers may hold +-inf, never NaN)"
-    if kind != "buffers" and not numpy.isfinite(array).all():
+    if kind != "buffers" and (nan or infinite):
         what = "weights" if kind == "weights" else "optimizer state"
         return f"{name!r} holds NaN or infinite values ({what} must be finite)"
-    if nonnegative and (array < 0).any():
-        return (f"{name!r} holds negative values (smallest {float(array.min())!r}); it is a variance or "
-                f"a sum of squares, never negative")
+    if negative:
+        return (f"{name!r} holds negative values (smallest {float(to_host(array.min()))!r}); it is a variance "
+                f"or a sum of squares, never negative")
     return None
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy
+
 from .. import autodiff
 from ..device import Device, current_device, device_of
 from ..errors import DTypeError, ImplicitTransferError, ShapeError
@@ -354,7 +356,9 @@ class Layer:
 
     def _checked(self, mapping, owner=None, prefix=""):
         """(target, value) pairs for ``mapping``; raises before anything is written."""
-        targets = {**self.params(), **self.buffers()}
+        from ..io import _value_problem
+        buffers, nonnegative = self.buffers(), self._nonnegative_buffers()
+        targets = {**self.params(), **buffers}
         owner = owner or self
         pairs = []
         for name, value in mapping.items():
@@ -365,6 +369,16 @@ class Layer:
             if tuple(value.shape) != tuple(targets[name].shape):
                 raise ShapeError(f"{owner.describe()}: parameter '{prefix}{name}' has shape "
                                  f"{tuple(targets[name].shape)}, the value given has {tuple(value.shape)}.")
+            checked = value
+            if isinstance(value, numpy.ndarray) and value.dtype != targets[name].dtype:
+                with numpy.errstate(over="ignore"):  # 1e300 as float32 is inf: checked as it will be
+                    checked = value.astype(targets[name].dtype)
+            problem = _value_problem(f"{prefix}{name}", checked, "buffers" if name in buffers else "weights",
+                                     name in nonnegative)
+            if problem:  # what save and load refuse, refused here too, in their words
+                raise ValueError(f"{owner.describe()}.set_params: {problem}; nothing was written. Give "
+                                 f"finite values (a model whose training diverged: load a checkpoint "
+                                 f"from before, or re-initialise it).")
             pairs.append((targets[name], value))
         return pairs
 
