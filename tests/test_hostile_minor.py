@@ -89,3 +89,87 @@ def test_set_params_buffers_follow_loads_rule(device):
         model.set_params({var: xn.to_device(numpy.full(4, -1.0, dtype=numpy.float32))})
     model.set_params({var: numpy.full(4, 2.0, dtype=numpy.float32)})  # a fit value is written
     numpy.testing.assert_array_equal(xn.to_host(model.buffers()[var]), 2.0)
+
+
+# -- 6 and 8: non-finite data given to fit, evaluate and predict ----------------------------
+def _data(bad=None, where=(3, 1), rows=10):
+    rng = numpy.random.default_rng(9)
+    x = rng.standard_normal((rows, 3)).astype(numpy.float32)
+    t = rng.integers(0, 2, rows)
+    if bad is not None:
+        x[where] = bad
+    return x, t
+
+
+def _mlp():
+    xn.seed(0)
+    return xn.nn.Sequential(xn.nn.Affine(3, 4), xn.nn.ReLU(), xn.nn.Affine(4, 2))
+
+
+def _fit(model, data, **kw):
+    return xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), data, epochs=1,
+                  batch_size=4, progress=False, **kw)
+
+
+@pytest.mark.parametrize("bad", [numpy.nan, numpy.inf, -numpy.inf])
+def test_evaluate_refuses_host_data_that_is_not_finite(device, bad):
+    model = _mlp()
+    with pytest.raises(ValueError, match=r"evaluate data: x holds (nan|inf|-inf) at position \(3, 1\)"):
+        xn.evaluate(model, _data(bad))
+    x, t = _data(bad, (5, 2))
+    batches = [(x[:4], t[:4]), (x[4:], t[4:])]  # a list of batches: the second holds the bad value
+    with pytest.raises(ValueError, match=r"evaluate data, batch 1: x holds .* at position \(1, 2\)"):
+        xn.evaluate(model, batches)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_fit_refuses_host_data_that_is_not_finite_before_any_step(device, stream):
+    model = _mlp()
+    before = {k: v.copy() for k, v in xn.to_host(model.params()).items()}
+    with pytest.raises(ValueError, match=r"fit data: x holds nan at position \(3, 1\) \(sample 3\)"):
+        _fit(model, _data(numpy.nan), stream=stream)
+    for k, v in xn.to_host(model.params()).items():
+        numpy.testing.assert_array_equal(v, before[k])
+    with pytest.raises(ValueError, match=r"validation: x holds inf at position \(7, 0\)"):
+        _fit(model, _data(), validation=_data(numpy.inf, (7, 0)))
+    loader = xn.data.Loader(*_data(numpy.nan, (9, 2)), batch_size=4, shuffle=False)
+    with pytest.raises(ValueError, match=r"fit data, batch 2: x holds nan at position \(1, 2\)"):
+        _fit(model, loader)
+
+
+def test_fit_refuses_regression_targets_that_are_not_finite(device):
+    xn.seed(0)
+    model = xn.nn.Sequential(xn.nn.Affine(3, 1))
+    x = numpy.ones((6, 3), dtype=numpy.float32)
+    t = numpy.zeros((6, 1), dtype=numpy.float32)
+    t[4, 0] = numpy.nan
+    with pytest.raises(ValueError, match=r"fit data: t holds nan at position \(4, 0\)"):
+        xn.fit(model, xn.nn.MeanSquaredError(), xn.optim.SGD(model, lr=0.1), (x, t), progress=False)
+
+
+def test_predict_refuses_host_input_that_is_not_finite(device):
+    model = _mlp()
+    x = _data(numpy.nan, (6, 0))[0]
+    with pytest.raises(ValueError, match=r"predict input holds nan at position \(6, 0\)"):
+        xn.predict(model, x, batch_size=4)
+    with pytest.raises(ValueError, match=r"predict input, batch 1 holds nan at position \(2, 0\)"):
+        xn.predict(model, [x[:4], x[4:]])
+
+
+def test_evaluate_reports_no_accuracy_from_outputs_that_are_not_finite(device):
+    model = _mlp()
+    clean = xn.evaluate(model, _data())
+    assert 0.0 <= clean["accuracy"] <= 1.0  # finite outputs: an accuracy as before
+    model.params()["2.W"][0, 1] = numpy.nan  # the live array: outputs NaN (data on a device is not read)
+    result = xn.evaluate(model, xn.to_device(_data()))
+    assert numpy.isnan(result["loss"]) and numpy.isnan(result["accuracy"])
+
+
+def test_finite_data_is_not_refused(device):
+    model = _mlp()
+    x, t = _data()
+    t_soft = numpy.eye(2, dtype=numpy.float32)[t]
+    _fit(model, (x, t))
+    _fit(model, (x, t_soft))
+    assert numpy.isfinite(xn.evaluate(model, (x, t))["loss"])
+    assert xn.to_host(xn.predict(model, x)).shape == (10, 2)

@@ -13,7 +13,7 @@ from ..errors import ShapeError
 from ..nn.losses import SoftmaxCrossEntropy
 from ..transfer import array_or_host, to_device, to_host
 from .parallel import processes
-from .sources import LabelCheck, check_batch, check_pair, class_indices, is_batches
+from .sources import LabelCheck, check_batch, check_finite, check_pair, class_indices, is_batches
 
 
 @contextlib.contextmanager
@@ -36,17 +36,24 @@ def predict(model, x, batch_size: int = 1000):
     batch_size = _validate.integer("predict", "batch_size", batch_size)
     listed = isinstance(x, (list, tuple)) and len(x) > 0 and getattr(x[0], "ndim", 0) >= 1
     if listed or (not isinstance(x, (list, tuple)) and is_batches(x)):  # batches of inputs
-        batches = (array_or_host(b, f"predict input, batch {k}") for k, b in enumerate(x))
+        batches = (_finite(array_or_host(b, f"predict input, batch {k}"), f"predict input, batch {k}")
+                   for k, b in enumerate(x))
     else:
         x = array_or_host(x, "predict input")
         if x.ndim == 0 or len(x) == 0:
             raise ShapeError("predict got no samples (an input of length 0); pass at least one.")
+        check_finite(x, "predict input")
         batches = (x[lo:lo + batch_size] for lo in range(0, len(x), batch_size))
     with evaluating(model) as device:
         outputs = [model.forward(to_device(b, device)) for b in batches]
         if not outputs:
             raise ShapeError("predict got no samples (an empty iterable of batches).")
         return device.xp.concatenate(outputs)
+
+
+def _finite(batch, what):
+    check_finite(batch, what)
+    return batch
 
 
 def _evaluation_batches(data, batch_size, parallel, labels):
@@ -76,10 +83,12 @@ def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None, dis
     device work), or an iterable of ``(x, t)`` host batches.
 
     ``loss_fn`` defaults to SoftmaxCrossEntropy; accuracy is None for a loss that is not
-    a classification loss. The model's train/eval mode is restored afterwards. In a
-    distributed run (``distributed`` as in ``fit``) each rank evaluates its contiguous part
-    of a pair (an iterable: the batches it is given) and the sums are reduced, so every
-    rank returns the whole set's figures.
+    a classification loss, and NaN where the model's outputs are not finite. Host data
+    holding NaN or +-inf is refused (``ValueError`` naming the first such value's position).
+    The model's train/eval mode is restored afterwards. In a distributed run
+    (``distributed`` as in ``fit``) each rank evaluates its contiguous part of a pair (an
+    iterable: the batches it is given) and the sums are reduced, so every rank returns the
+    whole set's figures.
     """
     batch_size = _validate.integer("evaluate", "batch_size", batch_size)
     parallel, labels = processes(distributed, "evaluate"), LabelCheck()
@@ -93,6 +102,7 @@ def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None, dis
     with evaluating(model):
         xp = device.xp
         total, correct = xp.zeros((), dtype=numpy.float64), xp.zeros((), dtype=numpy.int64)
+        unfit = xp.zeros((), dtype=numpy.int64)  # outputs that are not finite: no accuracy from them
         seen = 0
         for xb, tb in batches:
             xb, tb = to_device((xb, tb), device)
@@ -102,10 +112,12 @@ def evaluate(model, data, device=None, batch_size: int = 1000, loss_fn=None, dis
             total += loss_fn(y, tb) * len(xb)
             if classify:
                 correct += (y.argmax(axis=1) == class_indices(tb)).sum()
+                unfit += (~xp.isfinite(y)).sum()
             seen += len(xb)
-        sums = parallel.sum(numpy.array([float(to_host(total)), float(to_host(correct)), seen],
-                                        dtype=numpy.float64))
-        total, correct, seen = sums
+        sums = parallel.sum(numpy.array([float(to_host(total)), float(to_host(correct)), seen,
+                                         float(to_host(unfit))], dtype=numpy.float64))
+        total, correct, seen, unfit = sums
         if seen == 0:
             raise ShapeError("evaluate data is empty.")
-    return {"loss": float(total / seen), "accuracy": float(correct / seen) if classify else None}
+    accuracy = (float("nan") if unfit else float(correct / seen)) if classify else None
+    return {"loss": float(total / seen), "accuracy": accuracy}

@@ -1,6 +1,6 @@
 """Where ``fit`` gets its batches: a set copied to the device once (``InMemory``), or host
 batches streamed to the device a step ahead (``Streamed``); and the checks of what it is
-given (pairs, batches, class labels).
+given (pairs, batches, class labels, finite host data).
 
 Both sources yield ``(xb, tb, share, total)``: device buffers the step reads (the same
 buffers for every batch of a shape, so a recorded step replays), the share of the global
@@ -21,6 +21,29 @@ from ..nn.init import generator
 from ..transfer import array_or_host, to_device, to_host
 from .loader import Loader, read_ahead
 
+_CHUNK = 1 << 22  # elements checked at a time, so a memory-map is read in pieces
+
+
+def check_finite(array, what, offset=0):
+    """Refuse NaN or +-inf in ``array`` if it is a host array of floats, naming the first
+    such value's position (``offset`` numbers its rows). A device array is not read (that
+    would wait for the device): ``evaluate`` then reports accuracy NaN for non-finite
+    outputs, and ``fit``'s NaN guard stops at the non-finite loss."""
+    if not isinstance(array, numpy.ndarray) or array.dtype.kind not in "fc" or array.size == 0:
+        return
+    rows = max(1, _CHUNK // max(1, array.size // len(array)))
+    for lo in range(0, len(array), rows):
+        part = array[lo:lo + rows]
+        finite = numpy.isfinite(part)
+        if finite.all():
+            continue
+        inside = numpy.unravel_index(int(numpy.argmin(finite)), part.shape)  # the first, in C order
+        position = (offset + lo + int(inside[0]),) + tuple(int(i) for i in inside[1:])
+        shown = position[0] if len(position) == 1 else position
+        raise ValueError(f"{what} holds {part[inside]} at position {shown} (sample {position[0]}); "
+                         f"data must be finite (a NaN would make the loss NaN and the accuracy meaningless). "
+                         f"Drop or fix that sample: numpy.isfinite finds such values.")
+
 
 def check_pair(data, what):
     """``data`` as a pair ``(x, t)`` of arrays (host or device) of one nonzero length."""
@@ -35,12 +58,14 @@ def check_pair(data, what):
         raise ShapeError(f"{what}: x has {len(x)} samples but t has {len(t)}.")
     if len(x) == 0:
         raise ShapeError(f"{what} is empty.")
+    check_finite(x, f"{what}: x")
+    check_finite(t, f"{what}: t")
     return x, t
 
 
-def check_batch(batch, where):
+def check_batch(batch, where, finite=True):
     """``batch`` of a source of batches as (xb, tb) arrays of one length (host or device),
-    or an error naming it."""
+    or an error naming it; with ``finite``, host floats are checked for NaN and +-inf."""
     try:
         xb, tb = batch
     except (TypeError, ValueError):
@@ -52,6 +77,9 @@ def check_batch(batch, where):
                          f"per row. Data is a pair (x, t) of arrays or an iterable of batches (xb, tb).")
     if len(xb) != len(tb) or len(xb) == 0:
         raise ShapeError(f"{where}: x has {len(xb)} samples and t has {len(tb)}.")
+    if finite:
+        check_finite(xb, f"{where}: x")
+        check_finite(tb, f"{where}: t")
     return xb, tb
 
 
@@ -206,8 +234,9 @@ class Streamed:
     copy into a pair waits for the step that used it last). The recorded steps read these
     buffers, one recording per pair."""
 
-    def __init__(self, source, labels):
+    def __init__(self, source, labels, checked=False):
         self.source, self.labels = source, labels
+        self.checked = checked  # the batches of a pair whose values were checked up front
         self.slots = {}  # batch shapes and dtypes -> two [x buffer, t buffer, event of last step]
         self.split = _whole
 
@@ -239,7 +268,7 @@ class Streamed:
 
     def _checked(self, epoch, source):
         for k, batch in enumerate(source):
-            xb, tb = check_batch(batch, f"fit data, batch {k}")
+            xb, tb = check_batch(batch, f"fit data, batch {k}", finite=not self.checked)
             self.labels.add(tb, f"fit data, epoch {epoch}, batch {k}")
             total = len(xb)
             part = self.split(total, f"fit data, batch {k}")  # this rank's contiguous part
@@ -314,7 +343,8 @@ def training_source(data, labels, device, batch_size, shuffle, seed, drop_last, 
         raise ShapeError(f"fit: {ranks} ranks share each batch, but the last batch has "
                          f"{len(x) % batch_size} samples; use drop_last=True or another batch_size.")
     if _stream_decision(stream, x.nbytes + t.nbytes, device):
-        source = Streamed(Loader(x, t, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last), labels)
+        source = Streamed(Loader(x, t, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last), labels,
+                          checked=True)
     else:
         source = InMemory(x, t, batch_size, shuffle, seed, drop_last)
     if len(source) == 0:
