@@ -173,3 +173,56 @@ def test_finite_data_is_not_refused(device):
     _fit(model, (x, t_soft))
     assert numpy.isfinite(xn.evaluate(model, (x, t))["loss"])
     assert xn.to_host(xn.predict(model, x)).shape == (10, 2)
+
+
+# -- 9: ModelCheckpoint paths that could not be written are refused before the first step ----
+def _fit_with(callback, model=None, **kw):
+    model = _mlp() if model is None else model
+    return _fit(model, _data(rows=12), callbacks=[callback], **kw)
+
+
+def test_checkpoint_template_with_val_fields_needs_validation(device, tmp_path):
+    model = _mlp()
+    before = {k: v.copy() for k, v in xn.to_host(model.params()).items()}
+    cb = xn.callbacks.ModelCheckpoint(tmp_path / "c-{val_loss:.3f}.npz", monitor="loss")
+    with pytest.raises(ValueError, match=r"\{val_loss\}.*no validation=.*validation=\(x_val, t_val\)"):
+        _fit_with(cb, model)
+    for k, v in xn.to_host(model.params()).items():  # refused before the first step
+        numpy.testing.assert_array_equal(v, before[k])
+    assert list(tmp_path.iterdir()) == []
+    _fit_with(cb, validation=_data(rows=6))  # with validation the same template works
+    assert len(cb.saved) == 1 and cb.saved[0].exists() and cb.saved[0].name.startswith("c-")
+
+
+def test_checkpoint_template_field_no_epoch_has_is_named(device, tmp_path):
+    cb = xn.callbacks.ModelCheckpoint(tmp_path / "c-{val_los}.npz", monitor="loss")
+    with pytest.raises(ValueError, match=r"\{val_los\}.*no validation="):
+        _fit_with(cb)
+    cb = xn.callbacks.ModelCheckpoint(tmp_path / "c-{los}.npz", monitor="loss")  # a callback might add it
+    with pytest.raises(ValueError, match=r"\{los\}.*not among epoch 1's figures.*'loss'"):
+        _fit_with(cb)
+    cb = xn.callbacks.ModelCheckpoint(tmp_path / "c-{}.npz", monitor="loss")
+    with pytest.raises(ValueError, match=r"field without a name"):
+        _fit_with(cb)
+    xn.seed(0)
+    model = xn.nn.Sequential(xn.nn.Affine(3, 1))
+    cb = xn.callbacks.ModelCheckpoint(tmp_path / "c-{accuracy:.2f}.npz", monitor="loss")
+    with pytest.raises(ValueError, match=r"MeanSquaredError is not a classification loss"):
+        xn.fit(model, xn.nn.MeanSquaredError(), xn.optim.SGD(model, lr=0.1),
+               (numpy.ones((4, 3), numpy.float32), numpy.ones((4, 1), numpy.float32)), callbacks=[cb],
+               progress=False)
+
+
+def test_checkpoint_into_a_missing_folder_is_refused_naming_it(device, tmp_path):
+    missing = tmp_path / "nope"
+    cb = xn.callbacks.ModelCheckpoint(missing / "c.npz", monitor="loss")
+    with pytest.raises(FileNotFoundError, match=r"folder '.*nope' of .* does not exist; create it first"):
+        _fit_with(cb)
+    cb = xn.callbacks.ModelCheckpoint(str(tmp_path / "run-{epoch}" / "c.npz"), monitor="loss")
+    with pytest.raises(FileNotFoundError, match=r"folder '.*run-1' of .* does not exist"):
+        _fit_with(cb)  # a folder made of fields is checked when it is known, before writing
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    missing.mkdir()
+    cb = xn.callbacks.ModelCheckpoint(missing / "c.npz", monitor="loss")
+    _fit_with(cb)
+    assert (missing / "c.npz").exists()

@@ -264,7 +264,23 @@ class ModelCheckpoint(Callback):
         return self._monitor.best
 
     def on_train_begin(self, run):
+        """Refuse, before the first step, a path that could not be written after an epoch: a
+        field the epoch's figures will not have, or a folder that does not exist."""
         self._monitor.best = None
+        path = str(self.path)
+        validation = any(isinstance(cb, Validation) for cb in run.callbacks)
+        classify = getattr(run.loss_fn, "classification", False)
+        for field in _fields(path):
+            if field.startswith("val_") and not validation:
+                raise ValueError(f"ModelCheckpoint: the path {path!r} holds {{{field}}}, but this fit has no "
+                                 f"validation=, so the epoch's figures have no {field!r}. Pass "
+                                 f"validation=(x_val, t_val) to fit, or use fields such as {{epoch}} or {{loss}}.")
+            if field in ("accuracy", "val_accuracy") and not classify:
+                raise ValueError(f"ModelCheckpoint: the path {path!r} holds {{{field}}}, but the loss "
+                                 f"{type(run.loss_fn).__name__} is not a classification loss, so {field!r} is "
+                                 f"None. Use {{epoch}} or {{loss}} (or {{val_loss}} with validation=).")
+        if "{" not in str(Path(path).parent):
+            _check_folder(path)
 
     def on_epoch_end(self, run, logs):
         from ..io import save
@@ -272,9 +288,44 @@ class ModelCheckpoint(Callback):
             return
         path = str(self.path)
         if "{" in path:
-            path = path.format(**logs)
+            try:
+                path = path.format(**logs)
+            except KeyError as exc:
+                known = sorted(k for k, v in logs.items() if v is not None)
+                raise ValueError(f"ModelCheckpoint: the path {path!r} holds {{{exc.args[0]}}}, which is not "
+                                 f"among epoch {logs.get('epoch')}'s figures {known}. Use one of those.") from None
+            _check_folder(path)
         save(run.model, path, optimizer=run.optimizer, schedule=run.schedule)
         self.saved.append(Path(path))
+
+
+def _fields(template: str) -> list:
+    """The names of the fields of a ``str.format`` template (``"c-{val_loss:.3f}"``: val_loss)."""
+    import string
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"ModelCheckpoint: the path {template!r} is not a valid template ({exc}); write "
+                         f"fields as {{epoch:03d}}, and braces meant literally as {{{{ and }}}}.") from None
+    names = []
+    for _, field, _, _ in parsed:
+        if field is None:
+            continue
+        name = field.split(".")[0].split("[")[0]
+        if not name or name.isdigit():
+            raise ValueError(f"ModelCheckpoint: the path {template!r} holds a field without a name "
+                             f"({{{field}}}); name a figure of the epoch's logs, as {{epoch}} or {{val_loss}}.")
+        names.append(name)
+    return names
+
+
+def _check_folder(path: str) -> None:
+    folder = Path(path).parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"ModelCheckpoint: the folder {str(folder)!r} of {path!r} {what}; create it "
+                                f"first (os.makedirs({str(folder)!r}, exist_ok=True)), or give a path in a "
+                                f"folder that exists.")
 
 
 class CSVLogger(Callback):
