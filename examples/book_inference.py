@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy
 
 import xpnet as xn
-from xpnet.cli import positive_int
+from xpnet.cli import ArgumentParser, positive_int
 
 
 def book_network(dtype):
@@ -26,7 +26,7 @@ def book_network(dtype):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights", help="the book's sample_weight.pkl, or an xpnet .npz made with --save")
     parser.add_argument("--device", default=None)
     parser.add_argument("--batch-size", type=positive_int, default=100)

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy
 
 import xpnet as xn
-from xpnet.cli import positive_int
+from xpnet.cli import ArgumentParser, nonnegative_int, positive_float, positive_int
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None)
     parser.add_argument("--steps", type=positive_int, default=10000)
     parser.add_argument("--batch-size", type=positive_int, default=100)
-    parser.add_argument("--lr", type=float, default=0.001)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=positive_float, default=0.001)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--out", default="out/exp_regression")
     args = parser.parse_args()
 

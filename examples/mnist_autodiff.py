@@ -10,16 +10,16 @@ import numpy
 
 import xpnet as xn
 from xpnet import autodiff as ad
-from xpnet.cli import positive_int
+from xpnet.cli import ArgumentParser, nonnegative_int, positive_float, positive_int
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None)
     parser.add_argument("--epochs", type=positive_int, default=5)
     parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=positive_float, default=0.1)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     args = parser.parse_args()
 
     # The article's check values first: d/dx (x^3 + 2x^2 + x) at 3, and the partials of

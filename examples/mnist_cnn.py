@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import xpnet as xn
-from xpnet.cli import positive_int
+from xpnet.cli import ArgumentParser, nonnegative_int, positive_float, positive_int
 
 
 def simple_convnet():
@@ -39,13 +39,13 @@ MODELS = {"simple": ("SimpleConvNet", simple_convnet), "deep": ("DeepConvNet", d
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(MODELS), default="simple")
     parser.add_argument("--device", default=None)
     parser.add_argument("--epochs", type=positive_int, default=3)
     parser.add_argument("--batch-size", type=positive_int, default=100)
-    parser.add_argument("--lr", type=float, default=0.001)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=positive_float, default=0.001)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="train and test on the first N images of each set only (a quick run)")
     parser.add_argument("--out", default=None, help="default: out/mnist_cnn, or out/mnist_deep_cnn")

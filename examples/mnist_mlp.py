@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import xpnet as xn
-from xpnet.cli import ArgumentParser, positive_int, positive_ints
+from xpnet.cli import ArgumentParser, nonnegative_int, positive_float, positive_int, positive_ints, probability
 
 
 def main():
@@ -23,9 +23,9 @@ def main():
     parser.add_argument("--hidden", type=positive_ints, default="100,50",
                         help="hidden layer sizes, separated by commas")
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adagrad", "rmsprop", "adam"])
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=positive_float, default=0.1)
+    parser.add_argument("--dropout", type=probability, default=0.0, help="dropout after each hidden layer")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="train and test on the first N images of each set only (a quick run)")
     parser.add_argument("--out", default="out/mnist_mlp")

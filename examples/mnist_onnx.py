@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy
 
 import xpnet as xn
-from xpnet.cli import ArgumentParser, positive_int
+from xpnet.cli import ArgumentParser, nonnegative_int, positive_int
 
 MODELS = runpy.run_path(str(Path(__file__).with_name("mnist_cnn.py")))["MODELS"]
 
@@ -39,7 +39,7 @@ def main():
     parser.add_argument("--device", default=None)
     parser.add_argument("--epochs", type=positive_int, default=1)
     parser.add_argument("--batch-size", type=positive_int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="train and test on the first N images of each set only (a quick run)")
     parser.add_argument("--out", default="out/mnist_onnx")

@@ -22,7 +22,7 @@ START = time.perf_counter()  # the clock starts before anything is imported
 import argparse  # noqa: E402
 
 import xpnet as xn  # noqa: E402
-from xpnet.cli import positive_int  # noqa: E402
+from xpnet.cli import ArgumentParser, nonnegative_int, positive_float, positive_int, probability  # noqa: E402
 
 nn = xn.nn
 
@@ -40,15 +40,16 @@ MODELS = {"speedrun": ("the speedrun CNN", speedrun_cnn)}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--epochs", type=positive_int, default=1)
     parser.add_argument("--batch-size", type=positive_int, default=128)
-    parser.add_argument("--lr", type=float, default=0.2, help="the one-cycle peak rate")
+    parser.add_argument("--lr", type=positive_float, default=0.2, help="the one-cycle peak rate")
     parser.add_argument("--width", type=positive_int, default=16, help="the first convolution's filters")
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--shift", type=int, default=0, help="random translations of up to this many pixels")
+    parser.add_argument("--label-smoothing", type=probability, default=0.1)
+    parser.add_argument("--shift", type=nonnegative_int, default=0,
+                        help="random translations of up to this many pixels")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="train and test on the first N images of each set only (a quick run)")
     args = parser.parse_args()

@@ -226,3 +226,49 @@ def test_checkpoint_into_a_missing_folder_is_refused_naming_it(device, tmp_path)
     cb = xn.callbacks.ModelCheckpoint(missing / "c.npz", monitor="loss")
     _fit_with(cb)
     assert (missing / "c.npz").exists()
+
+
+# -- 10: the examples' numeric options are checked by argparse: exit 2, one line ------------
+def _usage_error(*args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {k: v for k, v in os.environ.items() if k != "XPNET_DEVICE"}
+    result = subprocess.run([sys.executable, "-m", "xpnet", "train", *args], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent, env=env, timeout=120)
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (("mnist_mlp", "--lr", "nan"), ("--lr", "'nan' is not a finite number")),
+    (("mnist_mlp", "--lr", "-1"), ("--lr", "-1.0 is not positive")),
+    (("mnist_mlp", "--dropout", "1.5"), ("--dropout", "1.5 is outside [0, 1)")),
+    (("mnist_mlp", "--seed", "-2"), ("--seed", "-2 is negative")),
+    (("mnist_cnn", "--lr", "0"), ("--lr", "not positive")),
+    (("mnist_autodiff", "--lr", "fast"), ("--lr", "'fast' is not a number")),
+    (("exp_regression", "--lr", "inf"), ("--lr", "not a finite number")),
+    (("mnist_speedrun", "--label-smoothing", "1"), ("--label-smoothing", "outside [0, 1)")),
+    (("mnist_speedrun", "--shift", "-1"), ("--shift", "negative")),
+    (("mnist_onnx", "--seed", "x"), ("--seed", "not a whole number")),
+])
+def test_bad_numbers_for_an_examples_options_are_usage_errors(args, words):
+    line = _usage_error(*args)
+    for word in words:
+        assert word in line, line
+
+
+def test_numeric_argument_types():
+    import argparse
+
+    from xpnet.cli import nonnegative_int, positive_float, probability
+    assert positive_float("0.01") == 0.01 and probability("0") == 0.0 and probability("0.5") == 0.5
+    assert nonnegative_int("0") == 0
+    for fn, text in [(positive_float, "-inf"), (positive_float, "0"), (probability, "1"), (probability, "-0.1"),
+                     (probability, "nan"), (nonnegative_int, "1.5"), (nonnegative_int, "-1")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(text).strip("'")):
+            fn(text)

@@ -64,6 +64,45 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    """An argparse type for seeds and offsets: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
+    return value
+
+
+def _real(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type for rates and scales (--lr): a finite number > 0."""
+    value = _real(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not positive: give a number > 0, such as 0.01")
+    return value
+
+
+def probability(text: str) -> float:
+    """An argparse type for a share that must leave something (--dropout, --label-smoothing):
+    a number from 0 up to, not including, 1."""
+    value = _real(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is outside [0, 1): give a number from 0 up to "
+                                         f"(not including) 1, such as 0.1")
+    return value
+
+
 def positive_ints(text: str) -> list:
     """An argparse type for a list of sizes separated by commas (``--hidden 100,50``)."""
     sizes = []
