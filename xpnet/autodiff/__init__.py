@@ -28,9 +28,11 @@ from .core import (  # noqa: F401 (xpnet.functional's)
     transpose,
     where,
 )
+from .extrema import absolute, clip, maximum, minimum
 from .grad import grad, value_and_grad, vjp_of_traced
 from .losses import mean_squared_error, softmax_cross_entropy, sum_squared_error
 
 __all__ = ["Tensor", "grad", "value_and_grad", "vjp_of_traced", "exp", "log", "sqrt", "tanh", "sigmoid", "relu",
            "leaky_relu", "softmax", "where", "stop_gradient", "softmax_cross_entropy", "mean_squared_error",
-           "sum_squared_error", "sum", "mean", "max", "reshape", "transpose", "astype", "SUPPORTED"]
+           "sum_squared_error", "sum", "mean", "max", "reshape", "transpose", "astype", "SUPPORTED",
+           "absolute", "maximum", "minimum", "clip"]

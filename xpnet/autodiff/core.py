@@ -84,7 +84,7 @@ class Tensor:
     __matmul__ = lambda a, b: matmul(a, b)
     __rmatmul__ = lambda a, b: matmul(b, a)
     __neg__ = lambda a: negative(a)
-    __abs__ = lambda a: absolute(a)
+    __abs__ = lambda a: _UFUNCS["absolute"](a)  # autodiff/extrema.py
     __getitem__ = lambda a, key: getitem(a, key)
     # Comparisons give plain boolean arrays: they have no gradient.
     __gt__ = lambda a, b: _data(a) > _data(b)
@@ -117,7 +117,7 @@ class Tensor:
 
     def clip(self, min=None, max=None, out=None, **kwargs):
         _plain_reduction("clip", out, kwargs)
-        return clip(self, min, max)
+        return _UFUNCS["clip"](self, min, max)  # autodiff/extrema.py
 
     def astype(self, dtype, copy=True):
         return astype(self, dtype)
@@ -250,53 +250,6 @@ def tanh(x):
     return out
 
 
-def absolute(x):
-    """|x|; the gradient is sign(x), 0 at 0 (as PyTorch's)."""
-    x = _operand(x)
-    xp = _backend(x).xp
-    sign = xp.sign(_data(x))  # a constant: sign's own derivative is 0 wherever it has one
-    return _node(xp.abs(_data(x)), (x, lambda g: g * sign))
-
-
-def _extremum(a, b, pick):
-    """``pick`` (maximum or minimum) of a and b elementwise; the gradient goes to the one
-    picked, half to each where they tie (as PyTorch's)."""
-    xp = _backend(a, b).xp
-    ad, bd = _data(a), _data(b)  # a Python number stays one, so it does not change the dtype
-    y = getattr(xp, pick)(ad, bd)
-    tie = (ad == bd).astype(y.dtype) * 0.5
-    to_a = (ad == y).astype(y.dtype) - tie  # 1 where a is picked, 1/2 on a tie, else 0
-    to_b = (bd == y).astype(y.dtype) - tie
-    return _node(y, (a, lambda g: _sum_to(g * to_a, _shape(a))), (b, lambda g: _sum_to(g * to_b, _shape(b))))
-
-
-def maximum(a, b):
-    """Elementwise maximum (ties share the gradient equally)."""
-    return _extremum(a, b, "maximum")
-
-
-def minimum(a, b):
-    """Elementwise minimum (ties share the gradient equally)."""
-    return _extremum(a, b, "minimum")
-
-
-def clip(x, low=None, high=None):
-    """``x`` limited to [low, high] (None: no limit on that side); the gradient passes where
-    low <= x <= high, as PyTorch's clamp, and the limits get none."""
-    if low is None and high is None:
-        raise ValueError("clip of a traced value needs low or high (or both); got neither.")
-    xd = _data(x)
-    xp = _backend(x).xp
-    y, inside = xd, xp.ones(xd.shape, dtype=bool)
-    if low is not None:
-        inside = inside & (xd >= _data(low))
-        y = xp.maximum(y, _data(low))
-    if high is not None:
-        inside = inside & (xd <= _data(high))
-        y = xp.minimum(y, _data(high))
-    return _node(y, (x, lambda g: _sum_to(g * inside, _shape(x))))
-
-
 def where(condition, a, b):
     """a where condition else b; the condition gets no gradient."""
     cond = _data(condition)
@@ -427,7 +380,7 @@ def _scatter(g, shape, key, dtype):
 _UFUNCS = {
     "add": add, "subtract": lambda a, b: add(a, negative(b)), "multiply": multiply, "divide": divide,
     "true_divide": divide, "power": power, "negative": negative, "matmul": matmul, "exp": exp, "log": log,
-    "sqrt": sqrt, "tanh": tanh, "absolute": absolute, "maximum": maximum, "minimum": minimum,
+    "sqrt": sqrt, "tanh": tanh,  # absolute, maximum, minimum and clip: added by autodiff/extrema.py
     "greater": lambda a, b: _data(a) > _data(b), "less": lambda a, b: _data(a) < _data(b),
     "greater_equal": lambda a, b: _data(a) >= _data(b), "less_equal": lambda a, b: _data(a) <= _data(b),
 }

@@ -12,8 +12,9 @@ import numpy
 from .. import _validate
 from ..errors import ShapeError
 from .init import initial_weights
-from .layer import Layer, reusable
+from .layer import Layer
 from .layers import ReLU
+from .wrapping import reusable
 
 
 def _output_size(size, kernel, stride, pad):

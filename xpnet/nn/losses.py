@@ -9,7 +9,7 @@ from .. import _validate
 from .._targets import softmax_targets
 from ..device import common_device, device_of
 from ..errors import ShapeError
-from .layer import on_device, reusable
+from .wrapping import on_device, reusable
 
 
 class _Loss:

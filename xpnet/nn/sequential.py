@@ -5,7 +5,8 @@ from __future__ import annotations
 from .. import autodiff
 from ..device import Device
 from ..errors import DTypeError, ImplicitTransferError, ShapeError
-from .layer import Layer, _refuse_traced
+from .layer import Layer
+from .wrapping import _refuse_traced
 
 
 class _Layers(tuple):
