@@ -53,26 +53,24 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type for counts (epochs, steps, --limit): a whole number >= 1."""
+def _whole(text: str, low: int, why: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a count: give 1 or more")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} {why}: give {low} or more")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts (epochs, steps, --limit): a whole number >= 1."""
+    return _whole(text, 1, "is not a count")
 
 
 def nonnegative_int(text: str) -> int:
     """An argparse type for seeds and offsets: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
-    return value
+    return _whole(text, 0, "is negative")
 
 
 def _real(text: str) -> float:

@@ -114,13 +114,20 @@ def _contents(model, optimizer, schedule, version):
 
 
 def _write(target: Path, arrays) -> None:
-    """``arrays`` as an .npz at ``target``: a temporary file beside it, flushed, renamed over it."""
+    """``arrays`` as an .npz at ``target``, written atomically."""
     _remove_stale_temporaries(target)
+    write_atomically(target, lambda f: numpy.savez(f, **arrays))
+
+
+def write_atomically(target: Path, write) -> None:
+    """``write(file)`` into a temporary file beside ``target``, flushed to disk with the
+    target's permissions, then renamed over it: a crash leaves the old file or the new one,
+    never half of one."""
     mode = _mode_for(target)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            numpy.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())

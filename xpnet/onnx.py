@@ -27,12 +27,11 @@ and name before anything is written.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy
 
-from .io import _mode_for
+from .io import write_atomically
 from .nn.conv import AvgPool2D, Conv2D, MaxPool2D
 from .nn.layer import Layer
 from .nn.layers import Affine, BatchNorm, Dropout, Flatten, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
@@ -244,16 +243,5 @@ def _write(path: Path, data: bytes) -> Path:
     if not target.parent.is_dir():
         raise FileNotFoundError(f"xn.export_onnx: cannot write {path}: the folder {target.parent} does not "
                                 f"exist. Create it first, or give another path.")
-    mode = _mode_for(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(target, lambda f: f.write(data))
     return Path(path)
