@@ -10,7 +10,7 @@ from .errors import DTypeError, ShapeError
 _REGRESSION = "For regression targets use loss_fn=MeanSquaredError() (xn.nn.MeanSquaredError)."
 
 
-def softmax_targets(name, y, t):
+def softmax_targets(name, y, t, labels_checked=False):
     """Check logits ``y`` and labels ``t`` for softmax cross-entropy; returns ``(t, bad)``.
 
     Shapes and dtypes are checked everywhere (no device read): y is (N, C) floating with
@@ -22,11 +22,14 @@ def softmax_targets(name, y, t):
       with a label out of range, which the backend turns into a NaN loss and gradient (as
       PyTorch's device-side assert refuses them on CUDA), and the returned ``t`` has their
       indices replaced by 0 so that no gather reads out of bounds. (``fit`` and ``evaluate``
-      check integer labels on the host before they start, so they refuse with a message.)
+      check integer labels on the host before they start, so they refuse with a message,
+      and tell the loss so: ``labels_checked`` skips the device check of class indices.)
     """
     n, classes = _shapes(name, y, t)
     if n == 0:
         return t, None
+    if t.ndim == 1 and labels_checked:
+        return t, None  # the caller (fit) checked these class indices on the host already
     if isinstance(t, numpy.ndarray):
         _check_host_values(name, t, classes)
         return t, None

@@ -263,3 +263,32 @@ if __name__ == "__main__":
     parser.add_argument("--samples", type=int, nargs=2, default=[120, 100])
     args = parser.parse_args()
     _job(args.call, args.batch_size, args.samples)
+
+
+def test_fit_tells_the_loss_its_labels_were_checked_on_the_host(device, monkeypatch):
+    """fit checks class indices on the host, so the loss adds no device check of its own
+    inside the step (five kernels a step); a direct call still checks, and so does a step
+    whose transform may have changed the labels."""
+    seen = []
+    routine = device.backend.softmax_cross_entropy
+
+    def spy(z, t, out=None, bad=None, **kwargs):
+        seen.append(bad is None)
+        return routine(z, t, out=out, bad=bad, **kwargs)
+
+    monkeypatch.setattr(device.backend, "softmax_cross_entropy", spy)
+    x = numpy.random.default_rng(0).standard_normal((8, 3)).astype(numpy.float32)
+    t = numpy.array([0, 1, 2, 0, 1, 2, 0, 1])
+    model = xn.nn.Sequential(xn.nn.Affine(3, 3))
+    loss = xn.nn.SoftmaxCrossEntropy()
+    xn.fit(model, loss, xn.optim.SGD(model, lr=0.1), (x, t), epochs=1, batch_size=4, graph=False, progress=False)
+    assert seen and all(seen)
+    seen.clear()
+    labels = xn.to_device(t)
+    loss(model(xn.to_device(x)), labels)
+    # a direct call checks device labels on the device (host labels, on the host: no mask)
+    assert seen == [isinstance(labels, numpy.ndarray)]
+    seen.clear()
+    xn.fit(model, loss, xn.optim.SGD(model, lr=0.1), (x, t), epochs=1, batch_size=4, graph=False, progress=False,
+           transform=lambda xb, tb: (xb, tb))
+    assert seen and all(s == isinstance(labels, numpy.ndarray) for s in seen)  # checked again

@@ -21,6 +21,7 @@ class _Loss:
 
     def __init__(self):
         self._work = {}
+        self._labels_checked = False  # set by fit's step, for its call only: labels checked on the host
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -77,7 +78,7 @@ class SoftmaxCrossEntropy(_Loss):
                                               low=0, high=1)
 
     def forward(self, y, t):
-        t, bad = softmax_targets("SoftmaxCrossEntropy", y, t)
+        t, bad = softmax_targets("SoftmaxCrossEntropy", y, t, labels_checked=self._labels_checked)
         self.t = t
         loss, self.probs = self.backend.softmax_cross_entropy(
             y, t, out=self.workspace("probs", y.shape, y.dtype), bad=bad, label_smoothing=self.label_smoothing)

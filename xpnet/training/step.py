@@ -52,7 +52,7 @@ class TrainStep:
         y = self.model.forward(xb)
         if self.classify:
             self.labels.against(y.shape[1])
-        loss = self.loss_fn(y, tb)
+        loss = self._loss(y, tb)
         self.model.backward(self.loss_fn.backward())
         if share is not None:
             self.parallel.reduce_gradients(self.optimizer, share)
@@ -62,6 +62,18 @@ class TrainStep:
             xp = self.device.xp
             xp.add(self.correct, (y.argmax(axis=1) == class_indices(tb)).sum(), out=self.correct)
         return loss
+
+    def _loss(self, y, tb):
+        """The loss, told for this call that fit checked the class indices on the host (so it
+        adds no device check of its own), unless a transform may have changed them since."""
+        trusted = self.classify and self.transform is None and hasattr(self.loss_fn, "_labels_checked")
+        if not trusted:
+            return self.loss_fn(y, tb)
+        self.loss_fn._labels_checked = True
+        try:
+            return self.loss_fn(y, tb)
+        finally:
+            self.loss_fn._labels_checked = False
 
     def run(self, xb, tb, share=None):
         """One step on the batch in ``xb``, ``tb``: replayed when it is recorded (one recording
