@@ -199,7 +199,7 @@ def export_onnx(model, path, example_input) -> Path:
     ``onnx.checker``; the file is written whole or not at all.
     """
     onnx = _onnx()
-    from .train import predict
+    from .training.inference import predict
     if not isinstance(model, Layer):
         raise TypeError(f"xn.export_onnx: model must be an xpnet layer or Sequential, got {type(model).__name__}.")
     _refuse_unexported(model)

@@ -248,7 +248,6 @@ class Optimizer:
                     g = group.backend.decay_gradient(group.p, g, wd, out=group.decayed)
                 self._update(group, g)
 
-    _prepare = groups  # the name before the groups were public
 
     def flat_grads(self) -> list:
         """The flat gradient of each group (see ``groups``), live: the model's gradients
@@ -274,13 +273,12 @@ class Optimizer:
         """Take ``saved`` (as ``state_dict`` gives; ``lr`` and ``scalars`` may be absent, then
         they stay as they are). The arrays may be on any device: they move to the
         parameters' device on the next step."""
+        lr, scalars = self.lr, self.scalars  # what the device holds now, before the groups go
         self.state = {n: dict(s) for n, s in saved["state"].items()}
         self._groups = None  # rebuilt (and moved to the parameters' device) on the next step
         self._t = int(saved["t"])
-        if saved.get("lr") is not None:
-            self.lr = saved["lr"]
-        if saved.get("scalars") is not None:
-            self.scalars = saved["scalars"]
+        self.lr = saved["lr"] if saved.get("lr") is not None else lr
+        self.scalars = saved["scalars"] if saved.get("scalars") is not None else scalars
 
 
 class SGD(Optimizer):

@@ -107,6 +107,9 @@ class StepSchedule:
     updates with it; ``optimizer.lr`` reads the rate the last step used (before the first: the
     first step's). Setting ``optimizer.lr`` by hand is overwritten at the next step; ``detach()``
     hands the rate back. After the last scheduled step the rate stays at the schedule's final value.
+    The rates are PyTorch's (or Hugging Face's), but ``Momentum`` keeps the book's velocity
+    ``v = m v - lr g``, which takes PyTorch's SGD steps only while the rate is constant: with a
+    changing rate its path differs from PyTorch's SGD with momentum under the same schedule.
 
     The schedule's position is the optimizer's step count, which ``xn.save(..., optimizer=opt)``
     keeps, so a resumed run follows the same rates as one that never stopped. ``state_dict()``

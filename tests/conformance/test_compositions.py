@@ -125,7 +125,7 @@ def test_a_layer_in_two_sequentials_keeps_both_right(device):
 @pytest.mark.parametrize("then", ["ReLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax", "Dropout"])
 def test_book_style_layer_that_keeps_an_array_then_an_activation(after, then, device):
     """The book's layers keep their output (Sigmoid: self.out) or input (Affine: self.x)
-    for backward; an in-place activation after them must not overwrite it."""
+    for backward; an activation writing into its workspace after them must not overwrite it."""
     model = xn.nn.Sequential(xn.nn.Affine(4, 4, dtype="float64", seed=1), UNITS_2D[after]("float64"),
                              UNITS_2D[then]("float64"), xn.nn.Affine(4, 2, dtype="float64", seed=2),
                              input_grad=True)

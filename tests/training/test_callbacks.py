@@ -118,9 +118,12 @@ def test_early_stopping_on_val_loss_counts_min_delta_and_can_keep_the_last_weigh
 def test_early_stopping_without_validation_says_what_it_can_monitor(device):
     model = _model()
     x, t = _set()
-    with pytest.raises(ValueError, match=r"monitor='val_loss'.*'accuracy', 'loss'.*validation="):
-        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x, t),
-               callbacks=[xn.callbacks.EarlyStopping()])
+    before = xn.to_host(model.params())
+    for callback in (xn.callbacks.EarlyStopping(), xn.callbacks.ModelCheckpoint("m.npz", save_best_only=True)):
+        with pytest.raises(ValueError, match=r"monitor='val_loss', but this fit has no validation=.*'loss'"):
+            xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x, t), callbacks=[callback])
+    for name, value in xn.to_host(model.params()).items():  # refused before the first step
+        numpy.testing.assert_array_equal(value, before[name])
 
 
 def test_model_checkpoint_writes_the_best_model_atomically_and_it_loads(device, tmp_path):

@@ -99,3 +99,13 @@ def test_to_host_is_a_snapshot_on_every_device(device):
         numpy.testing.assert_array_equal(value, kept[name])
     memmap_like = numpy.zeros(3)
     assert xn.to_host(memmap_like) is not memmap_like
+
+
+def test_a_parameter_kept_as_an_attribute_moves_with_the_layer():
+    model = Sequential(Scale(3))
+    x = numpy.ones((2, 3), numpy.float32)
+    model(x)
+    model.to("sim")
+    assert xn.device_of(model.layers[0].s) == xn.Device("sim")
+    y = model(xn.to_device(x, "sim"))
+    numpy.testing.assert_array_equal(xn.to_host(y), numpy.ones((2, 3)))

@@ -1,5 +1,6 @@
 """Reverse-mode autodiff over the same ``xp`` arrays, micrograd-sized: ``core`` (the traced
-``Tensor`` and its operations), ``losses`` (the losses' rules), ``grad`` (``grad``,
+``Tensor`` and its operations), ``activations``, ``extrema`` (abs, maximum, minimum, clip)
+and ``losses`` (their rules on the backend's formulas), ``grad`` (``grad``,
 ``value_and_grad`` and the backward of a layer whose backward comes from autodiff)."""
 from .activations import leaky_relu, relu, sigmoid, softmax
 from .core import (  # noqa: F401 (xpnet.functional's)

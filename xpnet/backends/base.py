@@ -24,7 +24,6 @@ from .routines import (
     RandomRoutines,
     UpdateRoutines,
 )
-from .routines.random import _MASK32, _PHILOX_M, _PHILOX_W, _keep_threshold, _philox_blocks  # noqa: F401 (cupy.py's)
 from .stats import (  # noqa: F401 (the names the rest of xpnet imports from here)
     LAUNCHES,
     MATMUL_PRECISIONS,
@@ -45,7 +44,7 @@ class Backend(DenseRoutines, ActivationRoutines, LossRoutines, RandomRoutines, N
 
     def __init__(self):
         self._aranges = {}
-        self._philox = {}  # key -> Philox's device constants (see _philox_constants)
+        self._philox = {}  # key -> Philox's device constants (see routines/random.py's _philox_constants)
 
     # -- arrays and transfers (each subclass overrides these) ---------------------------
     def from_host(self, array):
@@ -125,8 +124,6 @@ class Backend(DenseRoutines, ActivationRoutines, LossRoutines, RandomRoutines, N
         return fn(), None
 
 
-    # places (strided views of the whole batch), never over pixels, so the Python overhead
-
 
 class _Recorded:
     """A step recorded on its first call and replayed after (see ``Backend.record``)."""
@@ -146,6 +143,6 @@ class _Recorded:
                 clear = getattr(owner, "clear_workspace", None)
                 if clear is not None:
                     clear()
-            self.recorded = True
             result, self.replay = self.backend.capture(self.fn)
+            self.recorded = True  # after: a capture that raised is tried again next call
             return result

@@ -1,7 +1,7 @@
 """The CUDA backend. This module imports CuPy; nothing imports this module until a CUDA
 device is first used, so ``import xpnet`` never loads CuPy or touches the driver.
 
-Three things here go past the portable routines in base.py:
+Three things here go past the portable routines in routines/:
 
 - ``matmul`` calls cuBLAS's gemm itself for 2-D float32/float64 products, through
   ctypes on the libcublas CuPy loaded, with a handle of its own. CuPy's cuBLAS bindings refuse every call while a
@@ -27,16 +27,8 @@ import cupy
 import cupyx
 import numpy
 
-from .base import (
-    _MASK32,
-    _PHILOX_M,
-    _PHILOX_W,
-    TRANSFERS,
-    Backend,
-    _keep_threshold,
-    _philox_blocks,
-    get_matmul_precision,
-)
+from .base import TRANSFERS, Backend, get_matmul_precision
+from .routines.random import _MASK32, _PHILOX_M, _PHILOX_W, _keep_threshold, _philox_blocks
 
 _OP_N, _OP_T = 0, 1                # cublasOperation_t
 _MATH = {"highest": 0, "tf32": 3}  # cublasMath_t: CUBLAS_DEFAULT_MATH, CUBLAS_TF32_TENSOR_OP_MATH
@@ -110,7 +102,7 @@ def _kernels():
         c1 = (unsigned int)p1; c3 = (unsigned int)p0; c0 = n0; c2 = n2;
         k0 += {_PHILOX_W[0]}u; k1 += {_PHILOX_W[1]}u;"""
     return {
-        # base.Backend._dropout_mask: unit i reads word i / blocks, in the order
+        # routines/random.py's _dropout_mask: unit i reads word i / blocks, in the order
         # (c0, c2, c1, c3), of Philox4x32-10 on counter offset + i % blocks.
         "dropout_mask": cupy.ElementwiseKernel(
             "uint64 offset, uint64 blocks, uint32 key0, uint32 key1, uint64 threshold, T scale", "T mask",
@@ -124,12 +116,12 @@ def _kernels():
             unsigned int word = w == 0 ? c0 : w == 1 ? c2 : w == 2 ? c1 : c3;
             mask = (unsigned long long)word >= threshold ? scale : (T)0;""",
             "xpnet_dropout_mask"),
-        # base.Backend.adam_rate: lr * sqrt(1 - beta2^t) / (1 - beta1^t), in float64.
+        # routines/updates.py adam_rate: lr * sqrt(1 - beta2^t) / (1 - beta1^t), in float64.
         "adam_rate": cupy.ElementwiseKernel(
             "T lr, int64 t, float64 beta1, float64 beta2", "T out",
             "out = (T)((double)lr * (sqrt(1.0 - pow(beta2, (double)t)) / (1.0 - pow(beta1, (double)t))));",
             "xpnet_adam_rate"),
-        # base.Backend.adam_update, operation for operation.
+        # routines/updates.py adam_update, operation for operation.
         "adam_update": cupy.ElementwiseKernel(
             "T g, T lr_t, T keep1, T keep2, T eps", "T p, T m, T v",
             """

@@ -3,7 +3,7 @@
 A convolution is im2col and one matrix product for the whole batch, the one operation
 both NumPy (BLAS) and CuPy (cuBLAS) run near peak; pooling is a running max or sum over
 the window's strided slices. Both loop over the kernel's offsets, never over pixels. The
-formulas are the backend's (base.py), so a backend may replace them with faster kernels.
+formulas are the backend's (backends/routines/conv.py, pool.py), so a backend may replace them.
 """
 from __future__ import annotations
 

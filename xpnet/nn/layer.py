@@ -3,7 +3,7 @@
 A layer keeps its parameters and their gradients as live arrays on its device, in dicts
 named by the book's names (``W``, ``b``). ``backward`` overwrites the gradients, as in
 the book. No layer writes into an array it was given; inside a ``Sequential``, built-in
-layers write their results into buffers reused from call to call where it allows.
+layers write their results into their workspace, reused from call to call where it allows.
 """
 from __future__ import annotations
 
@@ -151,18 +151,21 @@ class Layer:
 
     def _rebind(self, params: dict, grads: dict) -> None:
         """Make the given arrays (same shapes, holding the same values) the parameters and
-        gradients by name; an optimizer does this to lay them out in one flat buffer. An
-        attribute of the layer that held an old array (``self.W = self.add_param("W", ...)``,
-        the book's way) is pointed at the new one, so the layer keeps computing with what
-        the optimizer trains."""
+        gradients by name; an optimizer does this to lay them out in one flat buffer."""
         renamed = {id(self._params[n]): a for n, a in params.items() if n in self._params}
         renamed.update({id(self._grads[n]): a for n, a in grads.items() if n in self._grads})
         self._params.update(params)
         self._grads.update(grads)
+        self._repoint(renamed)
+        self._version += 1
+
+    def _repoint(self, renamed: dict) -> None:
+        """Point an attribute that held a replaced array (``self.W = self.add_param("W", ...)``,
+        the book's way) at its replacement (``renamed``: id of old -> new), so the layer keeps
+        computing with what is trained and moved."""
         for attribute, value in list(vars(self).items()):
             if id(value) in renamed and not attribute.startswith("_"):
                 setattr(self, attribute, renamed[id(value)])
-        self._version += 1
 
     # -- declaring parameters and buffers (the public way; the built-in layers use it) --
     def add_param(self, name: str, value):
@@ -267,10 +270,13 @@ class Layer:
         """Move parameters, gradients and buffers to ``device``; returns the layer."""
         device = Device(device)
         if device != self.device:
+            old = [*self._params.values(), *self._grads.values(), *self._buffers.values()]
             self._params = to_device(self._params, device)
             self._grads = to_device(self._grads, device)
             self._buffers = to_device(self._buffers, device)
-            self._work.clear()
+            new = [*self._params.values(), *self._grads.values(), *self._buffers.values()]
+            self._repoint({id(a): b for a, b in zip(old, new)})
+            self.clear_workspace()
             self.device = device
         self._version += 1
         return self

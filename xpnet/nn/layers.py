@@ -54,7 +54,7 @@ class Affine(Layer):
 
 class _Activation(Layer):
     """An element-wise activation. Integer and bool inputs are cast to float32; the
-    output, and the input gradient, go into the layer's reused buffers where its
+    output, and the input gradient, go into the layer's workspace where its
     Sequential allows (never into the array it was given)."""
 
     returns_input = False

@@ -173,6 +173,13 @@ class _Monitor:
         self.min_delta = _validate.real(owner, "min_delta", min_delta, low=0)
         self.best = None
 
+    def check(self, run) -> None:
+        """Refuse, before the first step, a ``val_`` figure in a fit that has no validation."""
+        if self.monitor.startswith("val_") and not any(isinstance(cb, Validation) for cb in run.callbacks):
+            raise ValueError(f"{self.owner}: monitor={self.monitor!r}, but this fit has no validation=, so "
+                             f"no epoch has that figure. Pass validation=(x_val, t_val) to fit, or monitor "
+                             f"'loss' (or 'accuracy').")
+
     def value(self, logs) -> float:
         value = logs.get(self.monitor)
         if value is None:
@@ -210,6 +217,7 @@ class EarlyStopping(Callback):
         self.restore_best = bool(restore_best)
 
     def on_train_begin(self, run):
+        self.monitor.check(run)
         self.monitor.best, self.wait, self.best_epoch, self.stopped_epoch = None, 0, None, None
         self.epoch, self.best_weights = None, None
 
@@ -266,7 +274,9 @@ class ModelCheckpoint(Callback):
     def on_train_begin(self, run):
         """Refuse, before the first step, a path that could not be written after an epoch: a
         field the epoch's figures will not have, or a folder that does not exist."""
-        self._monitor.best = None
+        if self.save_best_only:
+            self._monitor.check(run)
+        self._monitor.best, self.saved = None, []
         path = str(self.path)
         validation = any(isinstance(cb, Validation) for cb in run.callbacks)
         classify = getattr(run.loss_fn, "classification", False)
