@@ -41,17 +41,24 @@ def momentum(p, g, v, lr, mom):
         p[i] += vi
 
 
+@numba.njit(inline="always", **_JIT)
+def _rms_step(step, sq, lr, eps):
+    """lr * step / (sqrt(sq) + eps), in the portable ``_rms_step``'s order: the step
+    AdaGrad, RMSProp and Adam share."""
+    s = numpy.sqrt(sq)
+    s += eps
+    s = step / s
+    s *= lr
+    return s
+
+
 @numba.njit(**_JIT)
 def adagrad(p, g, h, lr, eps):
     for i in range(p.size):
         gi = g[i]
         hi = h[i] + gi * gi
         h[i] = hi
-        s = numpy.sqrt(hi)
-        s += eps
-        s = gi / s
-        s *= lr[()]
-        p[i] -= s
+        p[i] -= _rms_step(gi, hi, lr[()], eps)
 
 
 @numba.njit(**_JIT)
@@ -63,11 +70,7 @@ def rmsprop(p, g, h, lr, decay, one_minus_decay, eps):
         sq *= one_minus_decay
         hi += sq
         h[i] = hi
-        s = numpy.sqrt(hi)
-        s += eps
-        s = gi / s
-        s *= lr[()]
-        p[i] -= s
+        p[i] -= _rms_step(gi, hi, lr[()], eps)
 
 
 @numba.njit(**_JIT)
@@ -83,11 +86,7 @@ def adam(p, g, m, v, lr_t, one_minus_beta1, one_minus_beta2, eps):
         sq *= one_minus_beta2
         vi = v[i] + sq
         v[i] = vi
-        s = numpy.sqrt(vi)
-        s += eps
-        s = mi / s
-        s *= lr_t[()]
-        p[i] -= s
+        p[i] -= _rms_step(mi, vi, lr_t[()], eps)
 
 
 @numba.njit(**_JIT)
