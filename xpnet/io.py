@@ -119,11 +119,22 @@ def _write(target: Path, arrays) -> None:
     write_atomically(target, lambda f: numpy.savez(f, **arrays))
 
 
-def write_atomically(target: Path, write) -> None:
-    """``write(file)`` into a temporary file beside ``target``, flushed to disk with the
-    target's permissions, then renamed over it: a crash leaves the old file or the new one,
-    never half of one."""
-    mode = _mode_for(target)
+def write_atomically(target: Path, write, mode=None) -> None:
+    """``write(file)`` into a temporary file beside ``target``, then renamed over it: a
+    crash leaves the old file or the new one, never half of one."""
+    tmp = write_temporary(target, write, mode)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_temporary(target: Path, write, mode=None) -> Path:
+    """``write(file)`` into a new temporary file beside ``target``, flushed to disk with
+    ``mode`` (default: ``target``'s permissions); returns its path, for the caller to rename
+    over ``target``. Nothing is left behind if writing fails."""
+    mode = _mode_for(target) if mode is None else mode
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -131,10 +142,10 @@ def write_atomically(target: Path, write) -> None:
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
-        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
 
 
 def _mode_for(target: Path) -> int:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy
 
-from ..io import _mode_for  # the old file's mode, or the umask's
+from ..io import _mode_for, write_atomically, write_temporary
 from ..transfer import array_or_host
 from .mnist import _sha256  # one file checksum for every dataset
 
@@ -42,13 +41,8 @@ def to_memmap(folder, x, t) -> Path:
     record_mode, written = _mode_for(folder / RECORD), {}
     try:
         for name, array in arrays.items():
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.npy.", suffix=".tmp")
-            written[name] = Path(tmp)
-            with os.fdopen(fd, "wb") as f:
-                numpy.save(f, numpy.asarray(array))
-                f.flush()
-                os.fchmod(f.fileno(), _mode_for(folder / f"{name}.npy"))  # not mkstemp's 0600
-                os.fsync(f.fileno())
+            written[name] = write_temporary(folder / f"{name}.npy",
+                                            lambda f, array=array: numpy.save(f, numpy.asarray(array)))
             record["arrays"][name] = {"file": f"{name}.npy", "shape": list(array.shape),
                                       "dtype": str(array.dtype), "sha256": _sha256(written[name])}
         (folder / RECORD).unlink(missing_ok=True)  # from here until the new record: not a set
@@ -57,14 +51,7 @@ def to_memmap(folder, x, t) -> Path:
     finally:
         for tmp in written.values():
             tmp.unlink(missing_ok=True)  # left only when writing failed
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{RECORD}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(record, indent=1))
-            os.fchmod(f.fileno(), record_mode)
-        os.replace(tmp, folder / RECORD)
-    finally:
-        Path(tmp).unlink(missing_ok=True)  # gone once renamed
+    write_atomically(folder / RECORD, lambda f: f.write(json.dumps(record, indent=1).encode()), mode=record_mode)
     return folder
 
 
