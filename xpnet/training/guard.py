@@ -43,9 +43,18 @@ class Snapshot:
         optimizer states hold NaN or inf (buffers: NaN). Computed on the device, read by the
         caller together with the losses."""
         count = xp.zeros((), dtype=numpy.float32)
-        for _, a, inf_ok in self._watched(self._live(), grads=True):
+        for a, inf_ok in self._flat():
             count += (xp.isnan(a) if inf_ok else xp.logical_not(xp.isfinite(a))).any()
         return count
+
+    def _flat(self):
+        """(array, whether +-inf is allowed) for what ``nonfinite`` checks, as the optimizer
+        lays it out: each group's flat parameters, gradients, state and scalar state (a few
+        arrays for the whole model, where the names are many), and the model's buffers."""
+        watched = [(a, False) for group in self.optimizer.groups()
+                   for a in (group.p, group.g, *group.state.values(), *group.scalars.values())]
+        watched += [(b, True) for b in self.model.buffers().values()]
+        return [(a, inf_ok) for a, inf_ok in watched if a.dtype.kind in "fc"]
 
     def nonfinite_names(self, copies=False) -> list:
         """The labels of the arrays that hold NaN or inf, read on the host (a failure's path
