@@ -13,7 +13,7 @@ import numpy
 
 from . import jit
 from .base import Backend
-from .routines.random import _MASK32, _PHILOX_W, _keep_threshold
+from .routines.random import _keep_threshold
 
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
@@ -101,7 +101,8 @@ class NumpyBackend(PortableNumpyBackend):
             return super()._dropout_mask(key, offset, shape, p, dtype, out)
         if out is None:
             out = numpy.empty(shape, dtype=dtype)
-        k.dropout_mask(_flat(out), offset, self._round_keys(key), numpy.uint64(_keep_threshold(p)),
+        round_keys = self._philox_constants(key)[1].reshape(10, 2)  # the portable key schedule's, a view
+        k.dropout_mask(_flat(out), offset, round_keys, numpy.uint64(_keep_threshold(p)),
                        dtype.type(1.0 / (1.0 - p)))
         return out
 
@@ -125,16 +126,6 @@ class NumpyBackend(PortableNumpyBackend):
         k.batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, dout.dtype.type(dout.shape[0]), dx,
                              numpy.empty(dout.shape[1], dtype=dout.dtype))
         return dx
-
-    def _round_keys(self, key):
-        """Philox's ten round keys for ``key`` as a (10, 2) uint64 array, made once per key."""
-        keys = self._philox.get(("host", key))
-        if keys is None:
-            keys = numpy.array([[(key[i] + r * _PHILOX_W[i]) & _MASK32 for i in (0, 1)] for r in range(10)],
-                               dtype=numpy.uint64)
-            self._philox[("host", key)] = keys
-        return keys
-
 
 def _batchnorm_kernels(x, columns):
     """The kernels for a training BatchNorm on ``x`` (N, D) with per-feature ``columns`` (D,),
