@@ -233,29 +233,27 @@ class Layer:
         """
         self._write(self._checked(mapping))
 
-    def _checked(self, mapping, owner=None, prefix=""):
+    def _checked(self, mapping):
         """(target, value) pairs for ``mapping``; raises before anything is written."""
         from ..io import _value_problem
         buffers, nonnegative = self.buffers(), self._nonnegative_buffers()
         targets = {**self.params(), **buffers}
-        owner = owner or self
         pairs = []
         for name, value in mapping.items():
-            value = array_or_host(value, f"{owner.describe()}: the value for '{prefix}{name}'")
+            value = array_or_host(value, f"{self.describe()}: the value for '{name}'")
             if name not in targets:
-                raise KeyError(f"{owner.describe()} has no parameter '{prefix}{name}'; "
-                               f"it has {sorted({**owner.params(), **owner.buffers()})}.")
+                raise KeyError(f"{self.describe()} has no parameter '{name}'; it has {sorted(targets)}.")
             if tuple(value.shape) != tuple(targets[name].shape):
-                raise ShapeError(f"{owner.describe()}: parameter '{prefix}{name}' has shape "
+                raise ShapeError(f"{self.describe()}: parameter '{name}' has shape "
                                  f"{tuple(targets[name].shape)}, the value given has {tuple(value.shape)}.")
             checked = value
             if isinstance(value, numpy.ndarray) and value.dtype != targets[name].dtype:
                 with numpy.errstate(over="ignore"):  # 1e300 as float32 is inf: checked as it will be
                     checked = value.astype(targets[name].dtype)
-            problem = _value_problem(f"{prefix}{name}", checked, "buffers" if name in buffers else "weights",
+            problem = _value_problem(name, checked, "buffers" if name in buffers else "weights",
                                      name in nonnegative)
             if problem:  # what save and load refuse, refused here too, in their words
-                raise ValueError(f"{owner.describe()}.set_params: {problem}; nothing was written. Give "
+                raise ValueError(f"{self.describe()}.set_params: {problem}; nothing was written. Give "
                                  f"finite values (a model whose training diverged: load a checkpoint "
                                  f"from before, or re-initialise it).")
             pairs.append((targets[name], value))

@@ -63,10 +63,6 @@ class _Activation(Layer):
         x = self._as_float(x)
         return x, self.workspace("y", x.shape, x.dtype)
 
-    def _dout(self, dout, like):
-        """The upstream gradient in the dtype of ``like`` (the output it belongs to)."""
-        return self._as_dtype(dout, like.dtype)
-
 
 class ReLU(_Activation):
     """max(x, 0). Backward multiplies by the mask of positive outputs."""
@@ -79,7 +75,7 @@ class ReLU(_Activation):
     def backward(self, dout):
         y = self.y
         mask = self.workspace("mask", y.shape, bool)
-        return self.backend.relu_backward(self._dout(dout, y), y, out=self.workspace("dx", y.shape, y.dtype),
+        return self.backend.relu_backward(self._as_dtype(dout, y.dtype), y, out=self.workspace("dx", y.shape, y.dtype),
                                           mask=mask)
 
 
@@ -98,7 +94,7 @@ class LeakyReLU(_Activation):
         return self.backend.leaky_relu(self.x, self.slope, out=out)
 
     def backward(self, dout):
-        return self.backend.leaky_relu_backward(self._dout(dout, self.x), self.x, self.slope)
+        return self.backend.leaky_relu_backward(self._as_dtype(dout, self.x.dtype), self.x, self.slope)
 
 
 class Sigmoid(_Activation):
@@ -108,7 +104,7 @@ class Sigmoid(_Activation):
         return self.y
 
     def backward(self, dout):
-        return self.backend.sigmoid_backward(self._dout(dout, self.y), self.y)
+        return self.backend.sigmoid_backward(self._as_dtype(dout, self.y.dtype), self.y)
 
 
 class Tanh(_Activation):
@@ -118,7 +114,7 @@ class Tanh(_Activation):
         return self.y
 
     def backward(self, dout):
-        return self.backend.tanh_backward(self._dout(dout, self.y), self.y)
+        return self.backend.tanh_backward(self._as_dtype(dout, self.y.dtype), self.y)
 
 
 class Softmax(_Activation):
@@ -134,7 +130,7 @@ class Softmax(_Activation):
         return self.y
 
     def backward(self, dout):
-        return self.backend.softmax_backward(self._dout(dout, self.y), self.y, axis=self.axis)
+        return self.backend.softmax_backward(self._as_dtype(dout, self.y.dtype), self.y, axis=self.axis)
 
 
 class Flatten(Layer):

@@ -6,7 +6,7 @@ from .. import autodiff
 from ..device import Device
 from ..errors import DTypeError, ImplicitTransferError, ShapeError
 from .layer import Layer
-from .wrapping import _refuse_traced
+from .wrapping import _leaf_layers, _refuse_traced
 
 
 class _Layers(tuple):
@@ -21,13 +21,6 @@ class _Layers(tuple):
 
     append = extend = insert = pop = remove = clear = sort = reverse = __setitem__ = __delitem__ = _fixed
     __iadd__ = __imul__ = _fixed
-
-
-def _leaf_layers(layers):
-    """Every layer in ``layers`` and inside them, containers included."""
-    for layer in layers:
-        yield from _leaf_layers(layer.sublayers())
-        yield layer
 
 
 def _checked(layers):

@@ -62,21 +62,19 @@ def _traced(forward):
     return run
 
 
-def _leaves(layer):
-    """The layers inside ``layer`` that are not containers of others (``sublayers()``)."""
-    inner = layer.sublayers()
-    if not inner:
+def _leaf_layers(layers):
+    """Every layer in ``layers`` and inside them, containers included."""
+    for layer in layers:
+        yield from _leaf_layers(layer.sublayers())
         yield layer
-    for sub in inner:
-        yield from _leaves(sub)
 
 
 def _refuse_traced(layer):
     """Raise, naming the layer and the way that works, if ``layer`` (or a layer inside it)
     cannot run on a traced value: its backward is hand-written, so xn.grad cannot see
     through it."""
-    for leaf in _leaves(layer):
-        if _untraced(type(leaf).forward) is None:
+    for leaf in _leaf_layers([layer]):
+        if not leaf.sublayers() and _untraced(type(leaf).forward) is None:
             raise TypeError(
                 f"{leaf.describe()} has a hand-written backward, so it cannot run on a traced value "
                 f"inside xn.grad (only layers whose backward comes from autodiff can, such as "
