@@ -390,7 +390,8 @@ def load(model, path, optimizer=None, schedule=None):
     randoms = _random_state(path, model, data)
     saved_state = None if optimizer is None else _optimizer_state(path, meta, data, model, optimizer)
     saved_schedule = None if schedule is None else _schedule_state(path, meta, schedule)
-    model.set_params({k.partition("/")[2]: v for k, v in weights.items()})
+    targets = {**model.params(), **model.buffers()}  # all checked above: written as set_params would
+    model._write([(targets[k.partition("/")[2]], v) for k, v in weights.items()])
     for live, value in randoms:
         with device_of(live).backend.activate():
             live[...] = to_device(value, device_of(live))
