@@ -226,7 +226,7 @@ class EarlyStopping(Callback):
         if self.monitor.improved(self.monitor.value(logs)):
             self.wait, self.best_epoch = 0, self.epoch
             if self.restore_best:
-                self.best_weights = _copy_weights(run.model, self.best_weights)
+                self.best_weights = copy_arrays(model_arrays(run.model), self.best_weights)
             return
         self.wait += 1
         if self.wait >= max(self.patience, 1):
@@ -234,23 +234,26 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, run):
         if self.restore_best and self.best_weights is not None and self.best_epoch != self.epoch:
-            for name, live in _weights(run.model).items():
+            for name, live in model_arrays(run.model).items():
                 live[...] = self.best_weights[name]
 
 
-def _weights(model) -> dict:
+def model_arrays(model) -> dict:
+    """The model's parameters and buffers, live, by ``param/`` and ``buffer/`` names."""
     return {**{f"param/{k}": v for k, v in model.params().items()},
             **{f"buffer/{k}": v for k, v in model.buffers().items()}}
 
 
-def _copy_weights(model, copies):
-    """Device copies of the model's parameters and buffers, into ``copies`` where it has them."""
+def copy_arrays(live: dict, copies=None) -> dict:
+    """Device copies of the ``live`` arrays, written into ``copies`` where it already has an
+    array of the same shape and dtype (no new allocation), else new."""
     copies = {} if copies is None else copies
-    for name, live in _weights(model).items():
-        if name in copies and copies[name].shape == live.shape and copies[name].dtype == live.dtype:
-            copies[name][...] = live
+    for name, array in live.items():
+        kept = copies.get(name)
+        if kept is not None and kept.shape == array.shape and kept.dtype == array.dtype:
+            kept[...] = array
         else:
-            copies[name] = live.copy()
+            copies[name] = array.copy()
     return copies
 
 

@@ -11,7 +11,7 @@ import numpy
 
 from ..errors import TrainingError
 from ..transfer import to_host
-from .callbacks import Callback
+from .callbacks import Callback, copy_arrays, model_arrays
 
 
 class Snapshot:
@@ -26,8 +26,7 @@ class Snapshot:
         self.take(None, 0)
 
     def _live(self):
-        arrays = {f"param/{k}": v for k, v in self.model.params().items()}
-        arrays.update({f"buffer/{k}": v for k, v in self.model.buffers().items()})
+        arrays = model_arrays(self.model)
         arrays.update({f"optim/{k}": v for k, v in self.optimizer.per_step_arrays().items()})
         return arrays
 
@@ -68,12 +67,7 @@ class Snapshot:
         return bad
 
     def take(self, epoch, step):
-        for name, live in self._live().items():
-            copy = self.copies.get(name)
-            if copy is None or copy.shape != live.shape or copy.dtype != live.dtype:
-                copy = self.copies[name] = live.copy()
-            else:
-                copy[...] = live
+        copy_arrays(self._live(), self.copies)
         if epoch is not None:
             self.where = f"after step {step} of epoch {epoch}"
 
