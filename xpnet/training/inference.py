@@ -12,7 +12,7 @@ from ..device import Device, use_device
 from ..errors import ShapeError
 from ..nn.losses import SoftmaxCrossEntropy
 from ..transfer import array_or_host, to_device, to_host
-from .parallel import processes
+from .parallel import processes, span
 from .sources import LabelCheck, check_batch, check_finite, check_pair, class_indices, is_batches
 
 
@@ -65,7 +65,7 @@ def _evaluation_batches(data, batch_size, parallel, labels):
     x, t = check_pair(data, "evaluate data")
     labels.add(t, "evaluate data")
     parallel.check_sizes("evaluate", {"samples": len(x)})
-    lo, hi = len(x) * parallel.rank // parallel.size, len(x) * (parallel.rank + 1) // parallel.size
+    lo, hi = span(len(x), parallel.rank, parallel.size)
     return ((x[k:min(k + batch_size, hi)], t[k:min(k + batch_size, hi)]) for k in range(lo, hi, batch_size))
 
 

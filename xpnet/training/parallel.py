@@ -15,6 +15,11 @@ from .. import distributed as dist
 from ..errors import ShapeError
 
 
+def span(total, rank, size):
+    """(start, stop) of rank ``rank``'s contiguous part of ``total`` items shared by ``size``."""
+    return total * rank // size, total * (rank + 1) // size
+
+
 class SingleProcess:
     """One process trains alone: the step may be recorded, and nothing is reduced."""
 
@@ -53,7 +58,7 @@ class DataParallel(SingleProcess):
         if total < self.size:
             raise ShapeError(f"{where}: {total} samples for {self.size} ranks; every batch needs at least one "
                              f"sample a rank (drop_last=True drops a short one).")
-        return total * self.rank // self.size, total * (self.rank + 1) // self.size
+        return span(total, self.rank, self.size)
 
     def check_sizes(self, where, sizes) -> None:
         """Raise ShapeError, naming every rank's sizes, unless all ranks have the same ``sizes``
