@@ -120,8 +120,7 @@ def _write(target: Path, arrays) -> None:
 
 
 def write_atomically(target: Path, write, mode=None) -> None:
-    """``write(file)`` into a temporary file beside ``target``, then renamed over it: a
-    crash leaves the old file or the new one, never half of one."""
+    """``write(file)`` into a temporary file renamed over ``target``: a crash leaves the old file or the new."""
     tmp = write_temporary(target, write, mode)
     try:
         os.replace(tmp, target)
@@ -131,9 +130,8 @@ def write_atomically(target: Path, write, mode=None) -> None:
 
 
 def write_temporary(target: Path, write, mode=None) -> Path:
-    """``write(file)`` into a new temporary file beside ``target``, flushed to disk with
-    ``mode`` (default: ``target``'s permissions); returns its path, for the caller to rename
-    over ``target``. Nothing is left behind if writing fails."""
+    """``write(file)`` into a temporary file beside ``target``, flushed with ``mode`` (default:
+    ``target``'s); returns its path, to rename over ``target``. Nothing is left on failure."""
     mode = _mode_for(target) if mode is None else mode
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
     try:
