@@ -208,7 +208,7 @@ def test_compiled_kernels_are_cached_under_xpnet_cache_dir(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**env, "XPNET_CACHE_DIR": str(tmp_path)})
     assert run.stdout.strip() == "[0.5 0.5 0.5]"
-    assert any(f.name.startswith("_kernels.sgd-") for f in (tmp_path / "numba").rglob("*.nbi"))
+    assert any(f.name.startswith("updates.sgd-") for f in (tmp_path / "numba").rglob("*.nbi"))
 
 
 def _matrix(rng, shape, dtype, kind):

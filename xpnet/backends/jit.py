@@ -1,6 +1,6 @@
 """Whether the cpu backend's fused numba kernels run, and the kernels themselves.
 
-``kernels()`` returns the compiled kernels' module (backends/_kernels.py), importing
+``kernels()`` returns the compiled kernels' package (backends/_kernels/), importing
 numba on its first call only, or None, and then every routine runs its NumPy version:
 
 - ``XPNET_JIT=0`` turns them off (``XPNET_JIT=1``, or unset, leaves them on);
@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+
+import numpy
 
 _lock = threading.Lock()
 _state = None  # (kernels module or None, reason it is None)
@@ -63,6 +65,38 @@ def status() -> tuple:
     return module is not None, reason
 
 
+# -- what a kernel takes (the cpu backend asks before it calls one) ---------------------------
+FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
+def fits(a, shape, dtype) -> bool:
+    return (type(a) is numpy.ndarray and a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+            and a.flags.writeable)
+
+
+def flat(a):
+    return a if a.ndim == 1 else a.reshape(-1)
+
+
+def kernels_for(arrays, rate):
+    """(kernels, rate as a 0-d array of the arrays' dtype) where a kernel takes ``arrays``
+    (NumPy arrays of one shape and float dtype, C-contiguous, writable) and ``rate`` (a
+    Python number, which NumPy casts to that dtype, or a 0-d array of that dtype); else
+    (None, rate) and the caller runs the portable routine."""
+    k = kernels()
+    if k is None:
+        return None, rate
+    first = arrays[0]
+    dtype, shape = first.dtype, first.shape
+    if dtype not in FLOATS or not all(fits(a, shape, dtype) for a in arrays):
+        return None, rate
+    if type(rate) is numpy.ndarray:
+        return (k, rate) if rate.shape == () and rate.dtype == dtype else (None, rate)
+    if type(rate) in (float, int):
+        return k, numpy.array(rate, dtype=dtype)
+    return None, rate
+
+
 def _load():
     global _state
     with _lock:
@@ -97,7 +131,7 @@ def _use_our_cache_dir(numba):
 
     numba looks for a cache folder with the locator classes in ``CacheImpl._locator_classes``
     in turn (next to the source first: not writable in a read-only install). A locator put
-    first answers for backends/_kernels.py only, and steps aside (returns None) where the
+    first answers for the files of backends/_kernels/ only, and steps aside (returns None) where the
     folder cannot be written, so numba's own choices still apply then."""
     try:
         from numba.core import caching
@@ -107,7 +141,7 @@ def _use_our_cache_dir(numba):
     impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
     if base is None or impl is None or any(getattr(c, "_xpnet", False) for c in impl._locator_classes):
         return
-    kernels_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_kernels.py")
+    kernels_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_kernels")
 
     class XpnetCacheLocator(base):
         _xpnet = True
@@ -119,7 +153,7 @@ def _use_our_cache_dir(numba):
 
         @classmethod
         def from_function(cls, py_func, py_file):
-            if os.environ.get("NUMBA_CACHE_DIR") or os.path.abspath(py_file) != kernels_file:
+            if os.environ.get("NUMBA_CACHE_DIR") or os.path.dirname(os.path.abspath(py_file)) != kernels_dir:
                 return None
             self = cls(py_func, py_file)
             try:

@@ -2,7 +2,7 @@
 
 ``PortableNumpyBackend`` runs every routine as written in routines/ (sim runs those, on
 the data behind its arrays); ``NumpyBackend``, the cpu device's, runs the element-wise
-chains that NumPy cannot fuse as serial numba kernels (backends/_kernels.py) where
+chains that NumPy cannot fuse as serial numba kernels (backends/_kernels/) where
 ``jit.kernels()`` has them, each equal to its routine bit for bit, and falls back to the
 routine for anything a kernel does not take (other dtypes, strided views, 0-d rates of
 another dtype).
@@ -14,8 +14,6 @@ import numpy
 from . import jit
 from .base import Backend
 from .routines.random import _keep_threshold
-
-_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 
 class PortableNumpyBackend(Backend):
@@ -54,55 +52,55 @@ class NumpyBackend(PortableNumpyBackend):
 
     # -- optimizer updates (routines/updates.py) -------------------------------------------
     def sgd_update(self, p, g, lr, scratch):
-        k, lr = _kernels_for((p, g), lr)
+        k, lr = jit.kernels_for((p, g), lr)
         if k is None:
             return super().sgd_update(p, g, lr, scratch)
-        k.sgd(_flat(p), _flat(g), lr)
+        k.sgd(jit.flat(p), jit.flat(g), lr)
 
     def momentum_update(self, p, g, v, lr, momentum, scratch):
-        k, lr = _kernels_for((p, g, v), lr)
+        k, lr = jit.kernels_for((p, g, v), lr)
         if k is None:
             return super().momentum_update(p, g, v, lr, momentum, scratch)
-        k.momentum(_flat(p), _flat(g), _flat(v), lr, p.dtype.type(momentum))
+        k.momentum(jit.flat(p), jit.flat(g), jit.flat(v), lr, p.dtype.type(momentum))
 
     def adagrad_update(self, p, g, h, lr, eps, scratch):
-        k, lr = _kernels_for((p, g, h), lr)
+        k, lr = jit.kernels_for((p, g, h), lr)
         if k is None:
             return super().adagrad_update(p, g, h, lr, eps, scratch)
-        k.adagrad(_flat(p), _flat(g), _flat(h), lr, p.dtype.type(eps))
+        k.adagrad(jit.flat(p), jit.flat(g), jit.flat(h), lr, p.dtype.type(eps))
 
     def rmsprop_update(self, p, g, h, lr, decay, eps, scratch):
-        k, lr = _kernels_for((p, g, h), lr)
+        k, lr = jit.kernels_for((p, g, h), lr)
         if k is None:
             return super().rmsprop_update(p, g, h, lr, decay, eps, scratch)
         f = p.dtype.type
-        k.rmsprop(_flat(p), _flat(g), _flat(h), lr, f(decay), f(1 - decay), f(eps))
+        k.rmsprop(jit.flat(p), jit.flat(g), jit.flat(h), lr, f(decay), f(1 - decay), f(eps))
 
     def adam_update(self, p, g, m, v, lr_t, beta1, beta2, eps, scratch):
-        k, lr_t = _kernels_for((p, g, m, v), lr_t)
+        k, lr_t = jit.kernels_for((p, g, m, v), lr_t)
         if k is None:
             return super().adam_update(p, g, m, v, lr_t, beta1, beta2, eps, scratch)
         f = p.dtype.type
-        k.adam(_flat(p), _flat(g), _flat(m), _flat(v), lr_t, f(1 - beta1), f(1 - beta2), f(eps))
+        k.adam(jit.flat(p), jit.flat(g), jit.flat(m), jit.flat(v), lr_t, f(1 - beta1), f(1 - beta2), f(eps))
 
     def decay_gradient(self, p, g, wd, out):
-        k, _ = _kernels_for((p, g, out), 0.0)
+        k, _ = jit.kernels_for((p, g, out), 0.0)
         if k is None:
             return super().decay_gradient(p, g, wd, out)
-        k.decay_gradient(_flat(p), _flat(g), p.dtype.type(wd), _flat(out))
+        k.decay_gradient(jit.flat(p), jit.flat(g), p.dtype.type(wd), jit.flat(out))
         return out
 
     # -- Dropout's mask (routines/random.py) -------------------------------------------------
     def _dropout_mask(self, key, offset, shape, p, dtype, out):
         k = jit.kernels()
         dtype = numpy.dtype(dtype)
-        if (k is None or dtype not in _FLOATS or type(offset) is not numpy.ndarray or offset.shape != ()
-                or offset.dtype != numpy.uint64 or (out is not None and not _fits(out, tuple(shape), dtype))):
+        if (k is None or dtype not in jit.FLOATS or type(offset) is not numpy.ndarray or offset.shape != ()
+                or offset.dtype != numpy.uint64 or (out is not None and not jit.fits(out, tuple(shape), dtype))):
             return super()._dropout_mask(key, offset, shape, p, dtype, out)
         if out is None:
             out = numpy.empty(shape, dtype=dtype)
         round_keys = self._philox_constants(key)[1].reshape(10, 2)  # the portable key schedule's, a view
-        k.dropout_mask(_flat(out), offset, round_keys, numpy.uint64(_keep_threshold(p)),
+        k.dropout_mask(jit.flat(out), offset, round_keys, numpy.uint64(_keep_threshold(p)),
                        dtype.type(1.0 / (1.0 - p)))
         return out
 
@@ -120,7 +118,7 @@ class NumpyBackend(PortableNumpyBackend):
 
     def batchnorm_backward(self, dout, gamma, xn, std, dgamma, dbeta, training=True):
         k = _batchnorm_kernels(dout, (gamma, std, dgamma, dbeta)) if training else None
-        if k is None or not _fits(xn, dout.shape, dout.dtype):
+        if k is None or not jit.fits(xn, dout.shape, dout.dtype):
             return super().batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, training)
         dx = numpy.empty_like(dout)
         k.batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, dout.dtype.type(dout.shape[0]), dx,
@@ -134,38 +132,10 @@ def _batchnorm_kernels(x, columns):
     k = jit.kernels()
     if k is None or type(x) is not numpy.ndarray or x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
         return None
-    if x.dtype not in _FLOATS or not x.flags.c_contiguous:
+    if x.dtype not in jit.FLOATS or not x.flags.c_contiguous:
         return None
     d = x.shape[1:]
-    return k if all(_fits(c, d, x.dtype) for c in columns) else None
-
-
-def _fits(a, shape, dtype) -> bool:
-    return (type(a) is numpy.ndarray and a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
-            and a.flags.writeable)
-
-
-def _flat(a):
-    return a if a.ndim == 1 else a.reshape(-1)
-
-
-def _kernels_for(arrays, rate):
-    """(kernels, rate as a 0-d array of the arrays' dtype) where a kernel takes ``arrays``
-    (NumPy arrays of one shape and float dtype, C-contiguous, writable) and ``rate`` (a
-    Python number, which NumPy casts to that dtype, or a 0-d array of that dtype); else
-    (None, rate) and the caller runs the portable routine."""
-    k = jit.kernels()
-    if k is None:
-        return None, rate
-    first = arrays[0]
-    dtype, shape = first.dtype, first.shape
-    if dtype not in _FLOATS or not all(_fits(a, shape, dtype) for a in arrays):
-        return None, rate
-    if type(rate) is numpy.ndarray:
-        return (k, rate) if rate.shape == () and rate.dtype == dtype else (None, rate)
-    if type(rate) in (float, int):
-        return k, numpy.array(rate, dtype=dtype)
-    return None, rate
+    return k if all(jit.fits(c, d, x.dtype) for c in columns) else None
 
 
 def blas_summary() -> str:
