@@ -98,3 +98,49 @@ def test_mnist_tests_skip_with_the_reason_where_the_files_cannot_be_had(tmp_path
 def test_mnist_tests_fail_where_xpnet_data_dir_names_a_folder_without_them(tmp_path):
     code, out = _pytest_on_mnist_test(tmp_path, XPNET_DATA_DIR=str(tmp_path))
     assert code == 1 and "1 failed" in out, out[-1500:]
+
+
+@pytest.mark.mnist
+def test_decoded_files_are_kept_and_read_back_the_same(tmp_path, monkeypatch):
+    """The first load keeps each checked file's decoded bytes in $XPNET_CACHE_DIR/decoded;
+    the next load reads those instead of decompressing, and gives the same arrays."""
+    monkeypatch.setenv("XPNET_CACHE_DIR", str(tmp_path))
+    mnist_module._parse_idx.cache_clear()
+    first = xn.datasets.mnist(flatten=False)
+    kept = sorted(p.name for p in (tmp_path / "decoded").iterdir())
+    assert len(kept) == 4 and all(name.endswith(".npy") for name in kept)
+    mnist_module._parse_idx.cache_clear()
+
+    def no_decoding(path):
+        raise AssertionError(f"decompressed {path} although its decoded copy is kept")
+    monkeypatch.setattr(mnist_module, "_decode", no_decoding)
+    second = xn.datasets.mnist(flatten=False)
+    for pair, again in zip(first, second):
+        for a, b in zip(pair, again):
+            numpy.testing.assert_array_equal(a, b)
+    mnist_module._parse_idx.cache_clear()
+
+
+@pytest.mark.mnist
+def test_a_damaged_decoded_copy_is_decoded_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("XPNET_CACHE_DIR", str(tmp_path))
+    mnist_module._parse_idx.cache_clear()
+    (x, t), _ = xn.datasets.mnist()
+    mnist_module._parse_idx.cache_clear()
+    images = next((tmp_path / "decoded").glob("train-images*.npy"))
+    images.write_bytes(images.read_bytes()[:1000])  # cut short, as a full disk would leave it
+    (x2, t2), _ = xn.datasets.mnist()
+    numpy.testing.assert_array_equal(x, x2)
+    assert images.stat().st_size > 47_000_000  # written again, whole
+    mnist_module._parse_idx.cache_clear()
+
+
+@pytest.mark.mnist
+def test_an_unwritable_cache_only_costs_the_decoding(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XPNET_CACHE_DIR", str(blocked))
+    mnist_module._parse_idx.cache_clear()
+    (x, t), _ = xn.datasets.mnist()
+    assert x.shape == (60000, 784) and numpy.bincount(t).tolist() == TRAIN_COUNTS
+    mnist_module._parse_idx.cache_clear()

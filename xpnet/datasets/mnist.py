@@ -3,6 +3,11 @@
 Files are looked for in ``$XPNET_DATA_DIR/mnist/`` (default ``~/.cache/xpnet/mnist/``),
 downloaded there when absent and the network allows, and refused when their checksum
 is wrong. Arrays come back on the host; moving them is the caller's explicit step.
+
+Decompressing the 47 MB of training images is most of the time a load takes, so after a file
+passes its checksum its decoded bytes are kept as a .npy file in
+``$XPNET_CACHE_DIR/decoded`` (default ``~/.cache/xpnet/decoded``), named by the checksum, and
+later processes read that instead (``XPNET_CACHE_DIR`` unwritable: nothing is kept).
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ import tempfile
 from pathlib import Path
 
 import numpy
+
+from ..io import write_atomically
 
 FILES = {
     "train_images": ("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
@@ -86,8 +93,28 @@ def _checked(path: Path, size: int, mtime: int) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _parse_idx(path: Path) -> numpy.ndarray:
-    """An IDX file as a read-only uint8 array: magic 2051 images (N, 28, 28), 2049 labels (N,)."""
+def _parse_idx(path: Path, sha: str) -> numpy.ndarray:
+    """An IDX file (checked to have SHA-256 ``sha``) as a read-only uint8 array: magic 2051
+    images (N, 28, 28), 2049 labels (N,). Read from its decoded copy where one is kept."""
+    kept = _decoded_dir() / f"{path.name.removesuffix('.gz')}.{sha[:32]}.npy"
+    try:
+        data = numpy.load(kept, allow_pickle=False)
+    except (OSError, ValueError):  # not kept yet, or a damaged copy: decode again
+        data = _decode(path)
+        try:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(kept, lambda f: numpy.save(f, data, allow_pickle=False), mode=0o644)
+        except OSError:  # a read-only cache: decode every time
+            pass
+    data.flags.writeable = False
+    return data
+
+
+def _decoded_dir() -> Path:
+    return Path(os.environ.get("XPNET_CACHE_DIR") or "~/.cache/xpnet").expanduser() / "decoded"
+
+
+def _decode(path: Path) -> numpy.ndarray:
     with gzip.open(path, "rb") as f:
         raw = f.read()
     magic = int.from_bytes(raw[:4], "big")
@@ -111,10 +138,11 @@ def mnist(normalize: bool = True, flatten: bool = True, one_hot: bool = False, *
     folder = data_dir()
     out = []
     for split in ("train", "test"):
-        images = _parse_idx(_file(f"{split}_images", folder, download, mirrors))
-        labels = _parse_idx(_file(f"{split}_labels", folder, download, mirrors))
+        images = _parse_idx(_file(f"{split}_images", folder, download, mirrors), FILES[f"{split}_images"][1])
+        labels = _parse_idx(_file(f"{split}_labels", folder, download, mirrors), FILES[f"{split}_labels"][1])
         x = images.reshape(len(images), -1) if flatten else images.reshape(len(images), 1, 28, 28)
-        x = x.astype(numpy.float32) / numpy.float32(255) if normalize else x.copy()
+        # one pass (uint8 -> float32 is exact, then the same division as astype()/255)
+        x = numpy.divide(x, numpy.float32(255), dtype=numpy.float32) if normalize else x.copy()
         t = numpy.eye(10, dtype=numpy.float32)[labels] if one_hot else labels.astype(numpy.int64)
         out.append((x, t))
     return tuple(out)
