@@ -169,6 +169,31 @@ def _regularised(device, opt_name, wd):
         return xn.to_host(model.params())
 
 
+def _conv_bn(device):
+    with xn.use_device(device):
+        xn.seed(6)
+        nn = xn.nn
+        model = nn.Sequential(nn.Conv2D(1, 4, 3, pad=1), nn.ReLU(), nn.MaxPool2D(2), nn.BatchNorm(4),
+                              nn.Conv2D(4, 6, 3, pad=1), nn.BatchNorm(6), nn.ReLU(), nn.Affine(6 * 5 * 5, 3))
+        opt = xn.optim.Momentum(model, lr=0.05, nesterov=True)
+        loss_fn = xn.nn.SoftmaxCrossEntropy()
+        rng = numpy.random.default_rng(1)
+        for _ in range(10):
+            loss_fn(model(xn.to_device(rng.standard_normal((8, 1, 10, 10)).astype(numpy.float32))),
+                    xn.to_device(rng.integers(0, 3, size=8)))
+            model.backward(loss_fn.backward())
+            opt.step()
+        return xn.to_host(model.params()), xn.to_host(model.buffers())
+
+
+def test_cpu_with_kernels_trains_a_cnn_with_batchnorm_bit_identically_to_sim():
+    (cpu_p, cpu_b), (sim_p, sim_b) = _conv_bn("cpu"), _conv_bn("sim")
+    for name in cpu_p:
+        _same_bits(cpu_p[name], sim_p[name])
+    for name in cpu_b:
+        _same_bits(cpu_b[name], sim_b[name])
+
+
 @pytest.mark.parametrize("opt_name", ["SGD", "Momentum", "AdaGrad", "RMSProp", "Adam", "AdamW"])
 @pytest.mark.parametrize("wd", [0.0, 1e-3])
 def test_cpu_with_kernels_trains_bit_identically_to_sim(opt_name, wd):
@@ -218,8 +243,11 @@ def _matrix(rng, shape, dtype, kind):
 @needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["normal", "bits", "special"])
-@pytest.mark.parametrize("shape", [(2, 2), (3, 5), (8, 3), (9, 16), (100, 256), (257, 7)])
+@pytest.mark.parametrize("shape", [(2, 2), (3, 5), (8, 3), (9, 16), (100, 256), (257, 7),
+                                   (2, 3, 1, 1), (1, 2, 1, 2), (4, 16, 7, 5), (32, 8, 14, 14)])
 def test_batchnorm_kernels_equal_their_routines(dtype, kind, shape):
+    """(N, D) and (N, C, H, W): the kernels read a 4-D batch in place, the routine normalises
+    the rows of its (N*H*W, C) transpose; the same sums in the same order either way."""
     rng = numpy.random.default_rng(shape[0] * 1000 + shape[1])
     d = shape[1]
     x = _matrix(rng, shape, dtype, kind)
@@ -235,7 +263,34 @@ def test_batchnorm_kernels_equal_their_routines(dtype, kind, shape):
         with numpy.errstate(all="ignore"):
             y, xn, std = backend.batchnorm_forward(x, gamma, beta, *running, 0.9, 1e-5, True)
             dx = backend.batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, True)
+        if xn.ndim == 4:  # the kernel keeps x's layout; the routine, its rows
+            xn = xn.transpose(0, 2, 3, 1).reshape(-1, d)
         results.append([y, xn, std, *running, dx, dgamma, dbeta])
+    for a, b in zip(*results):
+        _same_bits(a, b)
+
+
+@needs_kernels
+@pytest.mark.parametrize("fallback", ["strided dout", "float16", "eval"])
+def test_batchnorm_4d_backward_after_a_kernel_forward_takes_the_routines_way_when_it_must(fallback):
+    """A forward by the kernel keeps xn as (N, C, H, W); a backward the kernel cannot take
+    (a strided dout) still gets the routine's result, and so does everything the kernel
+    never takes (float16, eval mode)."""
+    rng = numpy.random.default_rng(4)
+    dtype = numpy.float16 if fallback == "float16" else numpy.float32
+    x = rng.standard_normal((6, 3, 4, 5)).astype(dtype)
+    wide = rng.standard_normal((6, 3, 4, 10)).astype(dtype)
+    dout = wide[..., ::2] if fallback == "strided dout" else wide[..., :5].copy()
+    results = []
+    for backend in (NumpyBackend(), PortableNumpyBackend()):
+        gamma, beta = numpy.full(3, 1.5, dtype), numpy.full(3, 0.25, dtype)
+        running = [numpy.zeros(3, dtype), numpy.ones(3, dtype)]
+        grads = [numpy.zeros(3, dtype), numpy.zeros(3, dtype)]
+        training = fallback != "eval"
+        y, xn, std = backend.batchnorm_forward(x, gamma, beta, *running, 0.9, 1e-5, training)
+        dx = backend.batchnorm_backward(dout, gamma, xn, std, *grads, training)
+        assert y.shape == dx.shape == x.shape
+        results.append([y, dx, *running, *grads])
     for a, b in zip(*results):
         _same_bits(a, b)
 

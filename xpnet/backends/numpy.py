@@ -13,6 +13,7 @@ import numpy
 
 from . import jit
 from .base import Backend
+from .routines.norm import _rows
 from .routines.random import _keep_threshold
 
 
@@ -106,35 +107,52 @@ class NumpyBackend(PortableNumpyBackend):
 
     # -- BatchNorm (routines/norm.py), training mode -----------------------------------------
     def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, momentum, eps, training):
+        """The kernels take (N, D) and (N, C, H, W) alike, as (N, C, S): xn keeps x's shape
+        (the portable routine's is (N*H*W, C) for a 4-D batch), so backward follows the
+        forward's way."""
         k = _batchnorm_kernels(x, (gamma, beta, running_mean, running_var)) if training else None
         if k is None or type(momentum) not in (float, int) or type(eps) not in (float, int):
             return super().batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, training)
+        x = numpy.ascontiguousarray(x)  # a copy is exact: the same values in the same order
         d, f = x.shape[1], x.dtype.type
         y, xn = numpy.empty_like(x), numpy.empty_like(x)
         mu, var, std = (numpy.empty(d, dtype=x.dtype) for _ in range(3))
-        k.batchnorm_forward(x, gamma, beta, running_mean, running_var, f(momentum), f(1 - momentum), f(eps),
-                            y, xn, mu, var, std)
+        k.batchnorm_forward(_channels(x), gamma, beta, running_mean, running_var, f(momentum), f(1 - momentum),
+                            f(eps), _channels(y), _channels(xn), mu, var, std)
         return y, xn, std
 
     def batchnorm_backward(self, dout, gamma, xn, std, dgamma, dbeta, training=True):
-        k = _batchnorm_kernels(dout, (gamma, std, dgamma, dbeta)) if training else None
-        if k is None or not jit.fits(xn, dout.shape, dout.dtype):
+        if xn.shape != dout.shape:  # the portable forward's rows
             return super().batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, training)
+        k = _batchnorm_kernels(dout, (gamma, std, dgamma, dbeta)) if training else None
+        if k is None or not jit.fits(xn, xn.shape, dout.dtype):
+            if xn.ndim == 4:  # the kernel's forward: its xn is (N, C, H, W), not the routine's rows
+                xn = _rows(xn)
+            return super().batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, training)
+        dout = numpy.ascontiguousarray(dout)
         dx = numpy.empty_like(dout)
-        k.batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, dout.dtype.type(dout.shape[0]), dx,
+        count = dout.dtype.type(dout.size // dout.shape[1])
+        k.batchnorm_backward(_channels(dout), gamma, _channels(xn), std, dgamma, dbeta, count, _channels(dx),
                              numpy.empty(dout.shape[1], dtype=dout.dtype))
         return dx
 
+
+def _channels(x):
+    """(N, D) as (N, D, 1) and (N, C, H, W) as (N, C, H*W): views of a C-contiguous array."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
 def _batchnorm_kernels(x, columns):
-    """The kernels for a training BatchNorm on ``x`` (N, D) with per-feature ``columns`` (D,),
-    or None. D >= 2 and N >= 2: with one column NumPy's sum over the rows runs along
-    contiguous memory and adds pairwise, in another order."""
+    """The kernels for a training BatchNorm on ``x`` ((N, D) or (N, C, H, W)) with
+    per-feature ``columns`` (D,) or (C,), or None. At least two features and two values a
+    feature: with one column NumPy's sum over the rows runs along contiguous memory and adds
+    pairwise, in another order."""
     k = jit.kernels()
-    if k is None or type(x) is not numpy.ndarray or x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
+    if k is None or type(x) is not numpy.ndarray or x.ndim not in (2, 4) or x.shape[1] < 2:
         return None
-    if x.dtype not in jit.FLOATS or not x.flags.c_contiguous:
+    if x.dtype not in jit.FLOATS or x.size // x.shape[1] < 2:
         return None
-    d = x.shape[1:]
+    d = x.shape[1:2]
     return k if all(jit.fits(c, d, x.dtype) for c in columns) else None
 
 

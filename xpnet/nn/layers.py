@@ -217,13 +217,11 @@ class BatchNorm(Layer):
 
     def forward(self, x):
         self.x_shape = x.shape
-        if x.ndim == 4:
-            x = x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
-        if x.ndim != 2 or x.shape[1] != self.num_features:
+        if x.ndim not in (2, 4) or x.shape[1] != self.num_features:
             raise ShapeError(f"got input of shape {tuple(self.x_shape)}; expected "
                              f"(N, {self.num_features}) or (N, {self.num_features}, H, W).")
         x = self._as_dtype(x, self.param("gamma").dtype)
-        if self.training and x.shape[0] == 1:
+        if self.training and x.size == self.num_features:
             raise ShapeError(
                 f"got a training batch of one value per feature (input shape {tuple(self.x_shape)}): "
                 f"its variance is 0, so the output would be all zeros and the running variance "
@@ -233,21 +231,12 @@ class BatchNorm(Layer):
         y, self.xn, self.std = self.backend.batchnorm_forward(
             x, self.param("gamma"), self.param("beta"), self.buffer("running_mean"),
             self.buffer("running_var"), self.momentum, self.eps, self.training)
-        return self._restore(y)
+        return y
 
     def backward(self, dout):
         dout = self._as_dtype(dout, self.param("gamma").dtype)
-        if len(self.x_shape) == 4:
-            dout = dout.transpose(0, 2, 3, 1).reshape(-1, self.num_features)
-        dx = self.backend.batchnorm_backward(dout, self.param("gamma"), self.xn, self.std,
-                                             self.grad("gamma"), self.grad("beta"), self.trained)
-        return self._restore(dx)
-
-    def _restore(self, y):
-        if len(self.x_shape) == 4:
-            n, c, h, w = self.x_shape
-            return y.reshape(n, h, w, c).transpose(0, 3, 1, 2)
-        return y
+        return self.backend.batchnorm_backward(dout, self.param("gamma"), self.xn, self.std,
+                                               self.grad("gamma"), self.grad("beta"), self.trained)
 
 
 class Lambda(Layer):

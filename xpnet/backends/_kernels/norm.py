@@ -1,4 +1,5 @@
-"""BatchNorm (routines/norm.py), training mode, x of shape (N, D)."""
+"""BatchNorm (routines/norm.py), training mode, on x of shape (N, C, S): the features of an
+(N, D) batch as (N, D, 1), the channels of an (N, C, H, W) batch as (N, C, H*W)."""
 from __future__ import annotations
 
 import numba
@@ -7,34 +8,40 @@ import numpy
 from ._flags import JIT
 
 
-# NumPy sums x.sum(axis=0) of a C-contiguous (N, D) array (D >= 2) row by row into an
-# accumulator that starts at 0, and mean() divides that sum by N (an intp: in float64,
-# then rounded to the dtype); the kernels do the same, column by column.
+# The portable routine normalises rows: (N, D), or the (N*H*W, C) transpose of a 4-D batch.
+# NumPy sums x.sum(axis=0) of a C-contiguous (M, C) array (C >= 2) row by row into an
+# accumulator that starts at 0, and mean() divides that sum by M (an intp: in float64, then
+# rounded to the dtype). Row m of that transpose is pixel (n, h, w) in row-major order, so
+# the kernels, which add each channel's values in (n, s) order straight from (N, C, S),
+# add them in the same order: the same sums, without the transposing copies.
 @numba.njit(**JIT)
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_mom, eps, y, xn, mu, var, std):
-    n, d = x.shape
-    count = numpy.float64(n)
+    n, d, m = x.shape
+    count = numpy.float64(n * m)
     mu[:] = 0
     for i in range(n):
         for j in range(d):
-            mu[j] += x[i, j]
+            for k in range(m):
+                mu[j] += x[i, j, k]
     for j in range(d):
         mu[j] = numpy.float64(mu[j]) / count
     var[:] = 0
     for i in range(n):
         for j in range(d):
-            c = x[i, j] - mu[j]
-            xn[i, j] = c
-            var[j] += c * c
+            for k in range(m):
+                c = x[i, j, k] - mu[j]
+                xn[i, j, k] = c
+                var[j] += c * c
     for j in range(d):
         var[j] = numpy.float64(var[j]) / count
         std[j] = numpy.sqrt(var[j] + eps)
     for i in range(n):
         for j in range(d):
-            z = xn[i, j] / std[j]
-            xn[i, j] = z
-            t = z * gamma[j]
-            y[i, j] = t + beta[j]
+            for k in range(m):
+                z = xn[i, j, k] / std[j]
+                xn[i, j, k] = z
+                t = z * gamma[j]
+                y[i, j, k] = t + beta[j]
     for j in range(d):
         r = running_mean[j] * mom
         running_mean[j] = r + one_minus_mom * mu[j]
@@ -44,18 +51,20 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_
 
 @numba.njit(**JIT)
 def batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scale):
-    n, d = dout.shape
+    n, d, m = dout.shape
     dbeta[:] = 0
     dgamma[:] = 0
     for i in range(n):
         for j in range(d):
-            dbeta[j] += dout[i, j]
-            dgamma[j] += xn[i, j] * dout[i, j]
+            for k in range(m):
+                dbeta[j] += dout[i, j, k]
+                dgamma[j] += xn[i, j, k] * dout[i, j, k]
     for j in range(d):
         scale[j] = gamma[j] / std[j]
     for i in range(n):
         for j in range(d):
-            t = xn[i, j] * (dgamma[j] / count)
-            t = dout[i, j] - t
-            t -= dbeta[j] / count
-            dx[i, j] = t * scale[j]
+            for k in range(m):
+                t = xn[i, j, k] * (dgamma[j] / count)
+                t = dout[i, j, k] - t
+                t -= dbeta[j] / count
+                dx[i, j, k] = t * scale[j]
