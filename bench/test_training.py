@@ -3,7 +3,7 @@ the GPU win?), a large MLP, the book's CNN, autodiff against backward, and, for 
 xpnet against a hand-tuned NumPy floor and PyTorch eager, side by side in one run."""
 import numpy
 import pytest
-from conftest import sizes
+from conftest import impls, sizes
 from floor import FloorMLP
 
 import xpnet as xn
@@ -118,22 +118,22 @@ def torch_graph(torch, step, reset, body):
 
 
 @sizes(quick=[1, 32, 100, 1024], full=[1, 8, 32, 100, 256, 1024, 4096])
-def test_mlp_step(timed, speed_device, size):
+def test_mlp_step(timed, speed_device, size, kernels):
     """The TF2 article's MLP (784-100-50-10, SGD): one training step."""
     timed("MLP step 784-100-50-10", _xpnet_step(speed_device, MLP, size), size, flop=_flop(MLP, size))
 
 
 @sizes(quick=[32, 100, 256], full=[32, 100, 256])
-@pytest.mark.parametrize("impl", ["xpnet", "xpnet-graph", "numpy-floor", "torch", "torch-graph"])
-def test_mlp_step_against_references(timed, speed_device, size, impl):
+@impls("xpnet", "xpnet-graph", "numpy-floor", "torch", "torch-graph")
+def test_mlp_step_against_references(timed, speed_device, size, impl, kernels):
     """Issue 7: xpnet vs the hand-tuned NumPy floor vs PyTorch eager, same net, same batch."""
     step = _reference(impl, speed_device, MLP, size)
     timed("MLP step vs references", step, size, flop=_flop(MLP, size), reference=impl)
 
 
 @sizes(quick=[256], full=[256, 1024])
-@pytest.mark.parametrize("impl", ["xpnet", "xpnet-graph", "numpy-floor", "torch", "torch-graph"])
-def test_large_mlp_step(timed, speed_device, size, impl):
+@impls("xpnet", "xpnet-graph", "numpy-floor", "torch", "torch-graph")
+def test_large_mlp_step(timed, speed_device, size, impl, kernels):
     """784-1024-1024-10 with SGD: compute-bound where the small MLP is overhead-bound."""
     step = _reference(impl, speed_device, LARGE, size)
     timed("MLP step 784-1024-1024-10", step, size, flop=_flop(LARGE, size), reference=impl)
@@ -157,7 +157,7 @@ def _reference(impl, device, layers, batch):
 
 
 @sizes(quick=[32], full=[32, 100, 256])
-def test_cnn_step(timed, speed_device, size):
+def test_cnn_step(timed, speed_device, size, kernels):
     """The book's SimpleConvNet (conv 30x5x5, pool, 100, 10) with Adam: one training step."""
     with xn.use_device(speed_device):
         xn.seed(0)
@@ -170,8 +170,8 @@ def test_cnn_step(timed, speed_device, size):
 
 
 @sizes(quick=[100], full=[32, 100, 1024])
-@pytest.mark.parametrize("impl", ["backward", "autodiff"])
-def test_autodiff_overhead(timed, speed_device, size, impl):
+@impls("backward", "autodiff")
+def test_autodiff_overhead(timed, speed_device, size, impl, kernels):
     """Issue 5: the MLP's gradients by value_and_grad against the layers' backward."""
     from xpnet import autodiff as ad
     if impl == "backward":
