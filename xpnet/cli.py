@@ -121,17 +121,20 @@ def _info(args) -> int:
 
 
 def _bench(args) -> int:
+    if args.speedrun:
+        return _speedrun(args)
+    for flag, given in (("--seeds", args.seeds), ("--device", args.device), ("--limit", args.limit)):
+        if given is not None:
+            args.parser.error(f"argument {flag}: for the speedrun only: add --speedrun, or drop {flag} (the "
+                              f"benchmark suite picks its cases with -k and --quick)")
     suite = REPO / "bench"
     if not (suite / "conftest.py").exists():
         print(f"xpnet bench runs the suite in the repository's bench/ folder, not found at {suite}. "
               f"Clone the repository and run it from there.", file=sys.stderr)
         return 2
-    out = Path(args.out).resolve()
-    if out.exists() and not out.is_dir():
-        print(f"xpnet bench --out {args.out}: that is a file; give a folder for the report "
-              f"(it is created if missing).", file=sys.stderr)
+    out = _out_folder(args)
+    if out is None:
         return 2
-    out.mkdir(parents=True, exist_ok=True)
     print("\n".join(info_lines()), flush=True)
     raw = out / "benchmark.json"
     cmd = [sys.executable, "-m", "pytest", str(suite), "-q", "-p", "no:cacheprovider",
@@ -149,6 +152,46 @@ def _bench(args) -> int:
     # The report names the command as given (``xpnet bench -k 'matmul and 256'``) and what it ran
     command = f"{shlex.join(['xpnet', *args.argv])}   (ran: {shlex.join(cmd)})"
     return report["write_report"](raw, out, header=info_lines(), command=command)
+
+
+def _out_folder(args):
+    """--out as a folder (created if missing), or None after saying why it cannot be."""
+    out = Path(args.out).resolve()
+    if out.exists() and not out.is_dir():
+        print(f"xpnet bench --out {args.out}: that is a file; give a folder for the report "
+              f"(it is created if missing).", file=sys.stderr)
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _speedrun(args) -> int:
+    """``xpnet bench --speedrun``: xpnet's and PyTorch's MNIST speedrun, seed by seed (issue 28)."""
+    from . import _bench_speedrun as sr
+    from .device import Device
+    if args.quick or args.k:
+        args.parser.error(f"argument {'--quick' if args.quick else '-k'}: not with --speedrun, which runs "
+                          f"the MNIST speedrun scripts, not the benchmark suite")
+    absent = [str(p) for p in sr.SCRIPTS.values() if not p.is_file()]
+    if absent:
+        print(f"xpnet bench --speedrun runs the repository's {' and '.join(absent)}: not found. Clone the "
+              f"repository and run it from there.", file=sys.stderr)
+        return 2
+    device = Device(args.device or "cpu")  # a device that cannot be used fails here, with its reason
+    out = _out_folder(args)
+    if out is None:
+        return 2
+    quiet = args.quiet
+    try:
+        result = sr.speedrun(device, args.seeds or 5, args.limit, command=shlex.join(["xpnet", *args.argv]),
+                             progress=(lambda line: None) if quiet else (lambda line: print(line, flush=True)))
+    except sr.SpeedrunError as exc:
+        print(f"xpnet bench --speedrun: {exc}", file=sys.stderr)
+        return 1
+    md, js, text = sr.write(result, out)
+    print(text)
+    print(f"wrote {md}, {js}")
+    return 0
 
 
 def examples() -> list:
@@ -235,11 +278,18 @@ def main(argv=None) -> int:
     parser = ArgumentParser(prog="xpnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, BLAS, devices, and why auto picks what it picks")
-    bench = sub.add_parser("bench", help="CPU vs GPU benchmark report (table, JSON, PNG)")
+    bench = sub.add_parser("bench", help="CPU vs GPU benchmark report (table, JSON, PNG); "
+                           "--speedrun: MNIST time to accuracy against PyTorch")
     bench.add_argument("--quick", action="store_true", help="small sizes: about a minute on a CPU")
     bench.add_argument("--out", default="bench/results/latest", help="folder for JSON, table and chart")
     bench.add_argument("-k", default="", help="pytest -k expression to pick cases")
     bench.add_argument("--quiet", action="store_true", help="only the final report")
+    bench.add_argument("--speedrun", action="store_true",
+                       help="MNIST time to accuracy: examples/mnist_speedrun.py against bench/torch_speedrun.py")
+    bench.add_argument("--seeds", type=positive_int, default=None, help="--speedrun: seeds 0..N-1 (default 5)")
+    bench.add_argument("--device", default=None, help="--speedrun: the device both run on (default cpu)")
+    bench.add_argument("--limit", type=positive_int, default=None,
+                       help="--speedrun: the first N images of each set only (a quick check)")
     train = sub.add_parser("train", help="run an example: mnist_mlp, mnist_cnn, exp_regression, ...")
     train.add_argument("--script", nargs=argparse.REMAINDER, metavar="PATH [ARGS]",
                        help="run this script (with the arguments after it) instead of an example")
@@ -252,7 +302,7 @@ def main(argv=None) -> int:
                         help="which of the example's models (default: the one the checkpoint fits)")
     export.add_argument("--out", default=None, help="the .onnx file to write (default: beside the checkpoint)")
     args = parser.parse_args(argv)
-    args.argv, args.parser = argv, {"train": train, "export": export}.get(args.command, parser)
+    args.argv, args.parser = argv, {"bench": bench, "train": train, "export": export}.get(args.command, parser)
     try:
         code = {"info": _info, "bench": _bench, "train": _train, "export": _export}[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe can be caught, not at interpreter exit
