@@ -1,5 +1,6 @@
 """The cpu backend's fused kernels, compiled by numba (imported only through ``jit.py``),
-one module a family: updates (optimizers), random (Dropout's mask), norm (BatchNorm).
+one module a family: updates (optimizers), random (Dropout's mask), norm (BatchNorm),
+pool (max and average pooling).
 
 Each kernel is serial and does, element by element, exactly the arithmetic of the
 portable NumPy routine it stands for (backends/routines/), in the same order and in the
@@ -16,8 +17,9 @@ numba's cache key does not include ``parallel=`` or ``fastmath=`` (numba issue 6
 from __future__ import annotations
 
 from .norm import batchnorm_backward, batchnorm_forward
+from .pool import for_geometry as pool_kernel
 from .random import dropout_mask
 from .updates import adagrad, adam, decay_gradient, momentum, rmsprop, sgd
 
 __all__ = ["adagrad", "adam", "batchnorm_backward", "batchnorm_forward", "decay_gradient", "dropout_mask",
-           "momentum", "rmsprop", "sgd"]
+           "momentum", "pool_kernel", "rmsprop", "sgd"]

@@ -1,0 +1,111 @@
+"""The cpu backend's overrides for pooling, activations, the affine bias and softmax
+cross-entropy: each calls its numba kernel (backends/_kernels/) where ``jit.kernels()``
+has one and the kernel takes the arrays (float32 or float64, one dtype, C-contiguous, the
+shapes it was written for), and otherwise the portable routine (``super()``), so results
+are the same bit for bit either way and cpu stays bit-identical to sim.
+
+A mixin: ``NumpyBackend`` inherits it before ``PortableNumpyBackend``.
+"""
+from __future__ import annotations
+
+import numpy
+
+from . import jit
+
+
+def _kernels_on(arrays, ndim=None):
+    """The kernels where every one of ``arrays`` is a C-contiguous NumPy array of the first
+    one's float dtype (and ``ndim`` axes when given), else None."""
+    k = jit.kernels()
+    if k is None:
+        return None
+    dtype = getattr(arrays[0], "dtype", None)
+    if dtype not in jit.FLOATS:
+        return None
+    for a in arrays:
+        if type(a) is not numpy.ndarray or a.dtype != dtype or not a.flags.c_contiguous:
+            return None
+        if ndim is not None and a.ndim != ndim:
+            return None
+    return k
+
+
+def _writable(out, shape, dtype):
+    """Whether ``out`` (None: the kernel allocates) is a buffer a kernel can write."""
+    return out is None or jit.fits(out, shape, dtype)
+
+
+def _window(size, stride, pad):
+    """(kh, kw, sh, sw, ph, pw) as Python ints (one compiled kernel for every geometry),
+    or None for anything else."""
+    try:
+        values = (*size, *stride, *pad)
+    except TypeError:
+        return None
+    if len(values) != 6 or not all(isinstance(v, (int, numpy.integer)) for v in values):
+        return None
+    values = tuple(int(v) for v in values)
+    return values if min(values[:4]) >= 1 and min(values[4:]) >= 0 else None
+
+
+class ElementwiseKernels:
+    """Pooling, activations, bias and softmax cross-entropy on the cpu kernels."""
+
+    # -- pooling (routines/pool.py) ------------------------------------------------------
+    def _pool_call(self, name, x, size, stride, pad, out):
+        """(kernel, (ph, pw), output shape) when the pooling kernel ``name`` takes x, else None."""
+        k, geometry = _kernels_on((x,), 4), _window(size, stride, pad)
+        kernel = None if k is None or geometry is None else k.pool_kernel(name, *geometry[:4])
+        if kernel is None:
+            return None
+        oh, ow = self._conv_geometry(x.shape, *geometry[:2], geometry[2:4], geometry[4:])
+        shape = (*x.shape[:2], oh, ow)
+        if oh < 1 or ow < 1 or not _writable(out, shape, x.dtype):
+            return None
+        return kernel, geometry, shape
+
+    def max_pool(self, x, size, stride, pad, out=None):
+        call = self._pool_call("max_pool", x, size, stride, pad, out)
+        if call is None:
+            return super().max_pool(x, size, stride, pad, out=out)
+        kernel, geometry, shape = call
+        out = numpy.empty(shape, dtype=x.dtype) if out is None else out
+        kernel(x, *geometry[4:], x.dtype.type(-numpy.inf), out)
+        return out
+
+    def max_pool_backward(self, dout, x, y, size, stride, pad):
+        call = self._pool_call("max_pool_backward", x, size, stride, pad, None)
+        if call is None or _kernels_on((x, y, dout)) is None or not (y.shape == dout.shape == call[2]):
+            return super().max_pool_backward(dout, x, y, size, stride, pad)
+        kernel, (kh, kw, sh, sw, ph, pw), shape = call
+        overlap = sh < kh or sw < kw
+        covered = not overlap and not (ph or pw) and x.shape[2:] == (shape[2] * kh, shape[3] * kw)
+        f = x.dtype.type
+        dx = numpy.empty_like(x)
+        hit = numpy.empty(shape[2:], dtype=numpy.int32)
+        kernel(dout, x, y, ph, pw, covered, f(-numpy.inf), f(0), f(1), hit, dx)
+        return dx
+
+    def avg_pool(self, x, size, stride, pad, out=None):
+        call = self._pool_call("avg_pool", x, size, stride, pad, out)
+        if call is None:
+            return super().avg_pool(x, size, stride, pad, out=out)
+        kernel, geometry, shape = call
+        out = numpy.empty(shape, dtype=x.dtype) if out is None else out
+        f = x.dtype.type
+        kernel(x, *geometry[4:], f(0), f(1.0 / (geometry[0] * geometry[1])), out)
+        return out
+
+    def avg_pool_backward(self, dout, x_shape, size, stride, pad):
+        k, geometry = _kernels_on((dout,), 4), _window(size, stride, pad)
+        kernel = None if k is None or geometry is None else k.pool_kernel("avg_pool_backward", *geometry[:4])
+        if kernel is None or len(x_shape) != 4:
+            return super().avg_pool_backward(dout, x_shape, size, stride, pad)
+        x_shape = tuple(int(n) for n in x_shape)
+        oh, ow = self._conv_geometry(x_shape, *geometry[:2], geometry[2:4], geometry[4:])
+        if (oh, ow) != dout.shape[2:] or x_shape[:2] != dout.shape[:2] or oh < 1 or ow < 1:
+            return super().avg_pool_backward(dout, x_shape, size, stride, pad)
+        f = dout.dtype.type
+        dx = numpy.empty(x_shape, dtype=dout.dtype)
+        kernel(dout, *geometry[4:], f(0), f(1.0 / (geometry[0] * geometry[1])), dx)
+        return dx
