@@ -128,3 +128,49 @@ def test_cpu_with_pooling_activation_and_loss_kernels_trains_bit_identically_to_
     assert cpu.keys() == sim.keys()
     for name in cpu:
         _same_bits(cpu[name], sim[name])
+
+
+ACTIVATION_SHAPES = [(0, 5), (1,), (7,), (3, 333), (4099,), (2, 3, 5, 7)]
+
+
+def _activations(backend, x, dout, out_kind):
+    """Every activation kernel's method on ``backend``: relu (allocated, into out=, in
+    place), relu_backward (allocated, into out= with a mask buffer) and the backward chains."""
+    in_place = x.copy()
+    results = [backend.relu(x), backend.relu(x, out=numpy.full_like(x, 7)), backend.relu(in_place, out=in_place)]
+    mask = numpy.empty(x.shape, dtype=bool)
+    results += [backend.relu_backward(dout, results[0]), backend.relu_backward(dout, x),
+                backend.relu_backward(dout, x, out=numpy.full_like(x, 7), mask=mask)]
+    results += [backend.sigmoid_backward(dout, x), backend.tanh_backward(dout, x)]
+    results += [backend.leaky_relu_backward(dout, x, slope) for slope in (0.01, 0.3, 1.0, 0)]
+    return results
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["normal", "bits", "special"])
+def test_activation_kernels_equal_their_routines(dtype, kind):
+    rng = numpy.random.default_rng(abs(hash(kind)) % 2 ** 32)
+    for shape in ACTIVATION_SHAPES:
+        x, dout = _array(rng, shape, dtype, kind), _array(rng, shape, dtype, kind)
+        with numpy.errstate(all="ignore"):
+            fused, portable = (_activations(backend, x, dout, kind) for backend in BACKENDS)
+        for a, b in zip(fused, portable):
+            assert type(a) is type(b)
+            _same_bits(a, b)
+
+
+@needs_kernels
+def test_activations_leave_what_their_kernels_do_not_take_to_numpy():
+    """0-d arrays (NumPy's operators give scalars), mixed dtypes, broadcasting and strided
+    views run the routine: same results and types either way."""
+    rng = numpy.random.default_rng(4)
+    x = rng.standard_normal((6, 8)).astype(numpy.float32)
+    cases = [(x[:1, :1].reshape(()), x[1:2, 1:2].reshape(())), (x, x.astype(numpy.float64)), (x, x[:1]),
+             (x[:, ::2], x[:, 1::2])]
+    for a, b in cases:
+        fused, portable = (_activations(backend, a, b, "normal") if a.shape == b.shape
+                           else [backend.sigmoid_backward(b, a), backend.tanh_backward(b, a)] for backend in BACKENDS)
+        for u, v in zip(fused, portable):
+            assert type(u) is type(v)
+            _same_bits(u, v)

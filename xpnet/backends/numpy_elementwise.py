@@ -48,8 +48,59 @@ def _window(size, stride, pad):
     return values if min(values[:4]) >= 1 and min(values[4:]) >= 0 else None
 
 
+def _same_shape(k, arrays):
+    """Whether kernels ``k`` are on and ``arrays`` share one shape of at least one axis (on
+    0-d arrays NumPy's operators return scalars; the routine keeps that)."""
+    return k is not None and arrays[0].ndim >= 1 and all(a.shape == arrays[0].shape for a in arrays)
+
+
 class ElementwiseKernels:
-    """Pooling, activations, bias and softmax cross-entropy on the cpu kernels."""
+    """Pooling and activations on the cpu kernels."""
+
+    # -- activations (routines/activations.py) -------------------------------------------
+    def relu(self, x, out=None):
+        k = _kernels_on((x,))
+        if not _same_shape(k, (x,)) or not _writable(out, x.shape, x.dtype):
+            return super().relu(x, out=out)
+        out = numpy.empty_like(x) if out is None else out
+        k.relu(jit.flat(x), x.dtype.type(0), jit.flat(out))
+        return out
+
+    def relu_backward(self, dout, y, out=None, mask=None):
+        """As the routine, except that ``mask`` (a scratch buffer for NumPy's bool mask)
+        is left unwritten: the kernel needs no mask."""
+        k = _kernels_on((dout, y))
+        if not _same_shape(k, (dout, y)) or not _writable(out, y.shape, y.dtype):
+            return super().relu_backward(dout, y, out=out, mask=mask)
+        out = numpy.empty_like(y) if out is None else out
+        f = y.dtype.type
+        k.relu_backward(jit.flat(dout), jit.flat(y), f(0), f(1), jit.flat(out))
+        return out
+
+    def sigmoid_backward(self, dout, y):
+        k = _kernels_on((dout, y))
+        if not _same_shape(k, (dout, y)):
+            return super().sigmoid_backward(dout, y)
+        out = numpy.empty_like(y)
+        k.sigmoid_backward(jit.flat(dout), jit.flat(y), y.dtype.type(1), jit.flat(out))
+        return out
+
+    def tanh_backward(self, dout, y):
+        k = _kernels_on((dout, y))
+        if not _same_shape(k, (dout, y)):
+            return super().tanh_backward(dout, y)
+        out = numpy.empty_like(y)
+        k.tanh_backward(jit.flat(dout), jit.flat(y), y.dtype.type(1), jit.flat(out))
+        return out
+
+    def leaky_relu_backward(self, dout, x, slope):
+        k = _kernels_on((dout, x))
+        if not _same_shape(k, (dout, x)) or type(slope) not in (float, int):
+            return super().leaky_relu_backward(dout, x, slope)
+        out = numpy.empty_like(x)
+        f = x.dtype.type
+        k.leaky_relu_backward(jit.flat(dout), jit.flat(x), f(1), f(slope), jit.flat(out))
+        return out
 
     # -- pooling (routines/pool.py) ------------------------------------------------------
     def _pool_call(self, name, x, size, stride, pad, out):

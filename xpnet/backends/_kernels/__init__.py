@@ -1,6 +1,6 @@
 """The cpu backend's fused kernels, compiled by numba (imported only through ``jit.py``),
 one module a family: updates (optimizers), random (Dropout's mask), norm (BatchNorm),
-pool (max and average pooling).
+pool (max and average pooling), elementwise (activations).
 
 Each kernel is serial and does, element by element, exactly the arithmetic of the
 portable NumPy routine it stands for (backends/routines/), in the same order and in the
@@ -16,10 +16,12 @@ numba's cache key does not include ``parallel=`` or ``fastmath=`` (numba issue 6
 """
 from __future__ import annotations
 
+from .elementwise import leaky_relu_backward, relu, relu_backward, sigmoid_backward, tanh_backward
 from .norm import batchnorm_backward, batchnorm_forward
 from .pool import for_geometry as pool_kernel
 from .random import dropout_mask
 from .updates import adagrad, adam, decay_gradient, momentum, rmsprop, sgd
 
 __all__ = ["adagrad", "adam", "batchnorm_backward", "batchnorm_forward", "decay_gradient", "dropout_mask",
-           "momentum", "pool_kernel", "rmsprop", "sgd"]
+           "leaky_relu_backward", "momentum", "pool_kernel", "relu", "relu_backward", "rmsprop", "sgd",
+           "sigmoid_backward", "tanh_backward"]
