@@ -274,7 +274,7 @@ def test_random_translate_with_no_shift_is_the_identity():
 def test_mnist_speedrun_example_runs_on_a_slice_and_prints_accuracy_and_seconds(device):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, str(REPO / "examples" / "mnist_speedrun.py"), "--device", device,
-                             "--limit", "2000", "--batch-size", "50", "--lr", "0.05"],
+                             "--limit", "2000", "--batch-size", "50", "--lr", "0.05", "--epochs", "1"],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
@@ -283,3 +283,13 @@ def test_mnist_speedrun_example_runs_on_a_slice_and_prints_accuracy_and_seconds(
     accuracy, seconds = float(words[2].rstrip(",")), float(words[3])
     # 40 steps (peak rate 0.05) on 2000 images: 0.80 on cpu, far above chance (0.1)
     assert 0.5 < accuracy <= 1.0 and seconds > 0, last
+
+
+@pytest.mark.mnist
+def test_mnist_speedrun_refuses_a_slice_too_small_for_its_schedule():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "mnist_speedrun.py"), "--limit", "600",
+                             "--epochs", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert "600 training images in batches of 128 for 1 epoch(s) make 4 steps" in result.stderr
+    assert "--limit" in result.stderr
