@@ -133,6 +133,10 @@ def test_a_damaged_decoded_copy_is_decoded_again(tmp_path, monkeypatch):
     numpy.testing.assert_array_equal(x, x2)
     assert images.stat().st_size > 47_000_000  # written again, whole
     mnist_module._parse_idx.cache_clear()
+    numpy.save(images, numpy.zeros((60000, 784), numpy.float32))  # whole, but not MNIST's bytes
+    (x3, t3), _ = xn.datasets.mnist()
+    numpy.testing.assert_array_equal(x, x3)
+    mnist_module._parse_idx.cache_clear()
 
 
 @pytest.mark.mnist

@@ -99,6 +99,8 @@ def _parse_idx(path: Path, sha: str) -> numpy.ndarray:
     kept = _decoded_dir() / f"{path.name.removesuffix('.gz')}.{sha[:32]}.npy"
     try:
         data = numpy.load(kept, allow_pickle=False)
+        if data.dtype != numpy.uint8 or data.shape[1:] not in ((), (28, 28)):
+            raise ValueError(f"{kept} holds {data.dtype} {data.shape}, not MNIST's bytes")
     except (OSError, ValueError):  # not kept yet, or a damaged copy: decode again
         data = _decode(path)
         try:
