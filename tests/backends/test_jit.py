@@ -295,6 +295,65 @@ def test_batchnorm_4d_backward_after_a_kernel_forward_takes_the_routines_way_whe
         _same_bits(a, b)
 
 
+def _layouts(rng, dtype):
+    """BatchNorm inputs whose rows NumPy does not sum row by row, or which are views."""
+    x4 = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+    x2 = rng.standard_normal((40, 6)).astype(dtype)
+    return {
+        "one image of many pixels": rng.standard_normal((1, 3, 5, 5)).astype(dtype),
+        "one image, one pixel": rng.standard_normal((1, 3, 1, 1)).astype(dtype),
+        "a 2-D transpose": numpy.ascontiguousarray(x2.T).T,
+        "(C, N, H, W) memory": numpy.ascontiguousarray(x4.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3),
+        "a strided 4-D view": rng.standard_normal((3, 4, 5, 12)).astype(dtype)[..., ::2],
+        "contiguous 4-D": x4,
+    }
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["one image of many pixels", "one image, one pixel", "a 2-D transpose",
+                                    "(C, N, H, W) memory", "a strided 4-D view", "contiguous 4-D"])
+@pytest.mark.parametrize("dout_layout", ["same", "transposed"])
+def test_batchnorm_kernels_leave_to_numpy_every_layout_it_sums_in_another_order(dtype, layout, dout_layout):
+    """NumPy adds a C-contiguous (M, C) array's rows in order, but a row-major view of F-ordered
+    memory (one image of several pixels, a transposed batch) pairwise along the run: the
+    kernels take only what NumPy sums their way (found by a hostile probe: cpu != sim for a
+    fit whose last batch held one image)."""
+    rng = numpy.random.default_rng(21)
+    x = _layouts(rng, dtype)[layout] * 3 + 5
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    if dout_layout == "transposed":
+        dout = numpy.ascontiguousarray(dout.T).T
+    d = x.shape[1]
+    results = []
+    for backend in (NumpyBackend(), PortableNumpyBackend()):
+        gamma, beta = numpy.linspace(0.5, 2, d).astype(dtype), numpy.linspace(-1, 1, d).astype(dtype)
+        running = [numpy.zeros(d, dtype), numpy.ones(d, dtype)]
+        grads = [numpy.zeros(d, dtype), numpy.zeros(d, dtype)]
+        y, xn, std = backend.batchnorm_forward(x, gamma, beta, *running, 0.9, 1e-5, True)
+        dx = backend.batchnorm_backward(dout, gamma, xn, std, *grads, True)
+        results.append([y, dx, std, *running, *grads])
+    for a, b in zip(*results):
+        _same_bits(a, b)
+
+
+def test_fit_whose_last_batch_holds_one_image_trains_the_same_on_cpu_and_sim():
+    rng = numpy.random.default_rng(0)
+    x, t = rng.standard_normal((9, 1, 8, 8)).astype(numpy.float32), rng.integers(0, 3, 9)
+    params = []
+    for device in ("cpu", "sim"):
+        with xn.use_device(device):
+            xn.seed(2)
+            nn = xn.nn
+            model = nn.Sequential(nn.Conv2D(1, 4, 3, pad=1), nn.ReLU(), nn.MaxPool2D(2), nn.BatchNorm(4),
+                                  nn.Flatten(), nn.Affine(64, 3))
+        xn.fit(model, nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x, t), batch_size=4, seed=1,
+               progress=False, device=device)
+        params.append(xn.to_host(model.params()))
+    for name in params[0]:
+        _same_bits(params[0][name], params[1][name])
+
+
 @needs_kernels
 def test_batchnorm_of_one_feature_is_left_to_numpy():
     """One column: NumPy's sum over the rows is pairwise there; the routine itself runs."""

@@ -114,7 +114,6 @@ class NumpyBackend(ElementwiseKernels, PortableNumpyBackend):
         k = _batchnorm_kernels(x, (gamma, beta, running_mean, running_var)) if training else None
         if k is None or type(momentum) not in (float, int) or type(eps) not in (float, int):
             return super().batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, training)
-        x = numpy.ascontiguousarray(x)  # a copy is exact: the same values in the same order
         d, f = x.shape[1], x.dtype.type
         y, xn = numpy.empty_like(x), numpy.empty_like(x)
         mu, var, std = (numpy.empty(d, dtype=x.dtype) for _ in range(3))
@@ -130,7 +129,6 @@ class NumpyBackend(ElementwiseKernels, PortableNumpyBackend):
             if xn.ndim == 4:  # the kernel's forward: its xn is (N, C, H, W), not the routine's rows
                 xn = _rows(xn)
             return super().batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, training)
-        dout = numpy.ascontiguousarray(dout)
         dx = numpy.empty_like(dout)
         count = dout.dtype.type(dout.size // dout.shape[1])
         k.batchnorm_backward(_channels(dout), gamma, _channels(xn), std, dgamma, dbeta, count, _channels(dx),
@@ -145,13 +143,20 @@ def _channels(x):
 
 def _batchnorm_kernels(x, columns):
     """The kernels for a training BatchNorm on ``x`` ((N, D) or (N, C, H, W)) with
-    per-feature ``columns`` (D,) or (C,), or None. At least two features and two values a
-    feature: with one column NumPy's sum over the rows runs along contiguous memory and adds
-    pairwise, in another order."""
+    per-feature ``columns`` (D,) or (C,), or None.
+
+    Only where the routine's rows (x itself, or ``_rows(x)``) are a C-contiguous (M, C)
+    array with M >= 2 and C >= 2, which NumPy sums row by row as the kernels do: x
+    C-contiguous, and for a 4-D batch either two images or more (``_rows`` copies) or one
+    pixel an image (it is a C-contiguous view). One image of several pixels gives an
+    F-ordered view, and one column a single contiguous run: NumPy adds those pairwise."""
     k = jit.kernels()
-    if k is None or type(x) is not numpy.ndarray or x.ndim not in (2, 4) or x.shape[1] < 2:
+    if k is None or type(x) is not numpy.ndarray or x.ndim not in (2, 4) or x.dtype not in jit.FLOATS:
         return None
-    if x.dtype not in jit.FLOATS or x.size // x.shape[1] < 2:
+    pixels = x.shape[2] * x.shape[3] if x.ndim == 4 else 1
+    if not x.flags.c_contiguous or x.shape[1] < 2 or x.shape[0] * pixels < 2:
+        return None
+    if x.shape[0] < 2 and pixels > 1:
         return None
     d = x.shape[1:2]
     return k if all(jit.fits(c, d, x.dtype) for c in columns) else None

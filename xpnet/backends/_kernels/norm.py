@@ -14,27 +14,32 @@ from ._flags import JIT
 # rounded to the dtype). Row m of that transpose is pixel (n, h, w) in row-major order, so
 # the kernels, which add each channel's values in (n, s) order straight from (N, C, S),
 # add them in the same order: the same sums, without the transposing copies.
-@numba.njit(**JIT)
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_mom, eps, y, xn, mu, var, std):
+@numba.njit(inline="always", **JIT)
+def _channel_sums(x, total):
+    total[:] = 0
     n, d, m = x.shape
-    count = numpy.float64(n * m)
-    mu[:] = 0
     for i in range(n):
         for j in range(d):
             for k in range(m):
-                mu[j] += x[i, j, k]
-    for j in range(d):
-        mu[j] = numpy.float64(mu[j]) / count
+                total[j] += x[i, j, k]
+
+
+@numba.njit(inline="always", **JIT)
+def _centre(x, mu, xn, var):
+    """xn = x - mu, and var the sum of its squares, channel by channel."""
     var[:] = 0
+    n, d, m = x.shape
     for i in range(n):
         for j in range(d):
             for k in range(m):
                 c = x[i, j, k] - mu[j]
                 xn[i, j, k] = c
                 var[j] += c * c
-    for j in range(d):
-        var[j] = numpy.float64(var[j]) / count
-        std[j] = numpy.sqrt(var[j] + eps)
+
+
+@numba.njit(inline="always", **JIT)
+def _scale_shift(xn, std, gamma, beta, y):
+    n, d, m = xn.shape
     for i in range(n):
         for j in range(d):
             for k in range(m):
@@ -42,7 +47,20 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_
                 xn[i, j, k] = z
                 t = z * gamma[j]
                 y[i, j, k] = t + beta[j]
-    for j in range(d):
+
+
+@numba.njit(**JIT)
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_mom, eps, y, xn, mu, var, std):
+    count = numpy.float64(x.shape[0] * x.shape[2])
+    _channel_sums(x, mu)
+    for j in range(mu.size):
+        mu[j] = numpy.float64(mu[j]) / count
+    _centre(x, mu, xn, var)
+    for j in range(var.size):
+        var[j] = numpy.float64(var[j]) / count
+        std[j] = numpy.sqrt(var[j] + eps)
+    _scale_shift(xn, std, gamma, beta, y)
+    for j in range(mu.size):
         r = running_mean[j] * mom
         running_mean[j] = r + one_minus_mom * mu[j]
         r = running_var[j] * mom
