@@ -133,10 +133,25 @@ def test_a_damaged_decoded_copy_is_decoded_again(tmp_path, monkeypatch):
     numpy.testing.assert_array_equal(x, x2)
     assert images.stat().st_size > 47_000_000  # written again, whole
     mnist_module._parse_idx.cache_clear()
-    numpy.save(images, numpy.zeros((60000, 784), numpy.float32))  # whole, but not MNIST's bytes
-    (x3, t3), _ = xn.datasets.mnist()
-    numpy.testing.assert_array_equal(x, x3)
-    mnist_module._parse_idx.cache_clear()
+    labels = next((tmp_path / "decoded").glob("train-labels*.npy"))
+    wrong = {  # whole files, but not this file's bytes (found by a hostile probe)
+        images: [numpy.zeros((60000, 784), numpy.float32), numpy.zeros((100, 28, 28), numpy.uint8),
+                 numpy.zeros((60000,), numpy.uint8), numpy.uint8(7)],
+        labels: [numpy.zeros((60000, 28, 28), numpy.uint8), numpy.zeros((10000,), numpy.uint8)],
+    }
+    for kept, arrays in wrong.items():
+        good = kept.read_bytes()
+        for array in arrays:
+            numpy.save(kept, array)
+            (x3, t3), _ = xn.datasets.mnist()
+            numpy.testing.assert_array_equal(x, x3)
+            numpy.testing.assert_array_equal(t, t3)
+            mnist_module._parse_idx.cache_clear()
+        kept.write_bytes(b"PK\x03\x04 not a zip file either")  # what numpy.load takes for an .npz
+        (x3, t3), _ = xn.datasets.mnist()
+        numpy.testing.assert_array_equal(t, t3)
+        mnist_module._parse_idx.cache_clear()
+        assert kept.read_bytes() == good  # written again, whole
 
 
 @pytest.mark.mnist

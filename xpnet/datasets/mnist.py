@@ -28,6 +28,7 @@ FILES = {
     "test_images": ("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
     "test_labels": ("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
 }
+COUNTS = {"train": 60000, "test": 10000}  # what the files above hold
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -93,15 +94,13 @@ def _checked(path: Path, size: int, mtime: int) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _parse_idx(path: Path, sha: str) -> numpy.ndarray:
-    """An IDX file (checked to have SHA-256 ``sha``) as a read-only uint8 array: magic 2051
-    images (N, 28, 28), 2049 labels (N,). Read from its decoded copy where one is kept."""
+def _parse_idx(path: Path, sha: str, shape: tuple) -> numpy.ndarray:
+    """An IDX file (checked to have SHA-256 ``sha``) as a read-only uint8 array of ``shape``:
+    magic 2051 images (N, 28, 28), 2049 labels (N,). Read from its decoded copy where one is
+    kept and it is a uint8 array of that shape; anything else there is decoded again."""
     kept = _decoded_dir() / f"{path.name.removesuffix('.gz')}.{sha[:32]}.npy"
-    try:
-        data = numpy.load(kept, allow_pickle=False)
-        if data.dtype != numpy.uint8 or data.shape[1:] not in ((), (28, 28)):
-            raise ValueError(f"{kept} holds {data.dtype} {data.shape}, not MNIST's bytes")
-    except (OSError, ValueError):  # not kept yet, or a damaged copy: decode again
+    data = _kept(kept, shape)
+    if data is None:
         data = _decode(path)
         try:
             kept.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +108,18 @@ def _parse_idx(path: Path, sha: str) -> numpy.ndarray:
         except OSError:  # a read-only cache: decode every time
             pass
     data.flags.writeable = False
+    return data
+
+
+def _kept(kept: Path, shape: tuple):
+    """The array kept in ``kept`` if it is uint8 of ``shape``, else None (absent, cut short,
+    not an .npy file, another array: a cache is never a reason for a load to fail)."""
+    try:
+        data = numpy.load(kept, allow_pickle=False)
+    except Exception:  # OSError, ValueError, zipfile.BadZipFile, EOFError ...: whatever a damaged file raises
+        return None
+    if not isinstance(data, numpy.ndarray) or data.dtype != numpy.uint8 or data.shape != shape:
+        return None
     return data
 
 
@@ -140,8 +151,11 @@ def mnist(normalize: bool = True, flatten: bool = True, one_hot: bool = False, *
     folder = data_dir()
     out = []
     for split in ("train", "test"):
-        images = _parse_idx(_file(f"{split}_images", folder, download, mirrors), FILES[f"{split}_images"][1])
-        labels = _parse_idx(_file(f"{split}_labels", folder, download, mirrors), FILES[f"{split}_labels"][1])
+        count = COUNTS[split]
+        images = _parse_idx(_file(f"{split}_images", folder, download, mirrors), FILES[f"{split}_images"][1],
+                            (count, 28, 28))
+        labels = _parse_idx(_file(f"{split}_labels", folder, download, mirrors), FILES[f"{split}_labels"][1],
+                            (count,))
         x = images.reshape(len(images), -1) if flatten else images.reshape(len(images), 1, 28, 28)
         # one pass (uint8 -> float32 is exact, then the same division as astype()/255)
         x = numpy.divide(x, numpy.float32(255), dtype=numpy.float32) if normalize else x.copy()
