@@ -70,9 +70,15 @@ def run_script(command: list, env=None) -> tuple:
 
 
 def torch_missing() -> str | None:
-    """Why bench/torch_speedrun.py cannot run in this interpreter, or None."""
+    """Why bench/torch_speedrun.py cannot run in this interpreter, or None. Found is not
+    enough: a PyTorch that fails to import (a broken install, a mismatched NumPy) counts as
+    missing, so it is imported, once, in a process of its own."""
     if importlib.util.find_spec("torch") is None:
         return f"PyTorch is not installed in {sys.executable} (pip install torch, or make oracles)"
+    probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"PyTorch is installed in {sys.executable} but fails to import ({last})"
     return None
 
 

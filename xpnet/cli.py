@@ -161,7 +161,12 @@ def _out_folder(args):
         print(f"xpnet bench --out {args.out}: that is a file; give a folder for the report "
               f"(it is created if missing).", file=sys.stderr)
         return None
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file on the way (afile/sub), no permission, a full disk
+        print(f"xpnet bench --out {args.out}: cannot create that folder ({exc.strerror}: {exc.filename}); "
+              f"give a folder that can be written.", file=sys.stderr)
+        return None
     return out
 
 

@@ -225,3 +225,25 @@ def test_speedrun_two_seeds_end_to_end(tmp_path):
     head = "| seed | xpnet accuracy | xpnet s |" + (" torch accuracy | torch s |" if has_torch else "")
     assert head in text and "| median |" in text and "Every seed reached 0.990:" in text, text
     assert head in result.stdout
+
+
+def test_a_torch_that_fails_to_import_counts_as_missing(tmp_path, monkeypatch):
+    """Found by find_spec is not importable: a broken PyTorch leaves the xpnet column alone
+    instead of stopping the speedrun at its first torch run."""
+    shim = tmp_path / "torch"
+    shim.mkdir()
+    (shim / "__init__.py").write_text("raise ImportError('this torch is broken on purpose')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(sr.importlib.util, "find_spec", lambda name: object())  # "installed"
+    why = sr.torch_missing()
+    assert why is not None and "fails to import" in why and "broken on purpose" in why
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_out_folder_that_cannot_be_made_is_named_in_one_line(tmp_path, capsys, where):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    out = blocker if where == "a file" else blocker / "sub"
+    assert cli.main(["bench", "--speedrun", "--seeds", "1", "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert f"--out {out}" in err and "folder" in err and "Traceback" not in err
