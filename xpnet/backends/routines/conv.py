@@ -72,12 +72,17 @@ class ConvRoutines:
         prod = self.matmul(W.reshape(f, -1), col, out=self._scratch(scratch, "prod", (f, n * oh * width), x.dtype))
         if out is None:
             out = self.xp.empty((n, f, oh, ow), dtype=prod.dtype)
-        nchw = prod.reshape(f, n, oh, width)[:, :, :, :ow].transpose(1, 0, 2, 3)
+        return self._conv_output(prod.reshape(f, n, oh, width), b, out), col
+
+    def _conv_output(self, prod, b, out):
+        """conv2d's last step: ``out`` (N, F, OH, OW) = the product ``prod`` (F, N, OH, width)
+        transposed, its columns past OW dropped, plus the bias ``b`` (None: none)."""
+        nchw = prod[:, :, :, :out.shape[3]].transpose(1, 0, 2, 3)
         if b is None:
             out[...] = nchw
         else:
-            self.xp.add(nchw, b.reshape(1, f, 1, 1), out=out)
-        return out, col
+            self.xp.add(nchw, b.reshape(1, -1, 1, 1), out=out)
+        return out
 
     def _im2col_wide(self, x, kh, kw, pad, out):
         """im2col for stride 1 with the columns running over the padded width Wp instead of
@@ -112,16 +117,21 @@ class ConvRoutines:
         n, f, oh, ow = dout.shape
         width = col.shape[1] // (n * oh)  # the padded width where conv2d's columns ran over it
         work = self._scratch(scratch, "prod", (f, col.shape[1]), dout.dtype)
-        d4 = work.reshape(f, n, oh, width)
-        d4[:, :, :, :ow] = dout.transpose(1, 0, 2, 3)
-        if width > ow:
-            d4[:, :, :, ow:] = 0  # the wrapped windows take no part in dW
+        self._product_layout(dout, work.reshape(f, n, oh, width))
         self.matmul(work, col.T, out=dW.reshape(f, -1))
         work.sum(axis=1, out=db)
         if not need_dx:
             return None
         return self._input_grad(dout, W, x_shape, stride, pad, product=work if width == ow else None,
                                 scratch=scratch)
+
+    def _product_layout(self, dy, d4):
+        """``d4`` (F, N, OH, width) = ``dy`` (N, F, OH, OW) transposed into the product's
+        layout, and zero in the columns past OW (the wrapped windows take no part in dW)."""
+        ow = dy.shape[3]
+        d4[:, :, :, :ow] = dy.transpose(1, 0, 2, 3)
+        if d4.shape[3] > ow:
+            d4[:, :, :, ow:] = 0
 
     def _input_grad(self, dy, W, x_shape, stride, pad, product=None, scratch=None):
         """dL/dx of a convolution from dL/dy (N, F, OH, OW) (``product``: the same in the
@@ -141,7 +151,7 @@ class ConvRoutines:
             return self.conv2d(dy, flipped, None, (1, 1), (kh - 1 - ph, kw - 1 - pw), scratch=inner)[0]
         if product is None:
             product = self.xp.empty((f, dy.size // f), dtype=dy.dtype)
-            product.reshape(f, dy.shape[0], dy.shape[2], dy.shape[3])[...] = dy.transpose(1, 0, 2, 3)
+            self._product_layout(dy, product.reshape(f, dy.shape[0], dy.shape[2], dy.shape[3]))
         return self.col2im(self.matmul(W.reshape(f, -1).T, product), x_shape, kh, kw, stride, pad)
 
     def conv2d_maxpool(self, x, W, b, stride, pad, size, relu, scratch=None, out=None):
@@ -176,16 +186,29 @@ class ConvRoutines:
             marks = scratch("marks", (f, m), places_type)
         for k in range(1, places):
             self.matmul(W2, blocks[k], out=place)
-            xp.greater(place, pooled, out=better)  # strictly: a tie keeps the earlier place
-            xp.maximum(pooled, place, out=pooled)
-            xp.multiply(better, k, out=marks, dtype=places_type)  # k where place k leads so far:
-            xp.maximum(first, marks, out=first)                # later places have larger k
+            self._running_max(place, pooled, first, k, (better, marks))
         if out is None:
             out = xp.empty((n, f, qh, qw), dtype=x.dtype)
-        xp.add(pooled.reshape(f, n, qh, qw).transpose(1, 0, 2, 3), b.reshape(1, f, 1, 1), out=out)
+        return self._pooled_output(pooled.reshape(f, n, qh, qw), b, relu, out), (col, first)
+
+    def _running_max(self, place, pooled, first, k, temps):
+        """One step of the pooling: ``pooled`` = max(pooled, place), and ``first`` = k where
+        place k is strictly greater (a tie keeps the earlier place). ``temps``: a bool and a
+        ``first``-typed buffer of the same shape."""
+        xp, (better, marks) = self.xp, temps
+        xp.greater(place, pooled, out=better)
+        xp.maximum(pooled, place, out=pooled)
+        xp.multiply(better, k, out=marks, dtype=first.dtype)  # k where place k leads so far:
+        xp.maximum(first, marks, out=first)                   # later places have larger k
+
+    def _pooled_output(self, pooled, b, relu, out):
+        """``out`` (N, F, QH, QW) = ``pooled`` (F, N, QH, QW) transposed plus the bias, then
+        ReLU when ``relu``."""
+        xp = self.xp
+        xp.add(pooled.transpose(1, 0, 2, 3), b.reshape(1, -1, 1, 1), out=out)
         if relu:
             xp.maximum(out, 0, out=out)
-        return out, (col, first)
+        return out
 
     def conv2d_maxpool_backward(self, dout, y, saved, x_shape, W, stride, pad, size, relu, dW, db,
                                 need_dx=True, scratch=None):
@@ -201,25 +224,38 @@ class ConvRoutines:
         col, first = saved
         blocks, dW2 = col.reshape(places, -1, m), dW.reshape(f, -1)
         d = scratch("d", (f, m), dout.dtype)  # dout in the product's layout, through ReLU
-        d_nchw = d.reshape(f, n, qh, qw).transpose(1, 0, 2, 3)
-        if relu:
-            xp.multiply(dout, xp.greater(y, 0, out=scratch("positive", y.shape, bool)), out=d_nchw)
-        else:
-            d_nchw[...] = dout
+        self._relu_grad_product(dout, y if relu else None, d.reshape(f, n, qh, qw), scratch)
         d.sum(axis=1, out=db)
         # dL/dy in NCHW, for dx: each window's gradient at its first maximum, zero elsewhere
         dy = xp.empty((n, f, qh * size[0], qw * size[1]), dtype=dout.dtype) if need_dx else None
         hit, dk = scratch("hit", (f, m), bool), scratch("dk", (f, m), dout.dtype)
         for k in range(places):
-            xp.equal(first, k, out=hit)
-            xp.multiply(d, hit, out=dk)
+            self._place_grad(d, first, k, size, (hit, dk), dy)
             if k == 0:
                 self.matmul(dk, blocks[k].T, out=dW2)
             else:
                 dW2 += self.matmul(dk, blocks[k].T)
-            if need_dx:
-                a, b = divmod(k, size[1])
-                dy[:, :, a::size[0], b::size[1]] = dk.reshape(f, n, qh, qw).transpose(1, 0, 2, 3)
         if not need_dx:
             return None
         return self._input_grad(dy, W, x_shape, stride, pad, scratch=buffers)
+
+    def _relu_grad_product(self, dout, y, d4, scratch):
+        """``d4`` (F, N, QH, QW) = ``dout`` (N, F, QH, QW) transposed, times ReLU's mask y > 0
+        when ``y`` is given."""
+        d_nchw = d4.transpose(1, 0, 2, 3)
+        if y is None:
+            d_nchw[...] = dout
+        else:
+            self.xp.multiply(dout, self.xp.greater(y, 0, out=scratch("positive", y.shape, bool)), out=d_nchw)
+
+    def _place_grad(self, d, first, k, size, temps, dy):
+        """The gradient of place k of every pooling window: d where ``first`` is k, else
+        d * 0, into ``temps``' second buffer (F, M) and, when ``dy`` (N, F, OH, OW) is given,
+        into place k's pixels of dy. ``temps``: a bool and a d-typed buffer like ``d``."""
+        hit, dk = temps
+        self.xp.equal(first, k, out=hit)
+        self.xp.multiply(d, hit, out=dk)
+        if dy is not None:
+            (gh, gw), (n, f, oh, ow) = size, dy.shape
+            a, b = divmod(k, gw)
+            dy[:, :, a::gh, b::gw] = dk.reshape(f, n, oh // gh, ow // gw).transpose(1, 0, 2, 3)
