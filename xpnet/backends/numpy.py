@@ -13,6 +13,7 @@ import numpy
 
 from . import jit
 from .base import Backend
+from .numpy_conv import ConvKernels
 from .numpy_elementwise import ElementwiseKernels
 from .routines.norm import _rows
 from .routines.random import _keep_threshold
@@ -45,7 +46,7 @@ class PortableNumpyBackend(Backend):
         return out
 
 
-class NumpyBackend(ElementwiseKernels, PortableNumpyBackend):
+class NumpyBackend(ConvKernels, ElementwiseKernels, PortableNumpyBackend):
     """The cpu device's backend: the portable routines, and numba kernels for the
     element-wise chains where they are on (see jit.py)."""
 

@@ -1,6 +1,7 @@
 """The cpu backend's fused kernels, compiled by numba (imported only through ``jit.py``),
 one module a family: updates (optimizers), random (Dropout's mask), norm (BatchNorm),
-pool (max and average pooling), elementwise (activations).
+pool (max and average pooling), elementwise (activations), conv (the convolution's data
+movement).
 
 Each kernel is serial and does, element by element, exactly the arithmetic of the
 portable NumPy routine it stands for (backends/routines/), in the same order and in the
@@ -16,12 +17,14 @@ numba's cache key does not include ``parallel=`` or ``fastmath=`` (numba issue 6
 """
 from __future__ import annotations
 
+from .conv import col2im, conv_output, place_grad, pooled_output, product_layout, relu_grad_product, running_max
 from .elementwise import leaky_relu_backward, relu, relu_backward, sigmoid_backward, tanh_backward
 from .norm import batchnorm_backward, batchnorm_forward
 from .pool import for_geometry as pool_kernel
 from .random import dropout_mask
 from .updates import adagrad, adam, decay_gradient, momentum, rmsprop, sgd
 
-__all__ = ["adagrad", "adam", "batchnorm_backward", "batchnorm_forward", "decay_gradient", "dropout_mask",
-           "leaky_relu_backward", "momentum", "pool_kernel", "relu", "relu_backward", "rmsprop", "sgd",
+__all__ = ["adagrad", "adam", "batchnorm_backward", "batchnorm_forward", "col2im", "conv_output", "decay_gradient",
+           "dropout_mask", "leaky_relu_backward", "momentum", "place_grad", "pool_kernel", "pooled_output",
+           "product_layout", "relu", "relu_backward", "relu_grad_product", "rmsprop", "running_max", "sgd",
            "sigmoid_backward", "tanh_backward"]

@@ -115,7 +115,7 @@ class ConvRoutines:
         """Writes dW and db in place; returns dx, or None when ``need_dx`` is False.
         ``col`` is what conv2d returned; ``scratch`` as for conv2d."""
         n, f, oh, ow = dout.shape
-        width = col.shape[1] // (n * oh)  # the padded width where conv2d's columns ran over it
+        width = x_shape[3] + 2 * pad[1] if stride == (1, 1) else ow  # as conv2d's columns ran (_im2col_wide)
         work = self._scratch(scratch, "prod", (f, col.shape[1]), dout.dtype)
         self._product_layout(dout, work.reshape(f, n, oh, width))
         self.matmul(work, col.T, out=dW.reshape(f, -1))
@@ -256,6 +256,11 @@ class ConvRoutines:
         self.xp.equal(first, k, out=hit)
         self.xp.multiply(d, hit, out=dk)
         if dy is not None:
-            (gh, gw), (n, f, oh, ow) = size, dy.shape
-            a, b = divmod(k, gw)
-            dy[:, :, a::gh, b::gw] = dk.reshape(f, n, oh // gh, ow // gw).transpose(1, 0, 2, 3)
+            self._scatter_place(dk, k, size, dy)
+
+    @staticmethod
+    def _scatter_place(dk, k, size, dy):
+        """Place k's gradient ``dk`` (F, N*QH*QW) into its pixels of dy (N, F, QH*gh, QW*gw)."""
+        (gh, gw), (n, f, oh, ow) = size, dy.shape
+        a, b = divmod(k, gw)
+        dy[:, :, a::gh, b::gw] = dk.reshape(f, n, oh // gh, ow // gw).transpose(1, 0, 2, 3)
