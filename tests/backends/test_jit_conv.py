@@ -10,6 +10,7 @@ import pytest
 import xpnet as xn
 from xpnet.backends import _kernels
 from xpnet.backends.numpy import NumpyBackend, PortableNumpyBackend
+from xpnet.backends.routines.conv import ConvRoutines
 
 from .test_jit import DTYPES, _same_bits, _values, needs_kernels
 
@@ -284,3 +285,55 @@ def test_conv2d_backward_takes_an_empty_batch(device, stride):
         assert dx.shape == (0, 2, 6, 6)
         for g in xn.to_host(conv.grads()).values():
             assert not numpy.any(g)
+
+
+def _train_stride1(device, pool, steps=3):
+    """Two stride-1 convolutions (the second with its input gradient), and with ``pool``
+    the second fused with ReLU and MaxPool2D; the parameters after a few SGD steps."""
+    with xn.use_device(device):
+        xn.seed(4)
+        tail = [xn.nn.MaxPool2D(2), xn.nn.Flatten(), xn.nn.Affine(4 * 16, 3)] if pool else \
+            [xn.nn.Flatten(), xn.nn.Affine(4 * 64, 3)]
+        model = xn.nn.Sequential(xn.nn.Conv2D(1, 3, 3, pad=1), xn.nn.ReLU(), xn.nn.Conv2D(3, 4, 3, pad=1),
+                                 xn.nn.ReLU(), *tail)
+        opt = xn.optim.SGD(model, lr=0.05)
+        loss_fn = xn.nn.SoftmaxCrossEntropy()
+        rng = numpy.random.default_rng(2)
+        for _ in range(steps):
+            x = xn.to_device(rng.standard_normal((6, 1, 8, 8)).astype(numpy.float32))
+            loss_fn(model(x), xn.to_device(rng.integers(0, 3, size=6)))
+            model.backward(loss_fn.backward())
+            opt.step()
+        return xn.to_host(model.params())
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 11600])
+@pytest.mark.parametrize("pool", [False, True])
+def test_chunked_convolutions_train_bit_identically_on_cpu_and_sim(monkeypatch, chunk_bytes, pool):
+    """With chunks of one image, and of four for the first layer (2880 bytes of columns an
+    image: a batch of 6 goes as 4 and a tail of 2; the second layer's 8640 bytes: 1), cpu
+    and sim still agree."""
+    chunked = []
+    run = ConvRoutines._conv2d_chunks
+    monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", chunk_bytes)
+    monkeypatch.setattr(ConvRoutines, "_conv2d_chunks", lambda self, *a: (chunked.append(a[5]), run(self, *a))[1])
+    cpu, sim = _train_stride1("cpu", pool), _train_stride1("sim", pool)
+    assert set(chunked) == ({1} if chunk_bytes == 1 else {4, 1})  # chunks the first layer takes: 4, then a tail of 2
+    for name in cpu:
+        _same_bits(cpu[name], sim[name])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_chunked_convolution_gathers_the_same_columns(monkeypatch, dtype):
+    """The columns kept for backward are the whole batch's, chunk or not (a copy is
+    exact), and the output is the same convolution."""
+    rng = numpy.random.default_rng(9)
+    x, W, b = rng.standard_normal((5, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    x, W, b = x.astype(dtype), W.astype(dtype), b.astype(dtype)
+    backend = PortableNumpyBackend()
+    monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", None)
+    y, col = backend.conv2d(x, W, b, (1, 1), (1, 1))
+    monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", 3 * 27 * 7 * 8 * x.itemsize)  # 3 images a chunk
+    y2, col2 = backend.conv2d(x, W, b, (1, 1), (1, 1))
+    _same_bits(col, col2)
+    numpy.testing.assert_allclose(y2, y, rtol=1e-5 if dtype == numpy.float32 else 1e-12)

@@ -150,6 +150,7 @@ class CupyBackend(Backend):
     records = True
     scoped = True
     overlaps_copies = True
+    conv_chunk_bytes = None  # one large gemm a graph records (routines/conv.py)
 
     def __init__(self, index: int = 0):
         super().__init__()
