@@ -109,7 +109,7 @@ class NumpyBackend(ConvKernels, ElementwiseKernels, PortableNumpyBackend):
 
     # -- BatchNorm (routines/norm.py), training mode -----------------------------------------
     def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, momentum, eps, training):
-        """The kernels take (N, D) and (N, C, H, W) alike, as (N, C, S): xn keeps x's shape
+        """The kernels take (N, D), and (N, C, H, W) as (N, C, H*W): xn keeps x's shape
         (the portable routine's is (N*H*W, C) for a 4-D batch), so backward follows the
         forward's way."""
         k = _batchnorm_kernels(x, (gamma, beta, running_mean, running_var)) if training else None
@@ -118,8 +118,12 @@ class NumpyBackend(ConvKernels, ElementwiseKernels, PortableNumpyBackend):
         d, f = x.shape[1], x.dtype.type
         y, xn = numpy.empty_like(x), numpy.empty_like(x)
         mu, var, std = (numpy.empty(d, dtype=x.dtype) for _ in range(3))
-        k.batchnorm_forward(_channels(x), gamma, beta, running_mean, running_var, f(momentum), f(1 - momentum),
-                            f(eps), _channels(y), _channels(xn), mu, var, std)
+        if x.ndim == 2:
+            k.batchnorm_forward(x, gamma, beta, running_mean, running_var, f(momentum), f(1 - momentum), f(eps),
+                                y, xn, mu, var, std)
+        else:
+            k.batchnorm_maps_forward(_channels(x), gamma, beta, running_mean, running_var, f(momentum),
+                                     f(1 - momentum), f(eps), _channels(y), _channels(xn), mu, var, std)
         return y, xn, std
 
     def batchnorm_backward(self, dout, gamma, xn, std, dgamma, dbeta, training=True):
@@ -132,13 +136,17 @@ class NumpyBackend(ConvKernels, ElementwiseKernels, PortableNumpyBackend):
             return super().batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, training)
         dx = numpy.empty_like(dout)
         count = dout.dtype.type(dout.size // dout.shape[1])
-        k.batchnorm_backward(_channels(dout), gamma, _channels(xn), std, dgamma, dbeta, count, _channels(dx),
-                             numpy.empty(dout.shape[1], dtype=dout.dtype))
+        scale = numpy.empty(dout.shape[1], dtype=dout.dtype)
+        if dout.ndim == 2:
+            k.batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scale)
+        else:
+            k.batchnorm_maps_backward(_channels(dout), gamma, _channels(xn), std, dgamma, dbeta, count, _channels(dx),
+                                      scale)
         return dx
 
 
 def _channels(x):
-    """(N, D) as (N, D, 1) and (N, C, H, W) as (N, C, H*W): views of a C-contiguous array."""
+    """(N, C, H, W) as (N, C, H*W): a view of a C-contiguous array."""
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 

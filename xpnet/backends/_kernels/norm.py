@@ -1,5 +1,7 @@
-"""BatchNorm (routines/norm.py), training mode, on x of shape (N, C, S): the features of an
-(N, D) batch as (N, D, 1), the channels of an (N, C, H, W) batch as (N, C, H*W)."""
+"""BatchNorm (routines/norm.py), training mode: on x of shape (N, D) (``batchnorm_forward``,
+``batchnorm_backward``) and on the channels of (N, C, H, W) as (N, C, H*W)
+(``batchnorm_maps_*``). Two families, because the loops over an (N, D) batch vectorize
+over D, and with a third, unit axis innermost they would not."""
 from __future__ import annotations
 
 import numba
@@ -8,19 +10,75 @@ import numpy
 from ._flags import JIT
 
 
+# NumPy sums x.sum(axis=0) of a C-contiguous (N, D) array (D >= 2) row by row into an
+# accumulator that starts at 0, and mean() divides that sum by N (an intp: in float64,
+# then rounded to the dtype); the kernels do the same, column by column.
+@numba.njit(**JIT)
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_mom, eps, y, xn, mu, var, std):
+    n, d = x.shape
+    count = numpy.float64(n)
+    mu[:] = 0
+    for i in range(n):
+        for j in range(d):
+            mu[j] += x[i, j]
+    for j in range(d):
+        mu[j] = numpy.float64(mu[j]) / count
+    var[:] = 0
+    for i in range(n):
+        for j in range(d):
+            c = x[i, j] - mu[j]
+            xn[i, j] = c
+            var[j] += c * c
+    for j in range(d):
+        var[j] = numpy.float64(var[j]) / count
+        std[j] = numpy.sqrt(var[j] + eps)
+    for i in range(n):
+        for j in range(d):
+            z = xn[i, j] / std[j]
+            xn[i, j] = z
+            t = z * gamma[j]
+            y[i, j] = t + beta[j]
+    for j in range(d):
+        r = running_mean[j] * mom
+        running_mean[j] = r + one_minus_mom * mu[j]
+        r = running_var[j] * mom
+        running_var[j] = r + one_minus_mom * var[j]
+
+
+@numba.njit(**JIT)
+def batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scale):
+    n, d = dout.shape
+    dbeta[:] = 0
+    dgamma[:] = 0
+    for i in range(n):
+        for j in range(d):
+            dbeta[j] += dout[i, j]
+            dgamma[j] += xn[i, j] * dout[i, j]
+    for j in range(d):
+        scale[j] = gamma[j] / std[j]
+    for i in range(n):
+        for j in range(d):
+            t = xn[i, j] * (dgamma[j] / count)
+            t = dout[i, j] - t
+            t -= dbeta[j] / count
+            dx[i, j] = t * scale[j]
+
+
 # The portable routine normalises rows: (N, D), or the (N*H*W, C) transpose of a 4-D batch.
 # NumPy sums x.sum(axis=0) of a C-contiguous (M, C) array (C >= 2) row by row into an
 # accumulator that starts at 0, and mean() divides that sum by M (an intp: in float64, then
 # rounded to the dtype). Row m of that transpose is pixel (n, h, w) in row-major order, so
 # the kernels, which add each channel's values in (n, s) order straight from (N, C, S),
-# add them in the same order: the same sums, without the transposing copies.
+# add them in the same order: the same sums, without the transposing copies. The sums run
+# with the channel innermost (i, k, j), as NumPy's over the rows do: C independent chains
+# of additions instead of one long chain per channel, whose latency would bound the loop.
 @numba.njit(inline="always", **JIT)
 def _channel_sums(x, total):
     total[:] = 0
     n, d, m = x.shape
     for i in range(n):
-        for j in range(d):
-            for k in range(m):
+        for k in range(m):
+            for j in range(d):
                 total[j] += x[i, j, k]
 
 
@@ -30,8 +88,8 @@ def _centre(x, mu, xn, var):
     var[:] = 0
     n, d, m = x.shape
     for i in range(n):
-        for j in range(d):
-            for k in range(m):
+        for k in range(m):
+            for j in range(d):
                 c = x[i, j, k] - mu[j]
                 xn[i, j, k] = c
                 var[j] += c * c
@@ -50,7 +108,7 @@ def _scale_shift(xn, std, gamma, beta, y):
 
 
 @numba.njit(**JIT)
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_mom, eps, y, xn, mu, var, std):
+def batchnorm_maps_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_mom, eps, y, xn, mu, var, std):
     count = numpy.float64(x.shape[0] * x.shape[2])
     _channel_sums(x, mu)
     for j in range(mu.size):
@@ -68,13 +126,13 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_
 
 
 @numba.njit(**JIT)
-def batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scale):
+def batchnorm_maps_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scale):
     n, d, m = dout.shape
     dbeta[:] = 0
     dgamma[:] = 0
     for i in range(n):
-        for j in range(d):
-            for k in range(m):
+        for k in range(m):
+            for j in range(d):
                 dbeta[j] += dout[i, j, k]
                 dgamma[j] += xn[i, j, k] * dout[i, j, k]
     for j in range(d):
