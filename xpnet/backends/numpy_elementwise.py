@@ -78,19 +78,20 @@ class ElementwiseKernels:
         return out
 
     def sigmoid_backward(self, dout, y):
-        k = _kernels_on((dout, y))
-        if not _same_shape(k, (dout, y)):
-            return super().sigmoid_backward(dout, y)
-        out = numpy.empty_like(y)
-        k.sigmoid_backward(jit.flat(dout), jit.flat(y), y.dtype.type(1), jit.flat(out))
-        return out
+        return self._output_grad("sigmoid_backward", dout, y, super().sigmoid_backward)
 
     def tanh_backward(self, dout, y):
+        return self._output_grad("tanh_backward", dout, y, super().tanh_backward)
+
+    @staticmethod
+    def _output_grad(name, dout, y, routine):
+        """dL/dx from dout and the forward's output y by kernel ``name`` (one pass, the
+        constant 1 in y's dtype), or by ``routine`` where the kernel does not take them."""
         k = _kernels_on((dout, y))
         if not _same_shape(k, (dout, y)):
-            return super().tanh_backward(dout, y)
+            return routine(dout, y)
         out = numpy.empty_like(y)
-        k.tanh_backward(jit.flat(dout), jit.flat(y), y.dtype.type(1), jit.flat(out))
+        getattr(k, name)(jit.flat(dout), jit.flat(y), y.dtype.type(1), jit.flat(out))
         return out
 
     def leaky_relu_backward(self, dout, x, slope):
