@@ -337,6 +337,28 @@ def test_batchnorm_kernels_leave_to_numpy_every_layout_it_sums_in_another_order(
         _same_bits(a, b)
 
 
+@needs_kernels
+def test_a_4d_batchnorms_results_lie_in_memory_as_the_routines_do():
+    """Equal values in another layout are not enough: a sum over y or dx afterwards (a
+    softmax over channels, a mean) adds in memory order, so cpu would drift from sim (found
+    in review). The kernels write channels last, as the routine's transposed rows lie."""
+    rng = numpy.random.default_rng(8)
+    x = rng.standard_normal((4, 64, 5, 5)).astype(numpy.float32) * 3 + 1
+    dout = rng.standard_normal(x.shape).astype(numpy.float32)
+    results = []
+    for backend in (NumpyBackend(), PortableNumpyBackend()):
+        gamma, beta = numpy.full(64, 1.5, numpy.float32), numpy.full(64, 0.5, numpy.float32)
+        running = [numpy.zeros(64, numpy.float32), numpy.ones(64, numpy.float32)]
+        grads = [numpy.zeros(64, numpy.float32), numpy.zeros(64, numpy.float32)]
+        y, xn, std = backend.batchnorm_forward(x, gamma, beta, *running, 0.9, 1e-5, True)
+        dx = backend.batchnorm_backward(dout, gamma, xn, std, *grads, True)
+        results.append((y.strides, dx.strides, numpy.exp(y).sum(axis=1), dx.sum(axis=1)))
+    (ys, dxs, ysum, dxsum), (ys2, dxs2, ysum2, dxsum2) = results
+    assert ys == ys2 and dxs == dxs2
+    _same_bits(ysum, ysum2)
+    _same_bits(dxsum, dxsum2)
+
+
 def test_fit_whose_last_batch_holds_one_image_trains_the_same_on_cpu_and_sim():
     rng = numpy.random.default_rng(0)
     x, t = rng.standard_normal((9, 1, 8, 8)).astype(numpy.float32), rng.integers(0, 3, 9)

@@ -116,15 +116,17 @@ class NumpyBackend(ConvKernels, ElementwiseKernels, PortableNumpyBackend):
         if k is None or type(momentum) not in (float, int) or type(eps) not in (float, int):
             return super().batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, training)
         d, f = x.shape[1], x.dtype.type
-        y, xn = numpy.empty_like(x), numpy.empty_like(x)
+        xn = numpy.empty_like(x)
         mu, var, std = (numpy.empty(d, dtype=x.dtype) for _ in range(3))
         if x.ndim == 2:
+            y = numpy.empty_like(x)
             k.batchnorm_forward(x, gamma, beta, running_mean, running_var, f(momentum), f(1 - momentum), f(eps),
                                 y, xn, mu, var, std)
-        else:
-            k.batchnorm_maps_forward(_channels(x), gamma, beta, running_mean, running_var, f(momentum),
-                                     f(1 - momentum), f(eps), _channels(y), _channels(xn), mu, var, std)
-        return y, xn, std
+            return y, xn, std
+        y = _channels_last(x.shape, x.dtype)
+        k.batchnorm_maps_forward(_channels(x), gamma, beta, running_mean, running_var, f(momentum),
+                                 f(1 - momentum), f(eps), y, _channels(xn), mu, var, std)
+        return _nchw(y, x.shape), xn, std
 
     def batchnorm_backward(self, dout, gamma, xn, std, dgamma, dbeta, training=True):
         if xn.shape != dout.shape:  # the portable forward's rows
@@ -134,20 +136,34 @@ class NumpyBackend(ConvKernels, ElementwiseKernels, PortableNumpyBackend):
             if xn.ndim == 4:  # the kernel's forward: its xn is (N, C, H, W), not the routine's rows
                 xn = _rows(xn)
             return super().batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, training)
-        dx = numpy.empty_like(dout)
         count = dout.dtype.type(dout.size // dout.shape[1])
         scale = numpy.empty(dout.shape[1], dtype=dout.dtype)
         if dout.ndim == 2:
+            dx = numpy.empty_like(dout)
             k.batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scale)
-        else:
-            k.batchnorm_maps_backward(_channels(dout), gamma, _channels(xn), std, dgamma, dbeta, count, _channels(dx),
-                                      scale)
-        return dx
+            return dx
+        dx = _channels_last(dout.shape, dout.dtype)
+        k.batchnorm_maps_backward(_channels(dout), gamma, _channels(xn), std, dgamma, dbeta, count, dx, scale)
+        return _nchw(dx, dout.shape)
 
 
 def _channels(x):
     """(N, C, H, W) as (N, C, H*W): a view of a C-contiguous array."""
     return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _channels_last(shape, dtype):
+    """A new (N, H*W, C) array: where a 4-D BatchNorm's kernels write y and dx, laid out as
+    the portable routine's results are (``_maps`` of its rows), so that a reduction over
+    them afterwards adds in the same order on cpu as on sim."""
+    n, c, h, w = shape
+    return numpy.empty((n, h * w, c), dtype=dtype)
+
+
+def _nchw(channels_last, shape):
+    """(N, H*W, C) seen as (N, C, H, W), a view."""
+    n, c, h, w = shape
+    return channels_last.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
 def _batchnorm_kernels(x, columns):

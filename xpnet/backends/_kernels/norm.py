@@ -97,18 +97,21 @@ def _centre(x, mu, xn, var):
 
 @numba.njit(inline="always", **JIT)
 def _scale_shift(xn, std, gamma, beta, y):
+    """y[i, k, j] (channels last, the layout of the routine's result) from xn[i, j, k]."""
     n, d, m = xn.shape
     for i in range(n):
-        for j in range(d):
-            for k in range(m):
+        for k in range(m):
+            for j in range(d):
                 z = xn[i, j, k] / std[j]
                 xn[i, j, k] = z
                 t = z * gamma[j]
-                y[i, j, k] = t + beta[j]
+                y[i, k, j] = t + beta[j]
 
 
 @numba.njit(**JIT)
 def batchnorm_maps_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_mom, eps, y, xn, mu, var, std):
+    """x and xn as (N, C, S), y as (N, S, C): channels last, as the routine's y lies (the
+    transpose of its rows), so that what reads y next meets the same memory on cpu and sim."""
     count = numpy.float64(x.shape[0] * x.shape[2])
     _channel_sums(x, mu)
     for j in range(mu.size):
@@ -127,6 +130,7 @@ def batchnorm_maps_forward(x, gamma, beta, running_mean, running_var, mom, one_m
 
 @numba.njit(**JIT)
 def batchnorm_maps_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scale):
+    """dout and xn as (N, C, S), dx as (N, S, C): channels last, as the routine's dx lies."""
     n, d, m = dout.shape
     dbeta[:] = 0
     dgamma[:] = 0
@@ -138,9 +142,9 @@ def batchnorm_maps_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scal
     for j in range(d):
         scale[j] = gamma[j] / std[j]
     for i in range(n):
-        for j in range(d):
-            for k in range(m):
+        for k in range(m):
+            for j in range(d):
                 t = xn[i, j, k] * (dgamma[j] / count)
                 t = dout[i, j, k] - t
                 t -= dbeta[j] / count
-                dx[i, j, k] = t * scale[j]
+                dx[i, k, j] = t * scale[j]
