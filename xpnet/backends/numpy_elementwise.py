@@ -1,8 +1,8 @@
-"""The cpu backend's overrides for pooling, activations, the affine bias and softmax
-cross-entropy: each calls its numba kernel (backends/_kernels/) where ``jit.kernels()``
-has one and the kernel takes the arrays (float32 or float64, one dtype, C-contiguous, the
-shapes it was written for), and otherwise the portable routine (``super()``), so results
-are the same bit for bit either way and cpu stays bit-identical to sim.
+"""The cpu backend's overrides for pooling and activations: each calls its numba kernel
+(backends/_kernels/) where ``jit.kernels()`` has one and the kernel takes the arrays
+(float32 or float64, one dtype, C-contiguous, the shapes it was written for), and
+otherwise the portable routine (``super()``), so results are the same bit for bit either
+way and cpu stays bit-identical to sim.
 
 A mixin: ``NumpyBackend`` inherits it before ``PortableNumpyBackend``.
 """
@@ -36,8 +36,8 @@ def _writable(out, shape, dtype):
 
 
 def _window(size, stride, pad):
-    """(kh, kw, sh, sw, ph, pw) as Python ints (one compiled kernel for every geometry),
-    or None for anything else."""
+    """(kh, kw, sh, sw, ph, pw) as Python ints, or None for anything else (the pooling
+    kernels are compiled one per window geometry they take: 2x2 and 3x3, stride 2)."""
     try:
         values = (*size, *stride, *pad)
     except TypeError:

@@ -15,13 +15,7 @@ from __future__ import annotations
 import numba
 
 from ._flags import JIT
-
-
-@numba.njit(inline="always", **JIT)
-def _maximum(a, b):
-    """NumPy's maximum(a, b) to the bit: a NaN in either wins (a's first), and of two
-    equal values (0.0 and -0.0) the second."""
-    return a if (a > b or a != a) else b
+from .pool import _maximum
 
 
 @numba.njit(**JIT)

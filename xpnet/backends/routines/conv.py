@@ -1,5 +1,6 @@
-"""Convolution (book ch. 7): im2col and one matrix product for the whole batch, the
-conv+ReLU+max-pool stage, and their backward passes.
+"""Convolution (book ch. 7): im2col and a matrix product (for the whole batch on CUDA, over
+cache-sized chunks of it on the CPU: ``conv_chunk_bytes``), the conv+ReLU+max-pool stage,
+and their backward passes.
 
 A mixin of ``Backend``: every method works on ``self.xp``."""
 from __future__ import annotations
@@ -13,8 +14,8 @@ class ConvRoutines:
         channel c's window for every output pixel of the whole batch.
 
         The batch is folded into the columns, so a convolution is one 2-D product
-        W (F, C*kh*kw) @ col for the whole batch: one large BLAS call on the CPU and one
-        gemm a CUDA graph can record, instead of N small ones. With ``group`` (gh, gw) the
+        W (F, C*kh*kw) @ col for the whole batch (or for each chunk of images: see
+        ``conv_chunk_bytes``): one gemm a CUDA graph can record, instead of N small ones. With ``group`` (gh, gw) the
         columns are taken in gh x gw blocks of output pixels, and the result holds one
         contiguous (C*kh*kw, N*OH*OW / (gh*gw)) matrix for each place in the block, place
         by place (see ``conv2d_maxpool``); each is ordered (N, OH/gh, OW/gw). One strided
@@ -63,7 +64,8 @@ class ConvRoutines:
     conv_chunk_bytes = 2 << 20
 
     def conv2d(self, x, W, b, stride, pad, scratch=None, out=None):
-        """Convolution by im2col and one product; returns (y, col), col kept for backward.
+        """Convolution by im2col and a product (one a chunk of the batch); returns (y, col),
+        col (the whole batch's columns) kept for backward.
 
         The product W (F, K) @ col gives (F, N*OH*OW); adding the bias copies it into
         y (N, F, OH, OW), C-contiguous, in the same pass (``b`` None: no bias). With
