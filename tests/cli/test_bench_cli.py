@@ -247,3 +247,11 @@ def test_an_out_folder_that_cannot_be_made_is_named_in_one_line(tmp_path, capsys
     assert cli.main(["bench", "--speedrun", "--seeds", "1", "--out", str(out)]) != 0
     err = capsys.readouterr().err
     assert f"--out {out}" in err and "folder" in err and "Traceback" not in err
+
+
+def test_a_limit_too_small_for_the_speedrun_recipe_is_refused_before_anything_runs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--speedrun", "--seeds", "1", "--limit", "300"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--limit: 300 images is too few" in err and "512" in err
