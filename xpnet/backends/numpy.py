@@ -15,7 +15,7 @@ from . import jit
 from .base import Backend
 from .numpy_conv import ConvKernels
 from .numpy_elementwise import ElementwiseKernels
-from .routines.norm import _rows
+from .routines.norm import _maps, _rows
 from .routines.random import _keep_threshold
 
 
@@ -126,7 +126,7 @@ class NumpyBackend(ConvKernels, ElementwiseKernels, PortableNumpyBackend):
         y = _channels_last(x.shape, x.dtype)
         k.batchnorm_maps_forward(_channels(x), gamma, beta, running_mean, running_var, f(momentum),
                                  f(1 - momentum), f(eps), y, _channels(xn), mu, var, std)
-        return _nchw(y, x.shape), xn, std
+        return _maps(y, x.shape), xn, std
 
     def batchnorm_backward(self, dout, gamma, xn, std, dgamma, dbeta, training=True):
         if xn.shape != dout.shape:  # the portable forward's rows
@@ -144,7 +144,7 @@ class NumpyBackend(ConvKernels, ElementwiseKernels, PortableNumpyBackend):
             return dx
         dx = _channels_last(dout.shape, dout.dtype)
         k.batchnorm_maps_backward(_channels(dout), gamma, _channels(xn), std, dgamma, dbeta, count, dx, scale)
-        return _nchw(dx, dout.shape)
+        return _maps(dx, dout.shape)
 
 
 def _channels(x):
@@ -158,12 +158,6 @@ def _channels_last(shape, dtype):
     them afterwards adds in the same order on cpu as on sim."""
     n, c, h, w = shape
     return numpy.empty((n, h * w, c), dtype=dtype)
-
-
-def _nchw(channels_last, shape):
-    """(N, H*W, C) seen as (N, C, H, W), a view."""
-    n, c, h, w = shape
-    return channels_last.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
 def _batchnorm_kernels(x, columns):

@@ -64,6 +64,6 @@ def _rows(x):
 
 
 def _maps(rows, shape):
-    """The inverse of ``_rows``: (N*H*W, C) -> (N, C, H, W), a view."""
+    """The inverse of ``_rows``: (N*H*W, C), or (N, H*W, C), -> (N, C, H, W), a view."""
     n, c, h, w = shape
     return rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
