@@ -21,6 +21,8 @@ import threading
 
 import numpy
 
+from .._cache import cache_root
+
 _lock = threading.Lock()
 _state = None  # (kernels module or None, reason it is None)
 _off = 0  # depth of off() blocks
@@ -33,8 +35,7 @@ def cache_dir() -> str:
     """Where compiled kernels are kept: ``$NUMBA_CACHE_DIR`` if set, else ``~/.cache/xpnet/numba``."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return os.environ["NUMBA_CACHE_DIR"]
-    root = os.environ.get("XPNET_CACHE_DIR") or os.path.join("~", ".cache", "xpnet")
-    return os.path.join(os.path.expanduser(root), "numba")
+    return os.path.join(cache_root(), "numba")
 
 
 def kernels():

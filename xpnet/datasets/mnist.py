@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy
 
+from .._cache import cache_root
 from ..io import write_atomically
 
 FILES = {
@@ -124,7 +125,7 @@ def _kept(kept: Path, shape: tuple):
 
 
 def _decoded_dir() -> Path:
-    return Path(os.environ.get("XPNET_CACHE_DIR") or "~/.cache/xpnet").expanduser() / "decoded"
+    return Path(cache_root()) / "decoded"
 
 
 def _decode(path: Path) -> numpy.ndarray:
