@@ -70,9 +70,14 @@ def status() -> tuple:
 FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 
+def readable(a, dtype) -> bool:
+    """An input a kernel reads: a C-contiguous NumPy array of ``dtype``."""
+    return type(a) is numpy.ndarray and a.dtype == dtype and a.flags.c_contiguous
+
+
 def fits(a, shape, dtype) -> bool:
-    return (type(a) is numpy.ndarray and a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
-            and a.flags.writeable)
+    """An output a kernel writes: ``readable``, of ``shape``, and writable."""
+    return readable(a, dtype) and a.shape == shape and a.flags.writeable
 
 
 def flat(a):

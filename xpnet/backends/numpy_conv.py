@@ -16,16 +16,11 @@ from . import jit
 _PLACES = (numpy.dtype(numpy.uint8), numpy.dtype(numpy.int32))  # conv2d_maxpool's ``first``
 
 
-def _readable(a, dtype) -> bool:
-    """An input a kernel reads: a C-contiguous NumPy array of ``dtype``."""
-    return type(a) is numpy.ndarray and a.dtype == dtype and a.flags.c_contiguous
-
-
 def _kernels(x, *outputs):
     """The kernels, where ``x`` is a float C-contiguous array and every output fits
     (``(array, shape)`` pairs: writable, C-contiguous, of x's dtype); else None."""
     k = jit.kernels()
-    if k is None or type(x) is not numpy.ndarray or x.dtype not in jit.FLOATS or not x.flags.c_contiguous:
+    if k is None or getattr(x, "dtype", None) not in jit.FLOATS or not jit.readable(x, x.dtype):
         return None
     return k if all(jit.fits(a, shape, x.dtype) for a, shape in outputs) else None
 
@@ -50,7 +45,7 @@ class ConvKernels:
         f, n, oh, width = prod.shape
         ow = out.shape[-1]
         k = _kernels(prod, (out, (n, f, oh, ow))) if ow <= width else None
-        if k is None or not (b is None or (_readable(b, prod.dtype) and b.shape == (f,))):
+        if k is None or not (b is None or (jit.readable(b, prod.dtype) and b.shape == (f,))):
             return super()._conv_output(prod, b, out)
         k.conv_output(prod, numpy.zeros(1, prod.dtype) if b is None else b, b is not None, out)
         return out
@@ -72,7 +67,7 @@ class ConvKernels:
     def _pooled_output(self, pooled, b, relu, out):
         f, n, qh, qw = pooled.shape
         k = _kernels(pooled, (out, (n, f, qh, qw)))
-        if k is None or not (_readable(b, pooled.dtype) and b.shape == (f,)):
+        if k is None or not (jit.readable(b, pooled.dtype) and b.shape == (f,)):
             return super()._pooled_output(pooled, b, relu, out)
         k.pooled_output(pooled, b, bool(relu), out)
         return out
@@ -80,7 +75,7 @@ class ConvKernels:
     def _relu_grad_product(self, dout, y, d4, scratch):
         n, f, qh, qw = dout.shape
         k = _kernels(dout, (d4, (f, n, qh, qw)))
-        if k is None or (y is not None and not (_readable(y, dout.dtype) and y.shape == dout.shape)):
+        if k is None or (y is not None and not (jit.readable(y, dout.dtype) and y.shape == dout.shape)):
             return super()._relu_grad_product(dout, y, d4, scratch)
         k.relu_grad_product(dout, dout if y is None else y, y is not None, d4)
 

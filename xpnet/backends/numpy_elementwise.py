@@ -23,7 +23,7 @@ def _kernels_on(arrays, ndim=None):
     if dtype not in jit.FLOATS:
         return None
     for a in arrays:
-        if type(a) is not numpy.ndarray or a.dtype != dtype or not a.flags.c_contiguous:
+        if not jit.readable(a, dtype):
             return None
         if ndim is not None and a.ndim != ndim:
             return None
