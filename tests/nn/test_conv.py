@@ -16,6 +16,9 @@ CASES = {
     "conv_stride_pad_pairs": (lambda: xn.nn.Conv2D(2, 2, (3, 2), stride=(2, 1), pad=(1, 0), dtype="float64"),
                               (2, 2, 5, 4)),
     "conv_1x1": (lambda: xn.nn.Conv2D(3, 2, 1, dtype="float64"), (2, 3, 3, 3)),
+    # dW's product runs as cols @ dy.T where the columns' rows (C*kh*kw) outnumber the
+    # filters (the cases above), else as dy @ cols.T: this one (routines/conv.py)
+    "conv_more_filters_than_column_rows": (lambda: xn.nn.Conv2D(1, 12, 3, pad=1, dtype="float64"), (2, 1, 4, 4)),
     "maxpool_rect": (lambda: xn.nn.MaxPool2D((2, 3)), (2, 2, 4, 6)),
     "maxpool_uncovered_border": (lambda: xn.nn.MaxPool2D(2), (1, 2, 5, 5)),
     "maxpool_pad_pair": (lambda: xn.nn.MaxPool2D((2, 3), pad=(1, 1)), (1, 2, 4, 5)),

@@ -151,6 +151,7 @@ class CupyBackend(Backend):
     scoped = True
     overlaps_copies = True
     conv_chunk_bytes = None  # one large gemm a graph records (routines/conv.py)
+    weight_grad_by_columns = False  # dW as dy @ cols.T (routines/conv.py: not measured on a GPU)
 
     def __init__(self, index: int = 0):
         super().__init__()
