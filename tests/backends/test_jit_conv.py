@@ -33,6 +33,7 @@ POOLED = [
     ((2, 1, 9, 9, 3, 3, 3, (2, 2), (1, 1)), (5, 1)),
     ((3, 3, 7, 7, 2, 3, 3, (1, 1), (0, 0)), (1, 1)),
     ((1, 2, 4, 4, 3, 1, 1, (1, 1), (0, 0)), (4, 4)),
+    ((2, 2, 8, 9, 3, 3, 3, (1, 1), (1, 1)), (2, 3)),  # padded width 11: three phases, the last one short
 ]
 BACKENDS = (NumpyBackend(), PortableNumpyBackend())
 

@@ -29,6 +29,34 @@ class ConvKernels:
     """Mixin of ``NumpyBackend`` (before ``PortableNumpyBackend``): routines/conv.py's
     steps, as kernels where they take the arrays."""
 
+    def im2col(self, x, kh, kw, stride, pad, out=None, group=(1, 1)):
+        """The conv+pool stage's columns (stride 1, grouped by pooling place) copied by
+        kernel from the batch's phase planes (``_phases``): the same values."""
+        n, c = x.shape[:2]
+        oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
+        (gh, gw), shape = group, (c * kh * kw, n * oh * ow)
+        k = jit.kernels()
+        if (k is None or group == (1, 1) or stride != (1, 1) or oh % gh or ow % gw or x.dtype not in jit.FLOATS
+                or not (out is None or jit.fits(out, shape, x.dtype))):
+            return super().im2col(x, kh, kw, stride, pad, out=out, group=group)
+        out = numpy.empty(shape, dtype=x.dtype) if out is None else out
+        k.grouped_columns(self._phases(x, pad, gw), kh, kw, out.reshape(gh, gw, c, kh, kw, n, oh // gh, ow // gw))
+        return out
+
+    @staticmethod
+    def _phases(x, pad, gw):
+        """x (N, C, H, W) zero-padded by ``pad``, each row's columns split by their remainder
+        mod gw: (N, C, gw, H + 2*ph, Wq), [.., s, r, t] the padded pixel (r, gw*t + s)."""
+        n, c, h, w = x.shape
+        (ph, pw) = pad
+        phases = numpy.zeros((n, c, gw, h + 2 * ph, -(-(w + 2 * pw) // gw)), dtype=x.dtype)
+        for s in range(gw):
+            first = (s - pw) % gw  # the first column of x that lands in phase s
+            columns = x[:, :, :, first::gw]
+            start = (first + pw) // gw
+            phases[:, :, s, ph:ph + h, start:start + columns.shape[3]] = columns
+        return phases
+
     def col2im(self, col, x_shape, kh, kw, stride, pad):
         """Returns a C-contiguous image where the routine returns a view of a padded one:
         the same values."""

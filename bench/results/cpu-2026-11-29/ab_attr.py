@@ -1,10 +1,13 @@
-"""In-process A/B of a ConvRoutines class attribute on a training step: the values alternate
-round by round in one process (this VM puts whole processes in a fast or a 1.5x slower mode,
-so separate processes do not compare).
+"""In-process A/B of a class attribute of the cpu backend on a training step: the values
+alternate round by round in one process (this VM puts whole processes, and sometimes
+stretches of one, in a fast or a 1.5x slower mode, so separate processes do not compare).
 
-    python bench/results/cpu-2026-11-29/ab_attr.py weight_grad_by_columns deep 100 [True False]
+    python bench/results/cpu-2026-11-29/ab_attr.py ConvRoutines.weight_grad_by_columns deep 100 True False
+    python bench/results/cpu-2026-11-29/ab_attr.py ConvKernels.im2col deep 100 ConvKernels.im2col ConvRoutines.im2col
+
+Values are Python expressions over the classes named below (the second line times the
+grouped im2col kernel against NumPy's routine).
 """
-import ast
 import sys
 import time
 from pathlib import Path
@@ -14,32 +17,36 @@ import numpy
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/
 import models  # noqa: E402
 
+from xpnet.backends.numpy_conv import ConvKernels  # noqa: E402
 from xpnet.backends.routines.conv import ConvRoutines  # noqa: E402
+
+CLASSES = {"ConvKernels": ConvKernels, "ConvRoutines": ConvRoutines}
 
 
 def main():
-    attr, name, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    values = [ast.literal_eval(v) for v in sys.argv[4:]] or [True, False]
+    target, name, batch, labels = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+    owner, attr = target.split(".")
+    values = {label: eval(label, dict(CLASSES)) for label in labels}  # noqa: S307 (a benchmark's own arguments)
     x, t = models._data(batch, (1, 28, 28))
     build = {"deep": models.deep_convnet, "cnn": models.convnet}[name]
     steps = {}
-    for v in values:
-        setattr(ConvRoutines, attr, v)
-        steps[v] = models._xpnet_step(build(), x, t)
-    times = {v: [] for v in values}
+    for label, v in values.items():
+        setattr(CLASSES[owner], attr, v)
+        steps[label] = models._xpnet_step(build(), x, t)
+    times = {label: [] for label in labels}
     for r in range(12):
-        for v in values if r % 2 == 0 else values[::-1]:
-            setattr(ConvRoutines, attr, v)
-            steps[v]()
+        for label in labels if r % 2 == 0 else labels[::-1]:
+            setattr(CLASSES[owner], attr, values[label])
+            steps[label]()
             start = time.perf_counter()
             for _ in range(3):
-                steps[v]()
-            times[v].append((time.perf_counter() - start) / 3 * 1e3)
-    base = numpy.median(times[values[0]])
-    for v in values:
-        rounds = " ".join(f"{a:.0f}" for a in times[v])
-        print(f"{attr}={v}: median {numpy.median(times[v]):.1f} ms ({numpy.median(times[v]) / base:.3f} of the first)"
-              f"  rounds: {rounds}")
+                steps[label]()
+            times[label].append((time.perf_counter() - start) / 3 * 1e3)
+    base = numpy.median(times[labels[0]])
+    for label in labels:
+        rounds = " ".join(f"{a:.0f}" for a in times[label])
+        print(f"{target} = {label}: median {numpy.median(times[label]):.1f} ms "
+              f"({numpy.median(times[label]) / base:.3f} of the first)  rounds: {rounds}")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,13 @@ Some only move values, which is exact; the rest do the routine's one operation p
 (an add, a multiply by a 0/1 mask, NumPy's maximum) in the arrays' dtype. Each is one pass
 over its output, in memory order, where NumPy makes two or four.
 
-Not here: im2col (stride 1 or not, grouped or not) and the scatter of the pooling
-gradient into dy. They are pure copies in runs of 14-840 values, which NumPy's strided
-copy does at memory speed; numba loops over them measured 0.3-0.6x NumPy's (2-core EPYC),
-each short run paying for its views or its indices' wraparound tests.
+The conv+pool stage's grouped im2col is here in one form: from the batch's phase planes,
+where each run it copies is contiguous (1.4-1.9x NumPy's strided copy on the 2-core EPYC).
+Not here: the other im2cols and the scatter of the pooling gradient into dy. They are
+copies in runs of 14-840 values, which NumPy's strided copy does at memory speed; numba
+loops over them measured 0.3-0.6x NumPy's (2-core EPYC), each short run paying for its
+views or its indices' wraparound tests, as did the grouped im2col read straight from the
+batch (every other pixel of a row).
 """
 from __future__ import annotations
 
@@ -37,6 +40,30 @@ def col2im(col, sh, sw, ph, pw, img):
                                 xi = j + sw * x - pw
                                 if 0 <= xi < w:
                                     img[ni, ci, yi, xi] += col[ci, i, j, ni, y, x]
+
+
+@numba.njit(**JIT)
+def grouped_columns(phases, kh, kw, out):
+    """``out`` (gh, gw, C, kh, kw, N, QH, QW) = the stride-1 columns of ``im2col`` grouped
+    by place in the gh x gw pooling window, from ``phases`` (N, C, gw, Hp, Wq): the
+    zero-padded batch with each row's columns split by their remainder mod gw
+    (``ConvKernels._phases``). Output pixel (gh*p + a, gw*q + b) meets padded pixel
+    (gh*p + a + i, gw*q + b + j) at kernel offset (i, j): phase (b + j) % gw, from column
+    (b + j) // gw on, a contiguous run of QW values."""
+    gh, gw, c = out.shape[0], out.shape[1], out.shape[2]
+    n, qh, qw = out.shape[5], out.shape[6], out.shape[7]
+    for a in range(gh):
+        for b in range(gw):
+            for ci in range(c):
+                for i in range(kh):
+                    for j in range(kw):
+                        phase, start = (b + j) % gw, (b + j) // gw
+                        for ni in range(n):
+                            for p in range(qh):
+                                src = phases[ni, ci, phase, gh * p + a + i]
+                                dst = out[a, b, ci, i, j, ni, p]
+                                for q in range(qw):
+                                    dst[q] = src[start + q]
 
 
 @numba.njit(**JIT)
