@@ -222,8 +222,8 @@ def test_the_conv_kernels_run_where_they_take_the_arrays(monkeypatch):
     overrides did not fall back to the routines), and a float16 batch or Fortran-ordered columns,
     which the kernels do not take, run the routines, with the same results."""
     called = set()
-    names = ["col2im", "conv_output", "product_layout", "running_max", "pooled_output", "relu_grad_product",
-             "place_grad"]
+    names = ["col2im", "conv_output", "product_layout", "grouped_columns", "running_max", "pooled_output",
+             "relu_grad_product", "place_grad"]
     for name in names:
         kernel = getattr(_kernels, name)
         monkeypatch.setattr(_kernels, name, lambda *a, _k=kernel, _n=name: (called.add(_n), _k(*a))[1])

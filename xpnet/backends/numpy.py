@@ -2,10 +2,10 @@
 
 ``PortableNumpyBackend`` runs every routine as written in routines/ (sim runs those, on
 the data behind its arrays); ``NumpyBackend``, the cpu device's, runs the element-wise
-chains that NumPy cannot fuse as serial numba kernels (backends/_kernels/) where
-``jit.kernels()`` has them, each equal to its routine bit for bit, and falls back to the
-routine for anything a kernel does not take (other dtypes, strided views, 0-d rates of
-another dtype).
+chains that NumPy cannot fuse, and the copies it makes slowly (the convolution's, the
+pooling's), as serial numba kernels (backends/_kernels/) where ``jit.kernels()`` has them,
+each equal to its routine bit for bit, and falls back to the routine for anything a kernel
+does not take (other dtypes, strided views, 0-d rates of another dtype).
 """
 from __future__ import annotations
 

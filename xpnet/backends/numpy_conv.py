@@ -1,11 +1,13 @@
 """The cpu backend's convolution steps as numba kernels (backends/_kernels/conv.py).
 
 ``ConvKernels`` replaces the data-movement steps of routines/conv.py (col2im, the
-transposing copies around the product, the conv+pool stage's element-wise passes) where
-``jit.kernels()`` has them and the arrays are what a kernel takes (float32/float64,
-C-contiguous, one dtype); anything else runs the routine (``super()``). The matrix
-products are untouched: they stay the routines' ``self.matmul`` calls. Each kernel equals
-its step bit for bit, so the cpu device stays bit-identical to sim.
+conv+pool stage's grouped stride-1 im2col, the transposing copies around the product, the
+conv+pool stage's element-wise passes) where ``jit.kernels()`` has them and the arrays are
+what a kernel takes (float32/float64, C-contiguous, one dtype; the grouped im2col takes x
+in any layout, as it copies x into its phase planes first); anything else runs the
+routine (``super()``). The matrix products are untouched: they stay the routines'
+``self.matmul`` calls. Each kernel equals its step bit for bit, so the cpu device stays
+bit-identical to sim.
 """
 from __future__ import annotations
 
@@ -36,8 +38,8 @@ class ConvKernels:
         oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
         (gh, gw), shape = group, (c * kh * kw, n * oh * ow)
         k = jit.kernels()
-        if (k is None or group == (1, 1) or stride != (1, 1) or oh % gh or ow % gw or x.dtype not in jit.FLOATS
-                or not (out is None or jit.fits(out, shape, x.dtype))):
+        if (k is None or tuple(group) == (1, 1) or tuple(stride) != (1, 1) or oh % gh or ow % gw
+                or x.dtype not in jit.FLOATS or not (out is None or jit.fits(out, shape, x.dtype))):
             return super().im2col(x, kh, kw, stride, pad, out=out, group=group)
         out = numpy.empty(shape, dtype=x.dtype) if out is None else out
         k.grouped_columns(self._phases(x, pad, gw), kh, kw, out.reshape(gh, gw, c, kh, kw, n, oh // gh, ow // gw))

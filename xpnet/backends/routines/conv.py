@@ -25,7 +25,7 @@ class ConvRoutines:
         oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
         if out is None:
             out = self.xp.empty((c * kh * kw, n * oh * ow), dtype=x.dtype)
-        rows = out.reshape(group + (c, kh, kw, n, oh // group[0], ow // group[1]))
+        rows = out.reshape(tuple(group) + (c, kh, kw, n, oh // group[0], ow // group[1]))
         for i, window in enumerate(self._kernel_windows(self._padded(x, pad, 0), kh, kw, stride, oh, ow, group)):
             rows[:, :, :, i] = window.transpose(2, 3, 0, 1, 4, 5, 6)
         return out
@@ -178,14 +178,13 @@ class ConvRoutines:
     weight_grad_by_columns = True
 
     def _weight_grad(self, grad, cols, dW2, add=False):
-        """dW2 (F, K) = grad (F, M) @ cols.T, the columns (K, M); ``add``: dW2 += it."""
+        """dW2 (F, K) = grad (F, M) @ cols.T, the columns (K, M); ``add``: dW2 += it. The
+        product is a new (F, K) array either way, so dW2 may be any writable view."""
         f, k = dW2.shape
         if self.weight_grad_by_columns and k > f:
             product = self.matmul(cols, grad.T).T
-        elif add:
-            product = self.matmul(grad, cols.T)
         else:
-            return self.matmul(grad, cols.T, out=dW2)
+            product = self.matmul(grad, cols.T)
         if add:
             dW2 += product
         else:
