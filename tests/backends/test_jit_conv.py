@@ -8,9 +8,10 @@ import numpy
 import pytest
 
 import xpnet as xn
-from xpnet.backends import _kernels
+from xpnet.backends import _kernels, blas
 from xpnet.backends.numpy import NumpyBackend, PortableNumpyBackend
 from xpnet.backends.routines.conv import ConvRoutines
+from xpnet.backends.routines.dense import DenseRoutines
 
 from .test_jit import DTYPES, _same_bits, _values, needs_kernels
 
@@ -338,3 +339,24 @@ def test_a_chunked_convolution_gathers_the_same_columns(monkeypatch, dtype):
     y2, col2 = backend.conv2d(x, W, b, (1, 1), (1, 1))
     _same_bits(col, col2)
     numpy.testing.assert_allclose(y2, y, rtol=1e-5 if dtype == numpy.float32 else 1e-12)
+
+
+def test_a_chunked_convolutions_products_run_on_one_blas_thread(monkeypatch):
+    """backends/blas.py: each chunk's product on one BLAS thread (on cpu and sim alike, so
+    both round them alike), and the BLAS's thread count as it was afterwards."""
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed (the jit extra brings it)")
+    controller = blas._controller()
+    if controller is None:
+        pytest.skip("threadpoolctl finds no BLAS whose threads it can set")
+    threads = lambda: [lib.num_threads for lib in controller.lib_controllers]  # noqa: E731
+    before, seen = threads(), []
+    run = DenseRoutines.matmul
+    monkeypatch.setattr(DenseRoutines, "matmul", lambda self, a, b, out=None: (seen.append(threads()),
+                                                                             run(self, a, b, out=out))[1])
+    monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", 3 * 27 * 7 * 8 * 4)  # 3 images a chunk
+    rng = numpy.random.default_rng(3)
+    x, W = (rng.standard_normal(shape).astype(numpy.float32) for shape in ((5, 3, 7, 6), (4, 3, 3, 3)))
+    PortableNumpyBackend().conv2d(x, W, numpy.zeros(4, numpy.float32), (1, 1), (1, 1))
+    assert len(seen) == 2 and all(t == [1] * len(before) for t in seen)  # two chunks, 3 images and 2
+    assert threads() == before
+

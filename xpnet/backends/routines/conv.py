@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 
+from .. import blas
+
 
 class ConvRoutines:
     def im2col(self, x, kh, kw, stride, pad, out=None, group=(1, 1)):
@@ -60,7 +62,9 @@ class ConvRoutines:
     # backward 1.4x faster, DeepConvNet's training step 1.1x, with or without the numba
     # kernels (1, 2, 4 MiB measured; 512 KiB slower). None: the whole batch at once
     # (cuda: one large gemm). sim takes cpu's value, so the products' shapes, and their
-    # bits, are the same on both.
+    # bits, are the same on both. The chunks' products run on one BLAS thread
+    # (backends/blas.py): a DeepConvNet step 1.30x faster in the VM's slow stretches, 0.90x
+    # in its fast ones.
     conv_chunk_bytes = 2 << 20
 
     def conv2d(self, x, W, b, stride, pad, scratch=None, out=None):
@@ -108,14 +112,15 @@ class ConvRoutines:
         run = oh * wp
         cols = self._scratch(scratch, "col_chunk", (k * chunk * run,), x.dtype)
         prods = self._scratch(scratch, "prod_chunk", (f * chunk * run,), x.dtype)
-        for s in range(0, n, chunk):
-            m = min(chunk, n - s) * run
-            cc, pc = cols[:k * m].reshape(k, m), prods[:f * m].reshape(f, m)
-            self._im2col_wide(x[s:s + m // run], *kernel, pad, cc)
-            self.matmul(W2, cc, out=pc)
-            if col is not None:
-                col[:, s * run:s * run + m] = cc
-            self._conv_output(pc.reshape(f, m // run, oh, wp), b, out[s:s + m // run])
+        with blas.one_thread():  # small products, many of them (backends/blas.py)
+            for s in range(0, n, chunk):
+                m = min(chunk, n - s) * run
+                cc, pc = cols[:k * m].reshape(k, m), prods[:f * m].reshape(f, m)
+                self._im2col_wide(x[s:s + m // run], *kernel, pad, cc)
+                self.matmul(W2, cc, out=pc)
+                if col is not None:
+                    col[:, s * run:s * run + m] = cc
+                self._conv_output(pc.reshape(f, m // run, oh, wp), b, out[s:s + m // run])
         return out
 
     def _conv_output(self, prod, b, out):
