@@ -1,13 +1,14 @@
 """PyTorch eager doing what ``examples/mnist_cnn.py`` does, for issue 15's whole-process
 comparison (a reference only; xpnet never depends on PyTorch):
 
-    time python examples/mnist_cnn.py --epochs 1
-    time python bench/torch_mnist_cnn.py --epochs 1
+    time python examples/mnist_cnn.py --epochs 1 [--model deep]
+    time python bench/torch_mnist_cnn.py --epochs 1 [--model deep]
 
 Same data (xpnet's MNIST loader, so reading the files costs both the same), same model
-(the book's SimpleConvNet), Adam 1e-3, batch 100, shuffled each epoch, the test set
-evaluated after every epoch and once more at the end, the weights saved, the training
-curve plotted, and as many threads as NumPy's BLAS uses.
+(the book's SimpleConvNet, or with ``--model deep`` its DeepConvNet), Adam 1e-3, batch
+100, shuffled each epoch, the test set evaluated after every epoch and once more at the
+end, the weights saved, the training curve plotted, and as many threads as NumPy's BLAS
+uses.
 """
 import argparse
 import time
@@ -18,6 +19,7 @@ import xpnet as xn
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["simple", "deep"], default="simple")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--out", default="out/torch_mnist_cnn")
@@ -29,8 +31,12 @@ def main():
     (x, t), (xt, tt) = xn.datasets.mnist(flatten=False)
     x, t, xt, tt = (torch.from_numpy(a) for a in (x, t, xt, tt))
     nn = torch.nn
-    model = nn.Sequential(nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10))
+    if args.model == "deep":
+        from models import _torch_deep_convnet  # bench/models.py: the one PyTorch DeepConvNet
+        model = _torch_deep_convnet(torch)
+    else:
+        model = nn.Sequential(nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
 

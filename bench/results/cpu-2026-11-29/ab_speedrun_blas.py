@@ -1,0 +1,50 @@
+"""The speedrun CNN's training step (examples/mnist_speedrun.py's model and optimizer, batch
+128, random data) with a chunked convolution's products on one BLAS thread (as committed
+at 9f9bd89) and on OpenBLAS's threads ("before"), alternating round by round in one process.
+
+    python bench/results/cpu-2026-11-29/ab_speedrun_blas.py 600
+"""
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import numpy
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "examples")]
+from mnist_speedrun import speedrun_cnn  # noqa: E402
+from test_training import _train_step  # noqa: E402
+
+import xpnet as xn  # noqa: E402
+from xpnet.backends import blas  # noqa: E402
+
+
+def build(x, t):
+    xn.seed(0)
+    model = speedrun_cnn(16)
+    opt = xn.optim.Momentum(model, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    return _train_step(model, opt, x, t, loss=xn.nn.SoftmaxCrossEntropy(label_smoothing=0.1))
+
+
+def main():
+    rng = numpy.random.default_rng(0)
+    x, t = rng.random((128, 1, 28, 28), dtype=numpy.float32), rng.integers(0, 10, 128)
+    variants = {"one-thread chunks": blas.one_thread, "before": contextlib.nullcontext}
+    steps = {k: build(x, t) for k in variants}
+    times = {k: [] for k in variants}
+    for r in range(int(sys.argv[1])):
+        for k in list(variants) if r % 2 == 0 else list(variants)[::-1]:
+            blas.one_thread = variants[k]
+            steps[k]()
+            start = time.perf_counter()
+            for _ in range(5):
+                steps[k]()
+            times[k].append((time.perf_counter() - start) / 5 * 1e3)
+        print(time.strftime("%H:%M:%S"), " ".join(f"{k} {times[k][-1]:.1f}" for k in variants), flush=True)
+    for k in variants:
+        print(k, f"median {numpy.median(times[k]):.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
