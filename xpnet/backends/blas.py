@@ -27,6 +27,11 @@ def _controller():
     return controller if controller.lib_controllers else None
 
 
+def settable() -> bool:
+    """Whether ``one_thread`` can set NumPy's BLAS threads here."""
+    return _controller() is not None
+
+
 @contextlib.contextmanager
 def one_thread():
     """NumPy's BLAS on one thread inside the block, where it can be set (about 10 us a

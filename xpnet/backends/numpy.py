@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy
 
-from . import jit
+from . import blas, jit
 from .base import Backend
 from .numpy_conv import ConvKernels
 from .numpy_elementwise import ElementwiseKernels
@@ -188,12 +188,13 @@ def blas_summary() -> str:
         pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
         if pools:
             p = pools[0]
+            chunks = "; a chunked convolution's products on 1 (backends/blas.py)" if blas.settable() else ""
             return (f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture') or '?'} kernel), "
-                    f"{p.get('num_threads')} threads")
+                    f"{p.get('num_threads')} threads{chunks}")
     except ImportError:
         pass
     try:
-        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{blas.get('name')} {blas.get('version')} (threads: install threadpoolctl to see)"
+        built = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{built.get('name')} {built.get('version')} (threads: install threadpoolctl to see)"
     except Exception:  # show_config's layout is not a stable API
         return "unknown"
