@@ -18,14 +18,14 @@ numba's cache key does not include ``parallel=`` or ``fastmath=`` (numba issue 6
 from __future__ import annotations
 
 from .conv import (
-           col2im,
-           conv_output,
-           grouped_columns,
-           place_grad,
-           pooled_output,
-           product_layout,
-           relu_grad_product,
-           running_max,
+    col2im,
+    conv_output,
+    grouped_columns,
+    place_grad,
+    pooled_output,
+    product_layout,
+    relu_grad_product,
+    running_max,
 )
 from .elementwise import leaky_relu_backward, relu, relu_backward, sigmoid_backward, tanh_backward
 from .norm import batchnorm_backward, batchnorm_forward, batchnorm_maps_backward, batchnorm_maps_forward
@@ -34,8 +34,6 @@ from .random import dropout_mask
 from .updates import adagrad, adam, decay_gradient, momentum, rmsprop, sgd
 
 __all__ = ["adagrad", "adam", "batchnorm_backward", "batchnorm_forward", "batchnorm_maps_backward",
-           "batchnorm_maps_forward", "col2im", "conv_output", "decay_gradient",
-           "dropout_mask", "grouped_columns", "leaky_relu_backward", "momentum", "place_grad", "pool_kernel",
-           "pooled_output", "product_layout", "relu", "relu_backward", "relu_grad_product", "rmsprop", "running_max",
-           "sgd",
-           "sigmoid_backward", "tanh_backward"]
+           "batchnorm_maps_forward", "col2im", "conv_output", "decay_gradient", "dropout_mask", "grouped_columns",
+           "leaky_relu_backward", "momentum", "place_grad", "pool_kernel", "pooled_output", "product_layout", "relu",
+           "relu_backward", "relu_grad_product", "rmsprop", "running_max", "sgd", "sigmoid_backward", "tanh_backward"]
