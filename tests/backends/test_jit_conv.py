@@ -309,36 +309,44 @@ def _train_stride1(device, pool, steps=3):
         return xn.to_host(model.params())
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 11600])
+@pytest.mark.parametrize("chunk_bytes", [1, 46080])
 @pytest.mark.parametrize("pool", [False, True])
 def test_chunked_convolutions_train_bit_identically_on_cpu_and_sim(monkeypatch, chunk_bytes, pool):
-    """With chunks of one image, and of four for the first layer (2880 bytes of columns an
-    image: a batch of 6 goes as 4 and a tail of 2; the second layer's 8640 bytes: 1), cpu
-    and sim still agree."""
+    """The second layer's input gradient is a convolution of dy (6, 4, 8, 8), 11520 bytes of
+    columns an image: in chunks of one image, or of four and a tail of two; cpu and sim
+    still agree."""
     chunked = []
     run = ConvRoutines._conv2d_chunks
     monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", chunk_bytes)
     monkeypatch.setattr(ConvRoutines, "_conv2d_chunks", lambda self, *a: (chunked.append(a[5]), run(self, *a))[1])
     cpu, sim = _train_stride1("cpu", pool), _train_stride1("sim", pool)
-    assert set(chunked) == ({1} if chunk_bytes == 1 else {4, 1})  # chunks the first layer takes: 4, then a tail of 2
+    assert set(chunked) == ({1} if chunk_bytes == 1 else {4})
     for name in cpu:
         _same_bits(cpu[name], sim[name])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_a_chunked_convolution_gathers_the_same_columns(monkeypatch, dtype):
-    """The columns kept for backward are the whole batch's, chunk or not (a copy is
-    exact), and the output is the same convolution."""
+def test_only_the_input_gradients_convolution_goes_in_chunks(monkeypatch, dtype):
+    """A forward convolution keeps the whole batch's columns and runs whole whatever
+    ``conv_chunk_bytes`` says (backward reads its columns); the input gradient's goes in
+    chunks, the same convolution as unchunked."""
     rng = numpy.random.default_rng(9)
     x, W, b = rng.standard_normal((5, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
     x, W, b = x.astype(dtype), W.astype(dtype), b.astype(dtype)
-    backend = PortableNumpyBackend()
+    backend, chunked = PortableNumpyBackend(), []
+    run = ConvRoutines._conv2d_chunks
+    monkeypatch.setattr(ConvRoutines, "_conv2d_chunks", lambda self, *a: (chunked.append(a[5]), run(self, *a))[1])
     monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", None)
     y, col = backend.conv2d(x, W, b, (1, 1), (1, 1))
-    monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", 3 * 27 * 7 * 8 * x.itemsize)  # 3 images a chunk
+    dx = backend._input_grad(y, W, x.shape, (1, 1), (1, 1))
+    monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", 3 * 36 * 7 * 8 * x.itemsize)  # 3 images a chunk
     y2, col2 = backend.conv2d(x, W, b, (1, 1), (1, 1))
+    assert chunked == []
+    _same_bits(y, y2)
     _same_bits(col, col2)
-    numpy.testing.assert_allclose(y2, y, rtol=1e-5 if dtype == numpy.float32 else 1e-12)
+    dx2 = backend._input_grad(y, W, x.shape, (1, 1), (1, 1))
+    assert chunked == [3]
+    numpy.testing.assert_allclose(dx2, dx, rtol=1e-5 if dtype == numpy.float32 else 1e-12)
 
 
 def test_a_chunked_convolutions_products_run_on_one_blas_thread(monkeypatch):
@@ -353,10 +361,10 @@ def test_a_chunked_convolutions_products_run_on_one_blas_thread(monkeypatch):
     run = DenseRoutines.matmul
     monkeypatch.setattr(DenseRoutines, "matmul", lambda self, a, b, out=None: (seen.append(threads()),
                                                                              run(self, a, b, out=out))[1])
-    monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", 3 * 27 * 7 * 8 * 4)  # 3 images a chunk
+    monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", 3 * 36 * 7 * 8 * 4)  # 3 images a chunk
     rng = numpy.random.default_rng(3)
-    x, W = (rng.standard_normal(shape).astype(numpy.float32) for shape in ((5, 3, 7, 6), (4, 3, 3, 3)))
-    PortableNumpyBackend().conv2d(x, W, numpy.zeros(4, numpy.float32), (1, 1), (1, 1))
+    dy, W = (rng.standard_normal(shape).astype(numpy.float32) for shape in ((5, 4, 7, 6), (4, 3, 3, 3)))
+    PortableNumpyBackend()._input_grad(dy, W, (5, 3, 7, 6), (1, 1), (1, 1))
     assert len(seen) == 2 and all(t == [1] * len(before) for t in seen)  # two chunks, 3 images and 2
     assert threads() == before
 

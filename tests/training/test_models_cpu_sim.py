@@ -3,10 +3,10 @@ four and the speedrun's CNN, at their real sizes) trains for two epochs with ``f
 cpu, which runs the kernels where they are on, to the same bits as on sim, which runs the
 portable routines: parameters, BatchNorm's running statistics and every step's loss.
 
-The batches are sized so that the paths the kernels changed run: DeepConvNet's 16-channel
-28x28 convolutions go in chunks of 4 images (``conv_chunk_bytes``), so do the speedrun's
-second stage's input gradient (16 images a chunk, batches of 24), and each conv+ReLU+pool
-stage takes the grouped im2col kernel.
+The batches are sized so that the paths the kernels changed run: the input gradient of
+DeepConvNet's 16-channel 28x28 stage goes in chunks of 4 images (``conv_chunk_bytes``), so
+does the speedrun's second stage's (16 images a chunk, batches of 24), and each
+conv+ReLU+pool stage takes the grouped im2col kernel.
 """
 import runpy
 from pathlib import Path

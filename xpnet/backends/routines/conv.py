@@ -56,33 +56,34 @@ class ConvRoutines:
         as_strided = self.xp.lib.stride_tricks.as_strided
         return [as_strided(img[:, :, i:], shape=shape, strides=strides) for i in range(kh)]
 
-    # Stride-1 convolutions run over chunks of about this many bytes of columns, so the
-    # columns and the product of a chunk are still in cache when the product and the
-    # output's copy read them: on a 2-core EPYC a 16-channel 28x28 layer's forward and
-    # backward 1.4x faster, DeepConvNet's training step 1.1x, with or without the numba
-    # kernels (1, 2, 4 MiB measured; 512 KiB slower). None: the whole batch at once
-    # (cuda: one large gemm). sim takes cpu's value, so the products' shapes, and their
-    # bits, are the same on both. The chunks' products run on one BLAS thread
-    # (backends/blas.py): a DeepConvNet step 1.30x faster in the VM's slow stretches, 0.90x
-    # in its fast ones.
+    # An input gradient's stride-1 convolution runs over chunks of about this many bytes
+    # of columns, so the columns and the product of a chunk are still in cache when the
+    # product and the output's copy read them (1, 2, 4 MiB measured on a 2-core EPYC;
+    # 512 KiB and 8 MiB slower), each chunk's product on one BLAS thread
+    # (backends/blas.py: a DeepConvNet step 1.30x faster in the VM's slow stretches, 0.90x
+    # in its fast ones). A forward convolution, whose columns backward reads, runs whole:
+    # one product on every thread, 1.02-1.04x a DeepConvNet step against chunks
+    # (bench/results/cpu-2026-11-29/README.md). None: no chunks (cuda: one large gemm).
+    # sim takes cpu's value, so the products' shapes, and their bits, are the same on both.
     conv_chunk_bytes = 2 << 20
 
     def conv2d(self, x, W, b, stride, pad, scratch=None, out=None):
-        """Convolution by im2col and a product (one a chunk of the batch); returns (y, col),
-        col (the whole batch's columns) kept for backward.
+        """Convolution by im2col and a product; returns (y, col), col (the whole batch's
+        columns) kept for backward.
 
         The product W (F, K) @ col gives (F, N*OH*OW); adding the bias copies it into
         y (N, F, OH, OW), C-contiguous, in the same pass (``b`` None: no bias). With
         stride 1 the columns run over the padded width (``_im2col_wide``) and the extra
-        ones are dropped here, and the batch goes in chunks (``conv_chunk_bytes``).
+        ones are dropped here.
         ``scratch(name, shape, dtype)`` gives reusable buffers (None, or a None from it:
         a new array).
         """
         return self._conv2d(x, W, b, stride, pad, scratch, out, keep_col=True)
 
     def _conv2d(self, x, W, b, stride, pad, scratch, out, keep_col):
-        """``conv2d``; with ``keep_col`` False (the input gradient's convolution) the
-        columns of a chunked convolution are not gathered into the whole batch's."""
+        """``conv2d``; with ``keep_col`` False (the input gradient's convolution, whose
+        columns nothing reads afterwards) a stride-1 one goes in chunks
+        (``conv_chunk_bytes``), and its second result is None."""
         n = x.shape[0]
         f, c, kh, kw = W.shape
         oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
@@ -90,10 +91,9 @@ class ConvRoutines:
         width = x.shape[3] + 2 * pad[1] if wide else ow
         if out is None:
             out = self.xp.empty((n, f, oh, ow), dtype=x.dtype)
-        chunk = self._conv_chunk(c * kh * kw * oh * width * x.dtype.itemsize) if wide else n
+        chunk = self._conv_chunk(c * kh * kw * oh * width * x.dtype.itemsize) if wide and not keep_col else n
         if chunk < n:
-            col = self._scratch(scratch, "col", (c * kh * kw, n * oh * width), x.dtype) if keep_col else None
-            return self._conv2d_chunks(x, W.reshape(f, -1), b, (kh, kw), pad, chunk, scratch, out, col), col
+            return self._conv2d_chunks(x, W.reshape(f, -1), b, (kh, kw), pad, chunk, scratch, out), None
         col = self._scratch(scratch, "col", (c * kh * kw, n * oh * width), x.dtype)
         col = self._im2col_wide(x, kh, kw, pad, col) if wide else self.im2col(x, kh, kw, stride, pad, out=col)
         prod = self.matmul(W.reshape(f, -1), col, out=self._scratch(scratch, "prod", (f, n * oh * width), x.dtype))
@@ -103,10 +103,10 @@ class ConvRoutines:
         """Images a chunk of a stride-1 convolution holds (``conv_chunk_bytes``; at least one)."""
         return max(1, self.conv_chunk_bytes // max(1, image_bytes)) if self.conv_chunk_bytes else 2 ** 62
 
-    def _conv2d_chunks(self, x, W2, b, kernel, pad, chunk, scratch, out, col):
-        """Stride-1 ``conv2d`` ``chunk`` images at a time: each chunk's columns, product and
-        output in turn (the same columns, the same dot products); ``col`` (None: not
-        kept) gets each chunk's columns, for backward."""
+    def _conv2d_chunks(self, x, W2, b, kernel, pad, chunk, scratch, out):
+        """Stride-1 ``conv2d`` ``chunk`` images at a time, its columns not kept: each
+        chunk's columns, product and output in turn (the same columns, the same dot
+        products)."""
         (n, _, h, w), f, k = x.shape, W2.shape[0], W2.shape[1]
         oh, wp = h + 2 * pad[0] - kernel[0] + 1, w + 2 * pad[1]
         run = oh * wp
@@ -118,8 +118,6 @@ class ConvRoutines:
                 cc, pc = cols[:k * m].reshape(k, m), prods[:f * m].reshape(f, m)
                 self._im2col_wide(x[s:s + m // run], *kernel, pad, cc)
                 self.matmul(W2, cc, out=pc)
-                if col is not None:
-                    col[:, s * run:s * run + m] = cc
                 self._conv_output(pc.reshape(f, m // run, oh, wp), b, out[s:s + m // run])
         return out
 
