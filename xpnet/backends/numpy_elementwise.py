@@ -48,6 +48,11 @@ def _window(size, stride, pad):
     return values if min(values[:4]) >= 1 and min(values[4:]) >= 0 else None
 
 
+def _average(f, geometry):
+    """Average pooling's kernel scalars, in the dtype type ``f``: 0, and 1 / (kh * kw)."""
+    return f(0), f(1.0 / (geometry[0] * geometry[1]))
+
+
 def _same_shape(k, arrays):
     """Whether kernels ``k`` are on and ``arrays`` share one shape of at least one axis (on
     0-d arrays NumPy's operators return scalars; the routine keeps that)."""
@@ -116,14 +121,21 @@ class ElementwiseKernels:
             return None
         return kernel, geometry, shape
 
-    def max_pool(self, x, size, stride, pad, out=None):
-        call = self._pool_call("max_pool", x, size, stride, pad, out)
+    def _pool_forward(self, name, x, size, stride, pad, out, routine, constants):
+        """Pooling ``name`` by its kernel, given ``constants(dtype type, geometry)`` (the
+        kernel's scalars after the padding), or by ``routine`` where the kernel does not
+        take x."""
+        call = self._pool_call(name, x, size, stride, pad, out)
         if call is None:
-            return super().max_pool(x, size, stride, pad, out=out)
+            return routine(x, size, stride, pad, out=out)
         kernel, geometry, shape = call
         out = numpy.empty(shape, dtype=x.dtype) if out is None else out
-        kernel(x, *geometry[4:], x.dtype.type(-numpy.inf), out)
+        kernel(x, *geometry[4:], *constants(x.dtype.type, geometry), out)
         return out
+
+    def max_pool(self, x, size, stride, pad, out=None):
+        return self._pool_forward("max_pool", x, size, stride, pad, out, super().max_pool,
+                                  lambda f, geometry: (f(-numpy.inf),))
 
     def max_pool_backward(self, dout, x, y, size, stride, pad):
         call = self._pool_call("max_pool_backward", x, size, stride, pad, None)
@@ -139,14 +151,7 @@ class ElementwiseKernels:
         return dx
 
     def avg_pool(self, x, size, stride, pad, out=None):
-        call = self._pool_call("avg_pool", x, size, stride, pad, out)
-        if call is None:
-            return super().avg_pool(x, size, stride, pad, out=out)
-        kernel, geometry, shape = call
-        out = numpy.empty(shape, dtype=x.dtype) if out is None else out
-        f = x.dtype.type
-        kernel(x, *geometry[4:], f(0), f(1.0 / (geometry[0] * geometry[1])), out)
-        return out
+        return self._pool_forward("avg_pool", x, size, stride, pad, out, super().avg_pool, _average)
 
     def avg_pool_backward(self, dout, x_shape, size, stride, pad):
         k, geometry = _kernels_on((dout,), 4), _window(size, stride, pad)
@@ -157,7 +162,6 @@ class ElementwiseKernels:
         oh, ow = self._conv_geometry(x_shape, *geometry[:2], geometry[2:4], geometry[4:])
         if (oh, ow) != dout.shape[2:] or x_shape[:2] != dout.shape[:2] or oh < 1 or ow < 1:
             return super().avg_pool_backward(dout, x_shape, size, stride, pad)
-        f = dout.dtype.type
         dx = numpy.empty(x_shape, dtype=dout.dtype)
-        kernel(dout, *geometry[4:], f(0), f(1.0 / (geometry[0] * geometry[1])), dx)
+        kernel(dout, *geometry[4:], *_average(dout.dtype.type, geometry), dx)
         return dx
