@@ -10,6 +10,30 @@ import numpy
 from ._flags import JIT
 
 
+# The per-feature steps both families share: a feature's mean and variance from its sums
+# (in float64, then rounded to the dtype, as mean() does), its std, and the running averages.
+@numba.njit(inline="always", **JIT)
+def _mean(total, count):
+    for j in range(total.size):
+        total[j] = numpy.float64(total[j]) / count
+
+
+@numba.njit(inline="always", **JIT)
+def _variance_std(var, count, eps, std):
+    for j in range(var.size):
+        var[j] = numpy.float64(var[j]) / count
+        std[j] = numpy.sqrt(var[j] + eps)
+
+
+@numba.njit(inline="always", **JIT)
+def _running(running_mean, running_var, mu, var, mom, one_minus_mom):
+    for j in range(mu.size):
+        r = running_mean[j] * mom
+        running_mean[j] = r + one_minus_mom * mu[j]
+        r = running_var[j] * mom
+        running_var[j] = r + one_minus_mom * var[j]
+
+
 # NumPy sums x.sum(axis=0) of a C-contiguous (N, D) array (D >= 2) row by row into an
 # accumulator that starts at 0, and mean() divides that sum by N (an intp: in float64,
 # then rounded to the dtype); the kernels do the same, column by column.
@@ -21,28 +45,21 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_
     for i in range(n):
         for j in range(d):
             mu[j] += x[i, j]
-    for j in range(d):
-        mu[j] = numpy.float64(mu[j]) / count
+    _mean(mu, count)
     var[:] = 0
     for i in range(n):
         for j in range(d):
             c = x[i, j] - mu[j]
             xn[i, j] = c
             var[j] += c * c
-    for j in range(d):
-        var[j] = numpy.float64(var[j]) / count
-        std[j] = numpy.sqrt(var[j] + eps)
+    _variance_std(var, count, eps, std)
     for i in range(n):
         for j in range(d):
             z = xn[i, j] / std[j]
             xn[i, j] = z
             t = z * gamma[j]
             y[i, j] = t + beta[j]
-    for j in range(d):
-        r = running_mean[j] * mom
-        running_mean[j] = r + one_minus_mom * mu[j]
-        r = running_var[j] * mom
-        running_var[j] = r + one_minus_mom * var[j]
+    _running(running_mean, running_var, mu, var, mom, one_minus_mom)
 
 
 @numba.njit(**JIT)
@@ -114,18 +131,11 @@ def batchnorm_maps_forward(x, gamma, beta, running_mean, running_var, mom, one_m
     transpose of its rows), so that what reads y next meets the same memory on cpu and sim."""
     count = numpy.float64(x.shape[0] * x.shape[2])
     _channel_sums(x, mu)
-    for j in range(mu.size):
-        mu[j] = numpy.float64(mu[j]) / count
+    _mean(mu, count)
     _centre(x, mu, xn, var)
-    for j in range(var.size):
-        var[j] = numpy.float64(var[j]) / count
-        std[j] = numpy.sqrt(var[j] + eps)
+    _variance_std(var, count, eps, std)
     _scale_shift(xn, std, gamma, beta, y)
-    for j in range(mu.size):
-        r = running_mean[j] * mom
-        running_mean[j] = r + one_minus_mom * mu[j]
-        r = running_var[j] * mom
-        running_var[j] = r + one_minus_mom * var[j]
+    _running(running_mean, running_var, mu, var, mom, one_minus_mom)
 
 
 @numba.njit(**JIT)
