@@ -246,24 +246,33 @@ def test_the_conv_kernels_run_where_they_take_the_arrays(monkeypatch):
     _same(_both(lambda be: [be.col2im(col, x.shape, 3, 3, (2, 2), (1, 1))]))
     assert not called
 
-def _train(device, pool, steps=4):
-    """A few Momentum steps of Conv2D (stride 1 and 2) and, with ``pool``, a fused
-    Conv2D-ReLU-MaxPool2D stage; the parameters after them, on the host."""
+
+def _trained(device, seed, layers, make_opt, classes, data_seed, steps):
+    """The parameters, on the host, after ``steps`` steps of Sequential(``layers()``) built on
+    ``device`` after xn.seed(``seed``), on random (6, 1, 8, 8) batches of ``classes`` classes."""
     with xn.use_device(device):
-        xn.seed(3)
-        first = [xn.nn.Conv2D(1, 4, 3, pad=1), xn.nn.ReLU(), xn.nn.MaxPool2D(2)] if pool else \
-            [xn.nn.Conv2D(1, 4, 3, pad=1), xn.nn.ReLU()]
-        model = xn.nn.Sequential(*first, xn.nn.Conv2D(4, 6, 3, stride=2, pad=1), xn.nn.ReLU(),
-                                 xn.nn.Flatten(), xn.nn.Affine(6 * (4 if pool else 16), 5))
-        opt = xn.optim.Momentum(model, lr=0.05)
+        xn.seed(seed)
+        model = xn.nn.Sequential(*layers())
+        opt = make_opt(model)
         loss_fn = xn.nn.SoftmaxCrossEntropy()
-        rng = numpy.random.default_rng(1)
+        rng = numpy.random.default_rng(data_seed)
         for _ in range(steps):
             x = xn.to_device(rng.standard_normal((6, 1, 8, 8)).astype(numpy.float32))
-            loss_fn(model(x), xn.to_device(rng.integers(0, 5, size=6)))
+            loss_fn(model(x), xn.to_device(rng.integers(0, classes, size=6)))
             model.backward(loss_fn.backward())
             opt.step()
         return xn.to_host(model.params())
+
+
+def _train(device, pool, steps=4):
+    """A few Momentum steps of Conv2D (stride 1 and 2) and, with ``pool``, a fused
+    Conv2D-ReLU-MaxPool2D stage; the parameters after them, on the host."""
+    def layers():
+        first = [xn.nn.Conv2D(1, 4, 3, pad=1), xn.nn.ReLU(), xn.nn.MaxPool2D(2)] if pool else \
+            [xn.nn.Conv2D(1, 4, 3, pad=1), xn.nn.ReLU()]
+        return [*first, xn.nn.Conv2D(4, 6, 3, stride=2, pad=1), xn.nn.ReLU(), xn.nn.Flatten(),
+                xn.nn.Affine(6 * (4 if pool else 16), 5)]
+    return _trained(device, 3, layers, lambda m: xn.optim.Momentum(m, lr=0.05), 5, 1, steps)
 
 
 @pytest.mark.parametrize("pool", [False, True])
@@ -272,7 +281,6 @@ def test_cpu_with_conv_kernels_trains_bit_identically_to_sim(pool):
     assert cpu.keys() == sim.keys()
     for name in cpu:
         _same_bits(cpu[name], sim[name])
-
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -292,21 +300,11 @@ def test_conv2d_backward_takes_an_empty_batch(device, stride):
 def _train_stride1(device, pool, steps=3):
     """Two stride-1 convolutions (the second with its input gradient), and with ``pool``
     the second fused with ReLU and MaxPool2D; the parameters after a few SGD steps."""
-    with xn.use_device(device):
-        xn.seed(4)
+    def layers():
         tail = [xn.nn.MaxPool2D(2), xn.nn.Flatten(), xn.nn.Affine(4 * 16, 3)] if pool else \
             [xn.nn.Flatten(), xn.nn.Affine(4 * 64, 3)]
-        model = xn.nn.Sequential(xn.nn.Conv2D(1, 3, 3, pad=1), xn.nn.ReLU(), xn.nn.Conv2D(3, 4, 3, pad=1),
-                                 xn.nn.ReLU(), *tail)
-        opt = xn.optim.SGD(model, lr=0.05)
-        loss_fn = xn.nn.SoftmaxCrossEntropy()
-        rng = numpy.random.default_rng(2)
-        for _ in range(steps):
-            x = xn.to_device(rng.standard_normal((6, 1, 8, 8)).astype(numpy.float32))
-            loss_fn(model(x), xn.to_device(rng.integers(0, 3, size=6)))
-            model.backward(loss_fn.backward())
-            opt.step()
-        return xn.to_host(model.params())
+        return [xn.nn.Conv2D(1, 3, 3, pad=1), xn.nn.ReLU(), xn.nn.Conv2D(3, 4, 3, pad=1), xn.nn.ReLU(), *tail]
+    return _trained(device, 4, layers, lambda m: xn.optim.SGD(m, lr=0.05), 3, 2, steps)
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 46080])
