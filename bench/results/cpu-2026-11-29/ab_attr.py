@@ -9,10 +9,10 @@ Values are Python expressions over the classes named below (the second line time
 grouped im2col kernel against NumPy's routine).
 """
 import sys
-import time
 from pathlib import Path
 
 import numpy
+from _alternate import alternate, setting
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/
 import models  # noqa: E402
@@ -33,15 +33,7 @@ def main():
     for label, v in values.items():
         setattr(CLASSES[owner], attr, v)
         steps[label] = models._xpnet_step(build(), x, t)
-    times = {label: [] for label in labels}
-    for r in range(12):
-        for label in labels if r % 2 == 0 else labels[::-1]:
-            setattr(CLASSES[owner], attr, values[label])
-            steps[label]()
-            start = time.perf_counter()
-            for _ in range(3):
-                steps[label]()
-            times[label].append((time.perf_counter() - start) / 3 * 1e3)
+    times = alternate(steps, 12, turn=lambda label: setting(CLASSES[owner], attr, values[label]))
     base = numpy.median(times[labels[0]])
     for label in labels:
         rounds = " ".join(f"{a:.0f}" for a in times[label])

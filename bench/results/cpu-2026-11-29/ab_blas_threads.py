@@ -10,10 +10,10 @@ one). One line a round; session3-blas-threads.txt is a 150-round run. At later c
 import contextlib
 import functools
 import sys
-import time
 from pathlib import Path
 
 import numpy
+from _alternate import alternate, print_round
 from threadpoolctl import ThreadpoolController
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/
@@ -39,6 +39,15 @@ def _one_thread_in(name, variants):
     setattr(ConvRoutines, name, run)
 
 
+@contextlib.contextmanager
+def _switch(variant):
+    """``variant`` switched in: the mode the wrapped routines read, and for all-1t the whole
+    step on one BLAS thread."""
+    MODE["now"] = variant
+    with CONTROLLER.limit(limits=1) if variant == "all-1t" else contextlib.nullcontext():
+        yield
+
+
 def main():
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     _one_thread_in("_conv2d_chunks", ("chunks-1t", "conv-1t"))
@@ -46,17 +55,7 @@ def main():
         _one_thread_in(name, ("conv-1t",))
     x, t = models._data(100, (1, 28, 28))
     steps = {v: models._xpnet_step(models.deep_convnet(), x, t) for v in VARIANTS}
-    times = {v: [] for v in VARIANTS}
-    for r in range(rounds):
-        for v in VARIANTS[r % 4:] + VARIANTS[:r % 4]:
-            MODE["now"] = v
-            with CONTROLLER.limit(limits=1) if v == "all-1t" else contextlib.nullcontext():
-                steps[v]()
-                start = time.perf_counter()
-                for _ in range(3):
-                    steps[v]()
-                times[v].append((time.perf_counter() - start) / 3 * 1e3)
-        print(time.strftime("%H:%M:%S"), " ".join(f"{v} {times[v][-1]:.0f}" for v in VARIANTS), flush=True)
+    times = alternate(steps, rounds, turn=_switch, each_round=print_round)
     for v in VARIANTS:
         print(v, f"median {numpy.median(times[v]):.1f}")
 

@@ -6,10 +6,10 @@ at 9f9bd89) and on OpenBLAS's threads ("before"), alternating round by round in 
 """
 import contextlib
 import sys
-import time
 from pathlib import Path
 
 import numpy
+from _alternate import alternate, print_round, setting
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "examples")]
@@ -32,16 +32,8 @@ def main():
     x, t = rng.random((128, 1, 28, 28), dtype=numpy.float32), rng.integers(0, 10, 128)
     variants = {"one-thread chunks": blas.one_thread, "before": contextlib.nullcontext}
     steps = {k: build(x, t) for k in variants}
-    times = {k: [] for k in variants}
-    for r in range(int(sys.argv[1])):
-        for k in list(variants) if r % 2 == 0 else list(variants)[::-1]:
-            blas.one_thread = variants[k]
-            steps[k]()
-            start = time.perf_counter()
-            for _ in range(5):
-                steps[k]()
-            times[k].append((time.perf_counter() - start) / 5 * 1e3)
-        print(time.strftime("%H:%M:%S"), " ".join(f"{k} {times[k][-1]:.1f}" for k in variants), flush=True)
+    times = alternate(steps, int(sys.argv[1]), calls=5, turn=lambda k: setting(blas, "one_thread", variants[k]),
+                      each_round=print_round)
     for k in variants:
         print(k, f"median {numpy.median(times[k]):.2f} ms")
 
