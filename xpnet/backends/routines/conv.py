@@ -1,6 +1,6 @@
-"""Convolution (book ch. 7): im2col and a matrix product (for the whole batch on CUDA, over
-cache-sized chunks of it on the CPU: ``conv_chunk_bytes``), the conv+ReLU+max-pool stage,
-and their backward passes.
+"""Convolution (book ch. 7): im2col and a matrix product for the whole batch (an input
+gradient's over cache-sized chunks of it on the CPU: ``conv_chunk_bytes``), the
+conv+ReLU+max-pool stage, and their backward passes.
 
 A mixin of ``Backend``: every method works on ``self.xp``."""
 from __future__ import annotations
@@ -16,12 +16,11 @@ class ConvRoutines:
         channel c's window for every output pixel of the whole batch.
 
         The batch is folded into the columns, so a convolution is one 2-D product
-        W (F, C*kh*kw) @ col for the whole batch (or for each chunk of images: see
-        ``conv_chunk_bytes``): one gemm a CUDA graph can record, instead of N small ones. With ``group`` (gh, gw) the
-        columns are taken in gh x gw blocks of output pixels, and the result holds one
-        contiguous (C*kh*kw, N*OH*OW / (gh*gw)) matrix for each place in the block, place
-        by place (see ``conv2d_maxpool``); each is ordered (N, OH/gh, OW/gw). One strided
-        copy per kernel row.
+        W (F, C*kh*kw) @ col for the whole batch: one gemm a CUDA graph can record, instead
+        of N small ones. With ``group`` (gh, gw) the columns are taken in gh x gw blocks of
+        output pixels, and the result holds one contiguous (C*kh*kw, N*OH*OW / (gh*gw))
+        matrix for each place in the block, place by place (see ``conv2d_maxpool``); each
+        is ordered (N, OH/gh, OW/gw). One strided copy per kernel row.
         """
         n, c = x.shape[:2]
         oh, ow = self._conv_geometry(x.shape, kh, kw, stride, pad)
@@ -74,9 +73,8 @@ class ConvRoutines:
         The product W (F, K) @ col gives (F, N*OH*OW); adding the bias copies it into
         y (N, F, OH, OW), C-contiguous, in the same pass (``b`` None: no bias). With
         stride 1 the columns run over the padded width (``_im2col_wide``) and the extra
-        ones are dropped here.
-        ``scratch(name, shape, dtype)`` gives reusable buffers (None, or a None from it:
-        a new array).
+        ones are dropped here. ``scratch(name, shape, dtype)`` gives reusable buffers
+        (None, or a None from it: a new array).
         """
         return self._conv2d(x, W, b, stride, pad, scratch, out, keep_col=True)
 
