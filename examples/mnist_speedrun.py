@@ -2,14 +2,19 @@
 print the test accuracy and the seconds since the process started (imports and data loading
 included), as ``test accuracy 0.9921, 3.84 s``.
 
-The recipe: a small CNN that pools early and normalises after pooling, conv 3x3 (16) -
-ReLU - max pool 2 - BatchNorm - conv 3x3 (32) - ReLU - max pool 2 - BatchNorm - affine 10
+The recipe: a small CNN that pools early, normalises after pooling and pads nothing,
+conv 5x5 (16) - ReLU - max pool 2 - BatchNorm - conv 3x3 (32) - ReLU - max pool 2 -
+BatchNorm - affine 128 - ReLU - affine 10, so 28x28 -> 24x24 -> 12x12 -> 10x10 -> 5x5
 (each conv-ReLU-pool runs as one fused stage, and BatchNorm sees a map four times
 smaller than before pooling); Nesterov momentum 0.9 with weight decay 5e-4 under a
 one-cycle rate (peak 0.4, computed on the device every step), label smoothing 0.1,
-batches of 128, two epochs; ``--shift N`` adds random translations of up to N pixels
+batches of 128, one epoch; ``--shift N`` adds random translations of up to N pixels
 (``xn.augment.RandomTranslate``, drawn on the device). The test set is read only for the
-final evaluation.
+final evaluation. The layer shapes follow a public study that took MNIST to 99% in
+0.76 s on a laptop GPU (github.com/tuomaso/train_mnist_fast: conv 5x5 (24), conv 3x3 (32),
+affine 256, without BatchNorm, Adam, batches of 256, a mean of 99.04% over 30 runs), here
+narrower and with BatchNorm. The recipe before it (padded 3x3 convolutions, no hidden
+layer) needed two epochs to reach 99%, twice the time.
 
     python examples/mnist_speedrun.py                 # the current device (XPNET_DEVICE)
     python examples/mnist_speedrun.py --device sim --limit 2000
@@ -29,13 +34,13 @@ from xpnet.cli import ArgumentParser, nonnegative_int, positive_float, positive_
 nn = xn.nn
 
 
-def speedrun_cnn(width=16):
-    """conv-ReLU-pool-BN twice, then one affine layer: 28x28 -> 14x14 -> 7x7."""
+def speedrun_cnn(width=16, hidden=128):
+    """conv-ReLU-pool-BN twice, unpadded (28x28 -> 12x12 -> 5x5), then two affine layers."""
     w1, w2 = width, 2 * width
     return nn.Sequential(
-        nn.Conv2D(1, w1, 3, pad=1), nn.ReLU(), nn.MaxPool2D(2), nn.BatchNorm(w1),
-        nn.Conv2D(w1, w2, 3, pad=1), nn.ReLU(), nn.MaxPool2D(2), nn.BatchNorm(w2),
-        nn.Affine(w2 * 7 * 7, 10))
+        nn.Conv2D(1, w1, 5), nn.ReLU(), nn.MaxPool2D(2), nn.BatchNorm(w1),
+        nn.Conv2D(w1, w2, 3), nn.ReLU(), nn.MaxPool2D(2), nn.BatchNorm(w2),
+        nn.Affine(w2 * 5 * 5, hidden), nn.ReLU(), nn.Affine(hidden, 10))
 
 
 MODELS = {"speedrun": ("the speedrun CNN", speedrun_cnn)}
@@ -46,10 +51,11 @@ def main():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--epochs", type=positive_int, default=2)
+    parser.add_argument("--epochs", type=positive_int, default=1)
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--lr", type=positive_float, default=0.4, help="the one-cycle peak rate")
     parser.add_argument("--width", type=positive_int, default=16, help="the first convolution's filters")
+    parser.add_argument("--hidden", type=positive_int, default=128, help="the hidden affine layer's units")
     parser.add_argument("--label-smoothing", type=probability, default=0.1)
     parser.add_argument("--shift", type=nonnegative_int, default=0,
                         help="random translations of up to this many pixels")
@@ -69,7 +75,7 @@ def main():
                      f"Give a larger --limit or a smaller --batch-size.")
     xn.seed(args.seed)
     with xn.use_device(device):
-        model = speedrun_cnn(args.width)
+        model = speedrun_cnn(args.width, args.hidden)
     optimizer = xn.optim.Momentum(model, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     xn.optim.schedules.OneCycle(optimizer, max_lr=args.lr, total_steps=steps, pct_start=0.25)
     transform = xn.augment.RandomTranslate(args.shift) if args.shift else None

@@ -170,7 +170,7 @@ def _out_folder(args):
     return out
 
 
-SPEEDRUN_MIN_LIMIT = 512  # examples/mnist_speedrun.py: 2 epochs x 512 // 128 = its MIN_STEPS of 8
+SPEEDRUN_MIN_LIMIT = 1024  # examples/mnist_speedrun.py: 1 epoch x 1024 // 128 = its MIN_STEPS of 8
 
 
 def _speedrun(args) -> int:
@@ -181,7 +181,7 @@ def _speedrun(args) -> int:
         args.parser.error(f"argument {'--quick' if args.quick else '-k'}: not with --speedrun, which runs "
                           f"the MNIST speedrun scripts, not the benchmark suite")
     if args.limit is not None and args.limit < SPEEDRUN_MIN_LIMIT:
-        args.parser.error(f"argument --limit: {args.limit} images is too few for the speedrun recipe (2 epochs "
+        args.parser.error(f"argument --limit: {args.limit} images is too few for the speedrun recipe (one epoch "
                           f"of batches of 128 and a one-cycle schedule of at least 8 steps); give "
                           f"{SPEEDRUN_MIN_LIMIT} or more")
     absent = [str(p) for p in sr.SCRIPTS.values() if not p.is_file()]
@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     bench.add_argument("--device", default=None, help="--speedrun: the device both run on (default cpu)")
     bench.add_argument("--limit", type=positive_int, default=None,
                        help="--speedrun: the first N images of each set only (a quick check; at least "
-                            "512, which the recipe's schedule needs)")
+                            "1024, which the recipe's schedule needs)")
     train = sub.add_parser("train", help="run an example: mnist_mlp, mnist_cnn, exp_regression, ...")
     train.add_argument("--script", nargs=argparse.REMAINDER, metavar="PATH [ARGS]",
                        help="run this script (with the arguments after it) instead of an example")

@@ -17,9 +17,9 @@ from xpnet.backends import jit
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = runpy.run_path(str(ROOT / "bench" / "report.py"))
-# The smallest slice both speedrun scripts train on: at --limit 600 (4 steps of 128) their
-# one-cycle schedules have no warm-up step and both refuse to start.
-LIMIT = "700"
+# A slice both speedrun scripts train on (one epoch of 8 steps of 128, the least the example's
+# one-cycle schedule takes; below it the example refuses to start).
+LIMIT = "1100"
 
 
 def _xpnet(*args, env=None):
@@ -89,11 +89,11 @@ def _fake_runs(monkeypatch, missing=None):
 
 def test_the_speedrun_alternates_and_reports_medians_ratio_and_target(monkeypatch, tmp_path, capsys):
     ran = _fake_runs(monkeypatch)
-    assert cli.main(["bench", "--speedrun", "--seeds", "3", "--limit", "900", "--out", str(tmp_path)]) == 0
+    assert cli.main(["bench", "--speedrun", "--seeds", "3", "--limit", "1100", "--out", str(tmp_path)]) == 0
     # seed by seed, which goes first alternating; --limit and the device passed to both
     assert [(i, s) for i, s, _ in ran] == [("xpnet", 0), ("torch", 0), ("torch", 1), ("xpnet", 1),
                                            ("xpnet", 2), ("torch", 2)]
-    assert all(c[-2:] == ["--limit", "900"] and c[c.index("--device") + 1] == "cpu" for _, _, c in ran)
+    assert all(c[-2:] == ["--limit", "1100"] and c[c.index("--device") + 1] == "cpu" for _, _, c in ran)
     result = json.loads((tmp_path / "speedrun.json").read_text())
     assert result["median"] == {"xpnet": {"accuracy": 0.9912, "seconds": 4.0},
                                 "torch": {"accuracy": 0.9905, "seconds": 5.0}}
@@ -106,7 +106,7 @@ def test_the_speedrun_alternates_and_reports_medians_ratio_and_target(monkeypatc
     assert "| median | 0.9912 | 4.00 | 0.9905 | 5.00 |" in text
     assert "torch / xpnet: 1.25 (xpnet is faster)" in text
     assert "Every seed reached 0.990: xpnet no (seed 1: 0.9871); torch yes." in text
-    assert "Command: `xpnet bench --speedrun --seeds 3 --limit 900" in text and "load average" in text
+    assert "Command: `xpnet bench --speedrun --seeds 3 --limit 1100" in text and "load average" in text
     assert "| median | 0.9912 | 4.00 | 0.9905 | 5.00 |" in capsys.readouterr().out  # the table is printed
 
 
@@ -254,4 +254,4 @@ def test_a_limit_too_small_for_the_speedrun_recipe_is_refused_before_anything_ru
         cli.main(["bench", "--speedrun", "--seeds", "1", "--limit", "300"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "--limit: 300 images is too few" in err and "512" in err
+    assert "--limit: 300 images is too few" in err and "1024" in err
