@@ -315,6 +315,7 @@ def test_chunked_convolutions_train_bit_identically_on_cpu_and_sim(monkeypatch, 
     still agree."""
     chunked = []
     run = ConvRoutines._conv2d_chunks
+    monkeypatch.setattr(ConvRoutines, "input_grad_scatter_ratio", None)  # as a convolution, whatever the sizes
     monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", chunk_bytes)
     monkeypatch.setattr(ConvRoutines, "_conv2d_chunks", lambda self, *a: (chunked.append(a[5]), run(self, *a))[1])
     cpu, sim = _train_stride1("cpu", pool), _train_stride1("sim", pool)
@@ -334,6 +335,7 @@ def test_only_the_input_gradients_convolution_goes_in_chunks(monkeypatch, dtype)
     backend, chunked = PortableNumpyBackend(), []
     run = ConvRoutines._conv2d_chunks
     monkeypatch.setattr(ConvRoutines, "_conv2d_chunks", lambda self, *a: (chunked.append(a[5]), run(self, *a))[1])
+    monkeypatch.setattr(ConvRoutines, "input_grad_scatter_ratio", None)
     monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", None)
     y, col = backend.conv2d(x, W, b, (1, 1), (1, 1))
     dx = backend._input_grad(y, W, x.shape, (1, 1), (1, 1))
@@ -360,6 +362,7 @@ def test_a_chunked_convolutions_products_run_on_one_blas_thread(monkeypatch):
     monkeypatch.setattr(DenseRoutines, "matmul", lambda self, a, b, out=None: (seen.append(threads()),
                                                                              run(self, a, b, out=out))[1])
     monkeypatch.setattr(ConvRoutines, "conv_chunk_bytes", 3 * 36 * 7 * 8 * 4)  # 3 images a chunk
+    monkeypatch.setattr(ConvRoutines, "input_grad_scatter_ratio", None)
     rng = numpy.random.default_rng(3)
     dy, W = (rng.standard_normal(shape).astype(numpy.float32) for shape in ((5, 4, 7, 6), (4, 3, 3, 3)))
     PortableNumpyBackend()._input_grad(dy, W, (5, 3, 7, 6), (1, 1), (1, 1))

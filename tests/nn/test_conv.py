@@ -19,6 +19,9 @@ CASES = {
     # dW's product runs as cols @ dy.T where the columns' rows (C*kh*kw) outnumber the
     # filters (the cases above), else as dy @ cols.T: this one (routines/conv.py)
     "conv_more_filters_than_column_rows": (lambda: xn.nn.Conv2D(1, 12, 3, pad=1, dtype="float64"), (2, 1, 4, 4)),
+    # a stride-1 input gradient runs as a convolution where its columns are about as large as
+    # col2im's (this one), else as W.T @ dy and col2im (conv_3x3: unpadded, 7.5x larger)
+    "conv_input_grad_as_convolution": (lambda: xn.nn.Conv2D(3, 2, 3, pad=1, dtype="float64"), (2, 3, 6, 6)),
     "maxpool_rect": (lambda: xn.nn.MaxPool2D((2, 3)), (2, 2, 4, 6)),
     "maxpool_uncovered_border": (lambda: xn.nn.MaxPool2D(2), (1, 2, 5, 5)),
     "maxpool_pad_pair": (lambda: xn.nn.MaxPool2D((2, 3), pad=(1, 1)), (1, 2, 4, 5)),
@@ -32,6 +35,42 @@ CASES = {
 def test_conv_and_pool_backward_match_numerical_gradient(name, device, rng):
     make, shape = CASES[name]
     _check_layer(make(), host_rand(rng, *shape), rng, device)
+
+
+@pytest.mark.parametrize("shapes, pad, convolution", [
+    (((128, 32, 10, 10), (32, 16, 3, 3), (128, 16, 12, 12)), (0, 0), False),  # the speedrun's unpadded layer
+    (((100, 16, 28, 28), (16, 16, 3, 3), (100, 16, 28, 28)), (1, 1), True),  # DeepConvNet's first 3x3 layers
+    (((100, 32, 14, 14), (32, 16, 3, 3), (100, 16, 14, 14)), (1, 1), False),  # half the channels back
+    (((2, 2, 4, 4), (2, 3, 3, 3), (2, 3, 4, 4)), (3, 3), False),  # padded past the kernel: never a convolution
+])
+def test_a_stride_1_input_gradient_runs_as_a_convolution_where_its_columns_are_not_larger(shapes, pad,
+                                                                                         convolution):
+    """routines/conv.py's ``input_grad_scatter_ratio``: the convolution's columns against
+    col2im's, measured on the 2-core EPYC; None (cuda) takes the convolution wherever it can."""
+    backend = xn.Device("cpu").backend
+    assert backend._input_grad_by_convolution(*shapes, pad) is convolution
+    backend = type(backend)()
+    backend.input_grad_scatter_ratio = None
+    assert backend._input_grad_by_convolution(*shapes, pad) is (pad[0] < 3)
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_both_ways_of_a_stride_1_input_gradient_agree(pad, device, rng):
+    """The input gradient as a convolution of dy and as W.T @ dy scattered by col2im: the
+    same sums in another order."""
+    backend = xn.Device(device).backend
+    xp = backend.xp
+    dy, W = (xp.asarray(host_rand(rng, *shape)) for shape in ((3, 4, 5 + 2 * pad - 2, 6 + 2 * pad - 2), (4, 2, 3, 3)))
+    x_shape = (3, 2, 5, 6)
+    ways = []
+    for ratio in (None, 0.0):  # always the convolution, never
+        backend.input_grad_scatter_ratio = ratio
+        try:
+            ways.append(xn.to_host(backend._input_grad(dy, W, x_shape, (1, 1), (pad, pad))))
+        finally:
+            del backend.input_grad_scatter_ratio
+    assert ways[0].shape == x_shape
+    numpy.testing.assert_allclose(ways[0], ways[1], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("stride", [1, 2])  # stride 1 gathers its columns over the padded width

@@ -4,9 +4,10 @@ cpu, which runs the kernels where they are on, to the same bits as on sim, which
 portable routines: parameters, BatchNorm's running statistics and every step's loss.
 
 The batches are sized so that the paths the kernels changed run: the input gradient of
-DeepConvNet's 16-channel 28x28 stage goes in chunks of 4 images (``conv_chunk_bytes``), so
-does the speedrun's second stage's (16 images a chunk, batches of 24), and each
-conv+ReLU+pool stage takes the grouped im2col kernel.
+DeepConvNet's 16-channel 28x28 stage goes in chunks of 4 images (``conv_chunk_bytes``), the
+speedrun's unpadded second stage's is scattered by the col2im kernel
+(``input_grad_scatter_ratio``), and each conv+ReLU+pool stage takes the grouped im2col
+kernel.
 """
 import runpy
 from pathlib import Path

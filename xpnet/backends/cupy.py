@@ -152,6 +152,7 @@ class CupyBackend(Backend):
     overlaps_copies = True
     conv_chunk_bytes = None  # one large gemm a graph records (routines/conv.py)
     weight_grad_by_columns = False  # dW as dy @ cols.T (routines/conv.py: not measured on a GPU)
+    input_grad_scatter_ratio = None  # a stride-1 dx always as a convolution (likewise)
 
     def __init__(self, index: int = 0):
         super().__init__()

@@ -200,6 +200,27 @@ class ConvRoutines:
         if d4.shape[3] > ow:
             d4[:, :, :, ow:] = 0
 
+    # A stride-1 input gradient as a convolution (its columns: F*kh*kw rows over the padded
+    # input, N*H*Wp values each) or as W.T @ dy and col2im's scatter (C*kh*kw rows of N*OH*OW):
+    # the scatter is faster where the convolution's columns are at least this many times
+    # larger, as for an unpadded layer's (3.4x: 0.56x the time), one that halves the channels
+    # (2.3-2.6x: 0.70-0.85x) or a 64-channel 8x8 one (1.25x: 0.70x), and slower where they are
+    # about the same size, as DeepConvNet's 16- and 32-channel layers' at 28x28 and 14x14
+    # (1.07-1.14x: 1.1-1.9x the time). Batch 100, 2-core EPYC (docs/performance.md). sim takes
+    # cpu's value; None: always the convolution (cuda, where this was not measured).
+    input_grad_scatter_ratio = 1.2
+
+    def _input_grad_by_convolution(self, dy_shape, W_shape, x_shape, pad) -> bool:
+        """Whether a stride-1 input gradient runs as a convolution (``input_grad_scatter_ratio``)."""
+        f, c, kh, kw = W_shape
+        if not (pad[0] < kh and pad[1] < kw):
+            return False
+        if self.input_grad_scatter_ratio is None:
+            return True
+        convolution = f * x_shape[2] * (x_shape[3] + 2 * (kw - 1 - pad[1]))
+        scatter = c * dy_shape[2] * dy_shape[3]
+        return convolution < self.input_grad_scatter_ratio * scatter
+
     def _input_grad(self, dy, W, x_shape, stride, pad, product=None, scratch=None):
         """dL/dx of a convolution from dL/dy (N, F, OH, OW) (``product``: the same in the
         product's (F, N*OH*OW) layout, if at hand).
@@ -207,20 +228,23 @@ class ConvRoutines:
         With stride 1 it is itself a convolution, one of dy, padded by kernel - 1 - pad,
         with W flipped and its two channel axes swapped: im2col and one product, like the
         forward pass, instead of W^T @ dy and col2im's kh*kw read-modify-write passes over
-        the whole image (faster for the book's DeepConvNet on the CPU: docs/performance.md). Other
-        strides take that second way.
+        the whole image (faster where the convolution's columns are about as large as
+        col2im's: ``input_grad_scatter_ratio``). Other strides, and the layers where the
+        scatter moves less, take that second way.
         """
         f, c, kh, kw = W.shape
         (ph, pw) = pad
-        if stride == (1, 1) and ph < kh and pw < kw:
+        if stride == (1, 1) and self._input_grad_by_convolution(dy.shape, W.shape, x_shape, pad):
             flipped = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
             inner = None if scratch is None else (lambda name, shape, dtype: scratch("dx_" + name, shape, dtype))
             return self._conv2d(dy, flipped, None, (1, 1), (kh - 1 - ph, kw - 1 - pw), inner, None,
                                 keep_col=False)[0]
         if product is None:
-            product = self.xp.empty((f, dy.size // f), dtype=dy.dtype)
+            product = self._scratch(scratch, "dx_dy", (f, dy.size // f), dy.dtype)
             self._product_layout(dy, product.reshape(f, dy.shape[0], dy.shape[2], dy.shape[3]))
-        return self.col2im(self.matmul(W.reshape(f, -1).T, product), x_shape, kh, kw, stride, pad)
+        cols = self.matmul(W.reshape(f, -1).T, product,
+                           out=self._scratch(scratch, "dx_cols", (c * kh * kw, product.shape[1]), dy.dtype))
+        return self.col2im(cols, x_shape, kh, kw, stride, pad)
 
     def conv2d_maxpool(self, x, W, b, stride, pad, size, relu, scratch=None, out=None):
         """Conv2D, ReLU when ``relu``, then max pooling over ``size`` windows that tile the
