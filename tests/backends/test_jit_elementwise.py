@@ -101,6 +101,30 @@ def test_pooling_leaves_what_its_kernels_do_not_take_to_numpy():
             _same_bits(a, b)
 
 
+@needs_kernels
+def test_the_pooling_kernels_run_where_they_take_the_arrays(monkeypatch):
+    """Each pooling kernel (max and average, forward and backward, 2x2 stride 2 and 3x3
+    stride 2) is called for the geometries it is compiled for, so a silent fall back to the
+    routines, which every bit-equality case above would pass, fails here; other geometries
+    run the routines."""
+    from xpnet.backends import _kernels
+    called, find = set(), _kernels.pool_kernel
+
+    def recording(name, *geometry):
+        kernel = find(name, *geometry)
+        return None if kernel is None else (lambda *a: (called.add((name, geometry)), kernel(*a))[1])
+    monkeypatch.setattr(_kernels, "pool_kernel", recording)
+    backend = NumpyBackend()
+    x = numpy.random.default_rng(5).standard_normal((2, 3, 8, 8)).astype(numpy.float32)
+    for size, stride, pad in (((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 2), (3, 2), (0, 0))):
+        y = backend.max_pool(x, size, stride, pad)
+        backend.max_pool_backward(numpy.ones_like(y), x, y, size, stride, pad)
+        backend.avg_pool_backward(numpy.ones_like(backend.avg_pool(x, size, stride, pad)), x.shape, size, stride,
+                                  pad)
+    names = ("max_pool", "max_pool_backward", "avg_pool", "avg_pool_backward")
+    assert called == {(name, geometry) for name in names for geometry in ((2, 2, 2, 2), (3, 3, 2, 2))}
+
+
 def _cnn_run(device, steps=6):
     with xn.use_device(device):
         xn.seed(3)
