@@ -82,7 +82,9 @@ def main():
     xn.fit(model, nn.SoftmaxCrossEntropy(label_smoothing=args.label_smoothing), optimizer, (x_train, t_train),
            epochs=args.epochs, batch_size=args.batch_size, drop_last=True, seed=args.seed, progress=False,
            transform=transform)
-    result = xn.evaluate(model, (x_test, t_test), batch_size=1000)
+    # batches of 250: the once-only evaluation's buffers stay small (0.5-0.65 s, against 0.9-1.1 s
+    # in batches of 1000 whose 58 MB of first-layer columns are new memory, 2-core EPYC)
+    result = xn.evaluate(model, (x_test, t_test), batch_size=250)
     print(f"test accuracy {result['accuracy']:.4f}, {time.perf_counter() - START:.2f} s")
 
 
