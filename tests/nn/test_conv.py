@@ -237,3 +237,16 @@ def test_a_pooling_changed_after_the_sequential_was_built_is_run_as_it_now_is(de
         expected = layer(expected)
     assert y.shape == expected.shape == (3, 4, 7, 7)
     numpy.testing.assert_allclose(xn.to_host(y), xn.to_host(expected), rtol=1e-12)
+
+
+def test_a_conv_relu_maxpool_stage_takes_an_empty_batch(device):
+    """The stage split its columns with reshape(places, -1, 0), which an empty batch cannot
+    take (ValueError): now y and dx are empty, and dW and db zero, as for the layers alone."""
+    xn.seed(0)
+    model = xn.nn.Sequential(xn.nn.Conv2D(3, 4, 3), xn.nn.ReLU(), xn.nn.MaxPool2D(2), input_grad=True)
+    y = model(xn.to_device(numpy.zeros((0, 3, 14, 14), numpy.float32)))
+    assert y.shape == (0, 4, 6, 6)
+    dx = model.backward(xn.to_device(numpy.zeros((0, 4, 6, 6), numpy.float32)))
+    assert dx.shape == (0, 3, 14, 14)
+    for name, g in xn.to_host(model.grads()).items():
+        assert not numpy.any(g), name

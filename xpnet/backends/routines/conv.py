@@ -217,7 +217,7 @@ class ConvRoutines:
             return False
         if self.input_grad_scatter_ratio is None:
             return True
-        convolution = f * x_shape[2] * (x_shape[3] + 2 * (kw - 1 - pad[1]))
+        convolution = f * x_shape[2] * (x_shape[3] + kw - 1)  # x's rows, over dy's padded width
         scatter = c * dy_shape[2] * dy_shape[3]
         return convolution < self.input_grad_scatter_ratio * scatter
 
@@ -242,8 +242,9 @@ class ConvRoutines:
         if product is None:
             product = self._scratch(scratch, "dx_dy", (f, dy.size // f), dy.dtype)
             self._product_layout(dy, product.reshape(f, dy.shape[0], dy.shape[2], dy.shape[3]))
+        dtype = self.xp.result_type(W.dtype, product.dtype)
         cols = self.matmul(W.reshape(f, -1).T, product,
-                           out=self._scratch(scratch, "dx_cols", (c * kh * kw, product.shape[1]), dy.dtype))
+                           out=self._scratch(scratch, "dx_cols", (c * kh * kw, product.shape[1]), dtype))
         return self.col2im(cols, x_shape, kh, kw, stride, pad)
 
     def conv2d_maxpool(self, x, W, b, stride, pad, size, relu, scratch=None, out=None):
@@ -268,7 +269,7 @@ class ConvRoutines:
         m, places = n * qh * qw, size[0] * size[1]
         col = self.im2col(x, kh, kw, stride, pad, out=scratch("col", (c * kh * kw, n * oh * ow), x.dtype),
                           group=size)
-        blocks, W2 = col.reshape(places, -1, m), W.reshape(f, -1)
+        blocks, W2 = col.reshape(places, c * kh * kw, m), W.reshape(f, -1)
         places_type = xp.uint8 if places <= 256 else xp.int32
         pooled, first = scratch("pooled", (f, m), x.dtype), scratch("first", (f, m), places_type)
         self.matmul(W2, blocks[0], out=pooled)
@@ -314,7 +315,7 @@ class ConvRoutines:
         n, f, qh, qw = dout.shape
         m, places = n * qh * qw, size[0] * size[1]
         col, first = saved
-        blocks, dW2 = col.reshape(places, -1, m), dW.reshape(f, -1)
+        blocks, dW2 = col.reshape(places, W.size // f, m), dW.reshape(f, -1)
         d = scratch("d", (f, m), dout.dtype)  # dout in the product's layout, through ReLU
         self._relu_grad_product(dout, y if relu else None, d.reshape(f, n, qh, qw), scratch)
         d.sum(axis=1, out=db)
