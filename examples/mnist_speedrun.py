@@ -7,17 +7,18 @@ conv 5x5 (16) - ReLU - max pool 2 - BatchNorm - conv 3x3 (32) - ReLU - max pool 
 BatchNorm - affine 128 - ReLU - affine 10, so 28x28 -> 24x24 -> 12x12 -> 10x10 -> 5x5
 (each conv-ReLU-pool runs as one fused stage, and BatchNorm sees a map four times
 smaller than before pooling); Nesterov momentum 0.9 with weight decay 5e-4 under a
-one-cycle rate (peak 0.4, computed on the device every step), label smoothing 0.1,
+one-cycle rate (peak 0.3, computed on the device every step), label smoothing 0.1,
 batches of 128, one epoch; ``--shift N`` adds random translations of up to N pixels
 (``xn.augment.RandomTranslate``, drawn on the device). The test set is read only for the
 final evaluation. The layer shapes follow a public study that took MNIST to 99% in
 0.76 s on a laptop GPU (github.com/tuomaso/train_mnist_fast: conv 5x5 (24), conv 3x3 (32),
 affine 256, without BatchNorm, Adam, batches of 256, a mean of 99.04% over 30 runs), here
 narrower and with BatchNorm. The recipe before it (padded 3x3 convolutions, no hidden
-layer) needed two epochs to reach 99%, twice the time.
+layer) needed two epochs to reach 99%, twice the time. A peak rate of 0.4 did as well on the
+whole set, but diverged on slices of a few thousand images (``--limit``); 0.3 does not.
 
     python examples/mnist_speedrun.py                 # the current device (XPNET_DEVICE)
-    python examples/mnist_speedrun.py --device sim --limit 2000
+    python examples/mnist_speedrun.py --device sim --limit 6000
     xpnet train mnist_speedrun --seed 3
 
 The PyTorch version of the same recipe, for comparison: bench/torch_speedrun.py.
@@ -53,7 +54,7 @@ def main():
     parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--epochs", type=positive_int, default=1)
     parser.add_argument("--batch-size", type=positive_int, default=128)
-    parser.add_argument("--lr", type=positive_float, default=0.4, help="the one-cycle peak rate")
+    parser.add_argument("--lr", type=positive_float, default=0.3, help="the one-cycle peak rate")
     parser.add_argument("--width", type=positive_int, default=16, help="the first convolution's filters")
     parser.add_argument("--hidden", type=positive_int, default=128, help="the hidden affine layer's units")
     parser.add_argument("--label-smoothing", type=probability, default=0.1)
