@@ -49,6 +49,33 @@ def model(width=16, hidden=128):
         nn.Flatten(), nn.Linear(w2 * 5 * 5, hidden), nn.ReLU(), nn.Linear(hidden, 10))
 
 
+def train(net, x, t, epochs, batch_size, lr, label_smoothing):
+    """The recipe's training: Nesterov SGD under OneCycleLR, shuffled batches, the last short
+    one dropped, on whatever device x and t are on."""
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    steps_per_epoch = len(x) // batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(2, epochs * steps_per_epoch),
+                                                pct_start=0.25, cycle_momentum=False)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    for _ in range(epochs):
+        net.train()
+        order = torch.randperm(len(x), device=x.device)
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(x[idx]), t[idx]).backward()
+            opt.step()
+            sched.step()
+
+
+def accuracy(net, xt, tt):
+    """Test accuracy, in batches of 1000."""
+    net.eval()
+    with torch.no_grad():
+        correct = sum(int((net(xt[i:i + 1000]).argmax(1) == tt[i:i + 1000]).sum()) for i in range(0, len(xt), 1000))
+    return correct / len(xt)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -67,24 +94,8 @@ def main():
     (x, t), (xt, tt) = mnist(args.limit)
     x, t, xt, tt = x.to(device), t.to(device), xt.to(device), tt.to(device)
     net = model(args.width, args.hidden).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    steps_per_epoch = len(x) // args.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(2, args.epochs * steps_per_epoch),
-                                                pct_start=0.25, cycle_momentum=False)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    for _ in range(args.epochs):
-        net.train()
-        order = torch.randperm(len(x), device=device)
-        for i in range(steps_per_epoch):
-            idx = order[i * args.batch_size:(i + 1) * args.batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss_fn(net(x[idx]), t[idx]).backward()
-            opt.step()
-            sched.step()
-    net.eval()
-    with torch.no_grad():
-        correct = sum(int((net(xt[i:i + 1000]).argmax(1) == tt[i:i + 1000]).sum()) for i in range(0, len(xt), 1000))
-    print(f"test accuracy {correct / len(xt):.4f}, {time.perf_counter() - START:.2f} s")
+    train(net, x, t, args.epochs, args.batch_size, args.lr, args.label_smoothing)
+    print(f"test accuracy {accuracy(net, xt, tt):.4f}, {time.perf_counter() - START:.2f} s")
 
 
 if __name__ == "__main__":
