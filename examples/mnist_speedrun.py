@@ -73,7 +73,7 @@ def main():
     if steps < MIN_STEPS:
         parser.error(f"{len(x_train)} training images in batches of {args.batch_size} for {args.epochs} "
                      f"epoch(s) make {steps} steps; the one-cycle schedule needs at least {MIN_STEPS}. "
-                     f"Give a larger --limit or a smaller --batch-size.")
+                     f"Give a larger --limit or a smaller --batch-size")
     xn.seed(args.seed)
     with xn.use_device(device):
         model = speedrun_cnn(args.width, args.hidden)

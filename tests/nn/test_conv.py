@@ -20,7 +20,7 @@ CASES = {
     # filters (the cases above), else as dy @ cols.T: this one (routines/conv.py)
     "conv_more_filters_than_column_rows": (lambda: xn.nn.Conv2D(1, 12, 3, pad=1, dtype="float64"), (2, 1, 4, 4)),
     # a stride-1 input gradient runs as a convolution where its columns are about as large as
-    # col2im's (this one), else as W.T @ dy and col2im (conv_3x3: unpadded, 7.5x larger)
+    # col2im's (this one), else as W.T @ dy and col2im (conv_3x3: unpadded, 5.8x larger)
     "conv_input_grad_as_convolution": (lambda: xn.nn.Conv2D(3, 2, 3, pad=1, dtype="float64"), (2, 3, 6, 6)),
     "maxpool_rect": (lambda: xn.nn.MaxPool2D((2, 3)), (2, 2, 4, 6)),
     "maxpool_uncovered_border": (lambda: xn.nn.MaxPool2D(2), (1, 2, 5, 5)),
@@ -41,7 +41,7 @@ def test_conv_and_pool_backward_match_numerical_gradient(name, device, rng):
     (((128, 32, 10, 10), (32, 16, 3, 3), (128, 16, 12, 12)), (0, 0), False),  # the speedrun's unpadded layer
     (((100, 16, 28, 28), (16, 16, 3, 3), (100, 16, 28, 28)), (1, 1), True),  # DeepConvNet's first 3x3 layers
     (((100, 32, 14, 14), (32, 16, 3, 3), (100, 16, 14, 14)), (1, 1), False),  # half the channels back
-    (((2, 2, 4, 4), (2, 3, 3, 3), (2, 3, 4, 4)), (3, 3), False),  # padded past the kernel: never a convolution
+    (((2, 2, 8, 8), (2, 3, 3, 3), (2, 3, 4, 4)), (3, 3), False),  # padded past the kernel: never a convolution
 ])
 def test_a_stride_1_input_gradient_runs_as_a_convolution_where_its_columns_are_not_larger(shapes, pad,
                                                                                          convolution):
@@ -71,6 +71,24 @@ def test_both_ways_of_a_stride_1_input_gradient_agree(pad, device, rng):
             del backend.input_grad_scatter_ratio
     assert ways[0].shape == x_shape
     numpy.testing.assert_allclose(ways[0], ways[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride, pad, filters", [(1, 1, 3), (1, 0, 8), (2, 1, 3)])  # convolution, scatter, col2im
+def test_conv2d_backward_called_directly_takes_a_dout_of_another_dtype(stride, pad, filters, device, rng):
+    """Both ways of the input gradient compute in the result dtype of W and dout (a float32
+    or integer dout with float64 W raised ValueError from a product's out= on one way or the
+    other); the layers always pass one dtype."""
+    backend = xn.Device(device).backend
+    x, W = (backend.xp.asarray(host_rand(rng, *shape)) for shape in ((2, 4, 8, 8), (filters, 4, 3, 3)))
+    y, col = backend.conv2d(x, W, backend.xp.zeros(filters), (stride, stride), (pad, pad))
+    dW, db = backend.xp.empty_like(W), backend.xp.empty(filters)
+    for dtype in ("float32", "int64"):
+        dout = y.astype(dtype)
+        dx = backend.conv2d_backward(dout, col, W, x.shape, (stride, stride), (pad, pad), dW, db)
+        assert dx.dtype == numpy.float64 and dx.shape == x.shape
+        dout64 = dout.astype("float64")
+        again = backend.conv2d_backward(dout64, col, W, x.shape, (stride, stride), (pad, pad), dW, db)
+        numpy.testing.assert_array_equal(xn.to_host(dx), xn.to_host(again))
 
 
 @pytest.mark.parametrize("stride", [1, 2])  # stride 1 gathers its columns over the padded width

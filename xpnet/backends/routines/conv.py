@@ -200,14 +200,16 @@ class ConvRoutines:
         if d4.shape[3] > ow:
             d4[:, :, :, ow:] = 0
 
-    # A stride-1 input gradient as a convolution (its columns: F*kh*kw rows over the padded
-    # input, N*H*Wp values each) or as W.T @ dy and col2im's scatter (C*kh*kw rows of N*OH*OW):
-    # the scatter is faster where the convolution's columns are at least this many times
-    # larger, as for an unpadded layer's (3.4x: 0.56x the time), one that halves the channels
-    # (2.3-2.6x: 0.70-0.85x) or a 64-channel 8x8 one (1.25x: 0.70x), and slower where they are
-    # about the same size, as DeepConvNet's 16- and 32-channel layers' at 28x28 and 14x14
-    # (1.07-1.14x: 1.1-1.9x the time). Batch 100, 2-core EPYC (docs/performance.md). sim takes
-    # cpu's value; None: always the convolution (cuda, where this was not measured).
+    # A stride-1 input gradient as a convolution of dy (its columns: F*kh*kw rows, N*H*(W+kw-1)
+    # values each) or as W.T @ dy and col2im's scatter (C*kh*kw rows of N*OH*OW): the scatter
+    # where the convolution's columns are at least this many times larger. Alone, at batch 100
+    # on the 2-core EPYC, the scatter took 0.56-0.85x the time for the speedrun's unpadded
+    # 32 -> 16 layer (3.4x), 0.70-0.95x for a 64-channel 8x8 one (1.25x) and 0.70-1.13x where
+    # the channels halve (2.3-2.6x), but 1.9-2.3x for DeepConvNet's 16-channel 28x28 layer
+    # (1.07x) and 1.1-1.4x for a 32-channel 14x14 one (1.14x). In whole steps 1.2 beat 2.0 and
+    # None: DeepConvNet 1.07x (the same in the VM's slow stretches), the speedrun 1.02-1.07x
+    # (bench/results/cpu-2026-11-29/README.md, session 4). sim takes cpu's value; None:
+    # always the convolution (cuda, where this was not measured).
     input_grad_scatter_ratio = 1.2
 
     def _input_grad_by_convolution(self, dy_shape, W_shape, x_shape, pad) -> bool:
@@ -234,6 +236,8 @@ class ConvRoutines:
         """
         f, c, kh, kw = W.shape
         (ph, pw) = pad
+        dtype = self.xp.result_type(W.dtype, dy.dtype)  # the layers pass one dtype; a direct call may not
+        W, dy = W.astype(dtype, copy=False), dy.astype(dtype, copy=False)
         if stride == (1, 1) and self._input_grad_by_convolution(dy.shape, W.shape, x_shape, pad):
             flipped = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
             inner = None if scratch is None else (lambda name, shape, dtype: scratch("dx_" + name, shape, dtype))
@@ -242,7 +246,7 @@ class ConvRoutines:
         if product is None:
             product = self._scratch(scratch, "dx_dy", (f, dy.size // f), dy.dtype)
             self._product_layout(dy, product.reshape(f, dy.shape[0], dy.shape[2], dy.shape[3]))
-        dtype = self.xp.result_type(W.dtype, product.dtype)
+        dtype = self.xp.result_type(dtype, product.dtype)
         cols = self.matmul(W.reshape(f, -1).T, product,
                            out=self._scratch(scratch, "dx_cols", (c * kh * kw, product.shape[1]), dtype))
         return self.col2im(cols, x_shape, kh, kw, stride, pad)
