@@ -193,6 +193,21 @@ def test_batchnorm_refuses_a_training_batch_of_one(device):
     assert bn(xn.xp.ones((1, 3, 2, 2), dtype="float32")).shape == (1, 3, 2, 2)  # 4 values a channel
 
 
+@pytest.mark.parametrize("shape", [(0, 3), (0, 3, 2, 2), (2, 3, 0, 2)])
+def test_batchnorm_refuses_an_empty_training_batch_and_keeps_its_statistics(device, shape):
+    """An empty training batch made the running mean and variance NaN, silently on the 4-D
+    kernels (the routine only warned "Mean of empty slice"); now it is refused, the
+    statistics untouched, and an eval-mode pass over it is empty."""
+    bn = xn.nn.BatchNorm(3)
+    before = xn.to_host(bn.buffers())
+    with pytest.raises(xn.ShapeError, match=r"empty training batch.*running statistics would become NaN"):
+        bn(xn.xp.ones(shape, dtype="float32"))
+    for name, value in xn.to_host(bn.buffers()).items():
+        numpy.testing.assert_array_equal(value, before[name])
+    bn.eval()
+    assert bn(xn.xp.ones(shape, dtype="float32")).shape == shape
+
+
 def test_fit_drop_last_leaves_out_the_short_batch(device):
     xn.seed(0)
     model = xn.nn.Sequential(xn.nn.Affine(4, 3), xn.nn.BatchNorm(3))

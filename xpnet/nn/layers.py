@@ -221,12 +221,15 @@ class BatchNorm(Layer):
             raise ShapeError(f"got input of shape {tuple(self.x_shape)}; expected "
                              f"(N, {self.num_features}) or (N, {self.num_features}, H, W).")
         x = self._as_dtype(x, self.param("gamma").dtype)
-        if self.training and x.size == self.num_features:
+        if self.training and x.size <= self.num_features:
+            why = ("an empty training batch: it has no mean or variance, so the running statistics "
+                   "would become NaN" if x.size == 0 else
+                   "a training batch of one value per feature: its variance is 0, so the output would be "
+                   "all zeros and the running variance would drift to 0")
             raise ShapeError(
-                f"got a training batch of one value per feature (input shape {tuple(self.x_shape)}): "
-                f"its variance is 0, so the output would be all zeros and the running variance "
-                f"would drift to 0. Train with batches of 2 or more (fit(..., drop_last=True) drops "
-                f"a last batch of one), or call model.eval() for inference on single samples.")
+                f"got {why} (input shape {tuple(self.x_shape)}). Train with batches of 2 or more "
+                f"(fit(..., drop_last=True) drops a short last batch), or call model.eval() for inference "
+                f"on single samples.")
         self.trained = self.training  # backward differs after an eval-mode forward
         y, self.xn, self.std = self.backend.batchnorm_forward(
             x, self.param("gamma"), self.param("beta"), self.buffer("running_mean"),
