@@ -244,7 +244,7 @@ def _matrix(rng, shape, dtype, kind):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["normal", "bits", "special"])
 @pytest.mark.parametrize("shape", [(2, 2), (3, 5), (8, 3), (9, 16), (100, 256), (257, 7),
-                                   (2, 3, 1, 1), (1, 2, 1, 2), (4, 16, 7, 5), (32, 8, 14, 14)])
+                                   (2, 3, 1, 1), (1, 2, 1, 2), (4, 16, 7, 5), (32, 8, 14, 14), (3, 16, 12, 12)])
 def test_batchnorm_kernels_equal_their_routines(dtype, kind, shape):
     """(N, D) and (N, C, H, W): the kernels read a 4-D batch in place, the routine normalises
     the rows of its (N*H*W, C) transpose; the same sums in the same order either way."""
