@@ -203,13 +203,13 @@ class ConvRoutines:
     # A stride-1 input gradient as a convolution of dy (its columns: F*kh*kw rows, N*H*(W+kw-1)
     # values each) or as W.T @ dy and col2im's scatter (C*kh*kw rows of N*OH*OW): the scatter
     # where the convolution's columns are at least this many times larger. Alone, at batch 100
-    # on the 2-core EPYC, the scatter took 0.56-0.85x the time for the speedrun's unpadded
-    # 32 -> 16 layer (3.4x), 0.70-0.95x for a 64-channel 8x8 one (1.25x) and 0.70-1.13x where
-    # the channels halve (2.3-2.6x), but 1.9-2.3x for DeepConvNet's 16-channel 28x28 layer
-    # (1.07x) and 1.1-1.4x for a 32-channel 14x14 one (1.14x). In whole steps 1.2 beat 2.0 and
-    # None: DeepConvNet 1.07x (the same in the VM's slow stretches), the speedrun 1.02-1.07x
-    # (bench/results/cpu-2026-11-29/README.md, session 4). sim takes cpu's value; None:
-    # always the convolution (cuda, where this was not measured).
+    # on the 2-core EPYC, the scatter took 0.71-0.85x the time for the speedrun's unpadded
+    # 32 -> 16 layer (3.4x), 0.72-0.95x for 64-channel 7x7 and 8x8 ones (1.25-1.29x) and
+    # 0.75-1.13x where the channels halve (2.3-2.6x), but 1.9-2.3x for DeepConvNet's 16-channel
+    # 28x28 layer (1.07x) and 1.2-1.4x for a 32-channel 14x14 one (1.14x). In whole steps 1.2
+    # beat 2.0 and None: DeepConvNet 1.07x (the same in the VM's slow stretches), the speedrun
+    # 1.02-1.07x (bench/results/cpu-2026-11-29/README.md, session 4). sim takes cpu's value;
+    # None: always the convolution (cuda, where this was not measured).
     input_grad_scatter_ratio = 1.2
 
     def _input_grad_by_convolution(self, dy_shape, W_shape, x_shape, pad) -> bool:
