@@ -222,14 +222,16 @@ class BatchNorm(Layer):
                              f"(N, {self.num_features}) or (N, {self.num_features}, H, W).")
         x = self._as_dtype(x, self.param("gamma").dtype)
         if self.training and x.size <= self.num_features:
-            why = ("an empty training batch: it has no mean or variance, so the running statistics "
-                   "would become NaN" if x.size == 0 else
-                   "a training batch of one value per feature: its variance is 0, so the output would be "
-                   "all zeros and the running variance would drift to 0")
+            if x.size == 0:
+                why = ("an empty training batch: it has no mean or variance, so the running statistics "
+                       "would become NaN", "leave empty batches out, or call model.eval() to run them")
+            else:
+                why = ("a training batch of one value per feature: its variance is 0, so the output would be "
+                       "all zeros and the running variance would drift to 0",
+                       "call model.eval() for inference on single samples")
             raise ShapeError(
-                f"got {why} (input shape {tuple(self.x_shape)}). Train with batches of 2 or more "
-                f"(fit(..., drop_last=True) drops a short last batch), or call model.eval() for inference "
-                f"on single samples.")
+                f"got {why[0]} (input shape {tuple(self.x_shape)}). Train with batches of 2 or more "
+                f"(fit(..., drop_last=True) drops a short last batch), or {why[1]}.")
         self.trained = self.training  # backward differs after an eval-mode forward
         y, self.xn, self.std = self.backend.batchnorm_forward(
             x, self.param("gamma"), self.param("beta"), self.buffer("running_mean"),
