@@ -137,13 +137,12 @@ class NumpyBackend(ConvKernels, ElementwiseKernels, PortableNumpyBackend):
                 xn = _rows(xn)
             return super().batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, training)
         count = dout.dtype.type(dout.size // dout.shape[1])
-        scale = numpy.empty(dout.shape[1], dtype=dout.dtype)
         if dout.ndim == 2:
             dx = numpy.empty_like(dout)
-            k.batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scale)
+            k.batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx)
             return dx
         dx = _channels_last(dout.shape, dout.dtype)
-        k.batchnorm_maps_backward(_channels(dout), gamma, _channels(xn), std, dgamma, dbeta, count, dx, scale)
+        k.batchnorm_maps_backward(_channels(dout), gamma, _channels(xn), std, dgamma, dbeta, count, dx)
         return _maps(dx, dout.shape)
 
 

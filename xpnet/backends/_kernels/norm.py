@@ -35,16 +35,17 @@ def _running(running_mean, running_var, mu, var, mom, one_minus_mom):
 
 
 @numba.njit(inline="always", **JIT)
-def _per_feature(gamma, std, dgamma, dbeta, count, scale):
+def _per_feature(gamma, std, dgamma, dbeta, count):
     """The backward's per-feature factors, each one division as the routine's vector ops make
-    it (gamma / std, dgamma / N, dbeta / N), not one per element: ``scale`` and the two means."""
+    it, not one per element: gamma / std, dgamma / N and dbeta / N."""
+    scale = numpy.empty_like(gamma)
     mean_g = numpy.empty_like(dgamma)
     mean_b = numpy.empty_like(dbeta)
     for j in range(dgamma.size):
         scale[j] = gamma[j] / std[j]
         mean_g[j] = dgamma[j] / count
         mean_b[j] = dbeta[j] / count
-    return mean_g, mean_b
+    return scale, mean_g, mean_b
 
 
 # NumPy sums x.sum(axis=0) of a C-contiguous (N, D) array (D >= 2) row by row into an
@@ -76,7 +77,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, mom, one_minus_
 
 
 @numba.njit(**JIT)
-def batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scale):
+def batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx):
     n, d = dout.shape
     dbeta[:] = 0
     dgamma[:] = 0
@@ -84,7 +85,7 @@ def batchnorm_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scale):
         for j in range(d):
             dbeta[j] += dout[i, j]
             dgamma[j] += xn[i, j] * dout[i, j]
-    mean_g, mean_b = _per_feature(gamma, std, dgamma, dbeta, count, scale)
+    scale, mean_g, mean_b = _per_feature(gamma, std, dgamma, dbeta, count)
     for i in range(n):
         for j in range(d):
             t = xn[i, j] * mean_g[j]
@@ -166,7 +167,7 @@ def batchnorm_maps_forward(x, gamma, beta, running_mean, running_var, mom, one_m
 
 
 @numba.njit(**JIT)
-def batchnorm_maps_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scale):
+def batchnorm_maps_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx):
     """dout and xn as (N, C, S), dx as (N, S, C): channels last, as the routine's dx lies."""
     n, d, m = dout.shape
     dbeta[:] = 0
@@ -176,7 +177,7 @@ def batchnorm_maps_backward(dout, gamma, xn, std, dgamma, dbeta, count, dx, scal
             for j in range(d):
                 dbeta[j] += dout[i, j, k]
                 dgamma[j] += xn[i, j, k] * dout[i, j, k]
-    mean_g, mean_b = _per_feature(gamma, std, dgamma, dbeta, count, scale)
+    scale, mean_g, mean_b = _per_feature(gamma, std, dgamma, dbeta, count)
     row = numpy.empty(m, dtype=dout.dtype)
     for i in range(n):
         for j in range(d):
