@@ -43,6 +43,12 @@ def deep_convnet(seed=0):
     return _example("mnist_cnn").deep_convnet()
 
 
+def speedrun_cnn(seed=0):
+    """examples/mnist_speedrun.py's CNN."""
+    xn.seed(seed)
+    return _example("mnist_speedrun").speedrun_cnn()
+
+
 def _example(name):
     """The module of examples/<name>.py (the examples are scripts, not a package)."""
     path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"

@@ -9,7 +9,6 @@ stretches of one, in a fast or a 1.5x slower mode, so separate processes do not 
 Values are Python expressions over the classes named below (the second line times the
 grouped im2col kernel against NumPy's routine).
 """
-import runpy
 import sys
 from pathlib import Path
 
@@ -25,17 +24,12 @@ from xpnet.backends.routines.conv import ConvRoutines  # noqa: E402
 CLASSES = {"ConvKernels": ConvKernels, "ConvRoutines": ConvRoutines}
 
 
-def _speedrun_cnn():
-    """examples/mnist_speedrun.py's model."""
-    return runpy.run_path(str(Path(__file__).resolve().parents[3] / "examples" / "mnist_speedrun.py"))["speedrun_cnn"]()
-
-
 def main():
     target, name, batch, labels = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
     owner, attr = target.split(".")
     values = {label: eval(label, dict(CLASSES)) for label in labels}  # noqa: S307 (a benchmark's own arguments)
     x, t = models._data(batch, (1, 28, 28))
-    build = {"deep": models.deep_convnet, "cnn": models.convnet, "speedrun": _speedrun_cnn}[name]
+    build = {"deep": models.deep_convnet, "cnn": models.convnet, "speedrun": models.speedrun_cnn}[name]
     steps = {}
     for label, v in values.items():
         setattr(CLASSES[owner], attr, v)

@@ -1,15 +1,16 @@
 """The TF2 MLP's training step (784-100-50-10, SGD; bench/test_training.py's) with the cpu
 kernels on, off (jit.off), and on without the ReLU or the SGD overrides: one step object,
-the four variants alternating block by block in one process, medians of 60 blocks of 30.
+the four variants alternating block by block in one process (_alternate.py), medians of 60
+blocks of 30.
 
     python bench/results/cpu-2026-11-29/ab_mlp_kernels.py 100
 """
 import contextlib
 import sys
-import time
 from pathlib import Path
 
 import numpy
+from _alternate import alternate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/
 from test_training import MLP, _xpnet_step  # noqa: E402
@@ -40,17 +41,9 @@ def main():
                 "on but ReLU": lambda: without("relu", "relu_backward"), "on but SGD": lambda: without("sgd_update")}
     for _ in range(100):
         step()
-    times = {v: [] for v in variants}
-    for _ in range(60):
-        for name, context in variants.items():
-            with context():
-                step()
-                start = time.perf_counter()
-                for _ in range(30):
-                    step()
-                times[name].append((time.perf_counter() - start) / 30)
+    times = alternate({name: step for name in variants}, 60, calls=30, turn=lambda name: variants[name]())
     for name, t in times.items():
-        print(f"batch {batch}, {name}: {numpy.median(t) * 1e3:.3f} ms")
+        print(f"batch {batch}, {name}: {numpy.median(t):.3f} ms")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ alternating round by round in one process (_alternate.py).
 
     python bench/results/cpu-2026-11-29/ab_scatter_chunks.py [ROUNDS]
 """
-import runpy
 import sys
 from pathlib import Path
 
@@ -43,13 +42,12 @@ def _chunked(self, dy, W, x_shape, stride, pad, product=None, scratch=None):
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     ConvRoutines._input_grad, ConvRoutines.CHUNKED = _chunked, False
-    build = runpy.run_path(str(Path(__file__).resolve().parents[3] / "examples" / "mnist_speedrun.py"))["speedrun_cnn"]
     x, t = models._data(128, (1, 28, 28))
     values = {"whole": False, "chunked": True}
     steps = {}
     for label, value in values.items():
         ConvRoutines.CHUNKED = value
-        steps[label] = models._xpnet_step(build(), x, t)
+        steps[label] = models._xpnet_step(models.speedrun_cnn(), x, t)
     times = alternate(steps, rounds, turn=lambda label: setting(ConvRoutines, "CHUNKED", values[label]))
     for label, ms in times.items():
         print(f"{label}: median {numpy.median(ms):.2f} ms  rounds: {' '.join(f'{v:.1f}' for v in ms)}")

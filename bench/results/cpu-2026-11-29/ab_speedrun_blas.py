@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy
 from _alternate import alternate, print_round, setting
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "examples")]
-from mnist_speedrun import speedrun_cnn  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/
+import models  # noqa: E402
 from test_training import _train_step  # noqa: E402
 
 import xpnet as xn  # noqa: E402
@@ -21,8 +20,7 @@ from xpnet.backends import blas  # noqa: E402
 
 
 def build(x, t):
-    xn.seed(0)
-    model = speedrun_cnn(16)
+    model = models.speedrun_cnn(0)
     opt = xn.optim.Momentum(model, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     return _train_step(model, opt, x, t, loss=xn.nn.SoftmaxCrossEntropy(label_smoothing=0.1))
 

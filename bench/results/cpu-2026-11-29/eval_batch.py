@@ -4,19 +4,20 @@ evaluation batch size given.
 
     for b in 1000 250 128 1000 250 128; do python bench/results/cpu-2026-11-29/eval_batch.py $b; done
 """
-import runpy
 import sys
 import time
 from pathlib import Path
 
-import xpnet as xn
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/
+import models  # noqa: E402
+
+import xpnet as xn  # noqa: E402
 
 
 def main():
     batch = int(sys.argv[1])
     (x, t), test = xn.datasets.mnist(flatten=False)
-    example = Path(__file__).resolve().parents[3] / "examples" / "mnist_speedrun.py"
-    model = runpy.run_path(str(example))["speedrun_cnn"]()
+    model = models.speedrun_cnn()
     opt = xn.optim.Momentum(model, lr=0.1, momentum=0.9, nesterov=True)
     xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x[:1280], t[:1280]), epochs=1, batch_size=128, progress=False)
     start = time.perf_counter()

@@ -5,11 +5,14 @@ over 100 steps of ``fit`` on the first 12,800 MNIST images, after one warm-up pa
     python bench/results/cpu-2026-11-29/step_profile.py            # the speedrun's CNN, batch 128
 """
 import collections
-import runpy
+import sys
 import time
 from pathlib import Path
 
-import xpnet as xn
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/
+import models  # noqa: E402
+
+import xpnet as xn  # noqa: E402
 
 SKIP = {"_scratch", "_conv_geometry", "_kernel_windows", "_conv_chunk", "_input_grad_by_convolution"}
 
@@ -38,8 +41,7 @@ def _timed(backend, spent, calls):
 
 
 def main():
-    example = Path(__file__).resolve().parents[3] / "examples" / "mnist_speedrun.py"
-    model = runpy.run_path(str(example))["speedrun_cnn"]()
+    model = models.speedrun_cnn()
     (x, t), _ = xn.datasets.mnist(flatten=False)
     n, batch = 12800, 128
     opt = xn.optim.Momentum(model, lr=0.3, momentum=0.9, nesterov=True, weight_decay=5e-4)
