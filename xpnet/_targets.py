@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy
 
 from .backends import array_device, get_backend
+from . import _validate
 from .errors import DTypeError, ShapeError
 
 _REGRESSION = "For regression targets use loss_fn=MeanSquaredError() (xn.nn.MeanSquaredError)."
@@ -26,8 +27,6 @@ def softmax_targets(name, y, t, labels_checked=False):
       and tell the loss so: ``labels_checked`` skips the device check of class indices.)
     """
     n, classes = _shapes(name, y, t)
-    if n == 0:
-        return t, None
     if t.ndim == 1 and labels_checked:
         return t, None  # the caller (fit) checked these class indices on the host already
     if isinstance(t, numpy.ndarray):
@@ -49,6 +48,7 @@ def _shapes(name, y, t):
         raise DTypeError(f"{name}: logits y must be floating point, got {y.dtype}; "
                          f"use y.astype('float32') (or float64).")
     n, classes = y.shape
+    _validate.nonempty_batch(name, y)
     if classes < 2:
         raise ShapeError(f"{name}: y has shape {tuple(y.shape)}, {classes} class column(s); softmax over "
                          f"fewer than 2 classes is constant, so this loss would say nothing about the "

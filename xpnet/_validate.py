@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from .errors import ShapeError
+
 
 def integer(owner: str, name: str, value, minimum: int = 1) -> int:
     """``value`` as an int >= minimum; floats (2.7), strings and bools are refused."""
@@ -42,3 +44,12 @@ def real(owner: str, name: str, value, low=None, high=None, low_open=False, high
         hi = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
         raise ValueError(f"{owner}: {name} must be a finite number in {lo}, {hi}, got {value!r}.")
     return value
+
+
+def nonempty_batch(owner: str, y) -> None:
+    """Refuse a loss's ``y`` without values: a mean over no samples is 0 / 0 (PyTorch's NaN,
+    which ``fit``'s guard would then stop on), so it is named here instead."""
+    if y.size == 0:
+        raise ShapeError(f"{owner}: got an empty batch (y of shape {tuple(y.shape)}); the loss is a mean "
+                         f"over its values and there are none. Leave empty batches out (check len(y) before "
+                         f"the call).")

@@ -23,6 +23,7 @@ from .autodiff import (
     tanh,
     where,
 )
+from . import _validate
 from .device import device_of
 
 
@@ -41,6 +42,7 @@ def cross_entropy_error(y, t):
 
     For logits, prefer ``softmax_cross_entropy``: it never takes the log of zero.
     """
+    _validate.nonempty_batch("cross_entropy_error", y)
     return device_of(y).backend.cross_entropy_error(y, t)
 
 

@@ -213,3 +213,18 @@ def test_argnums_out_of_range_names_argnums_and_the_arguments_given():
 def test_keyword_arguments_pass_to_f_and_negative_argnums_count_from_the_end():
     assert float(xn.grad(lambda a, b=1.0: a * b)(3.0, b=2.0)) == 2.0
     assert float(xn.grad(lambda a, b: a * b * b, argnums=-1)(3.0, 2.0)) == 12.0
+
+
+# -- a ** b where the derivative's formula is 0 * inf (a prober's finding, session 5) ---------
+@pytest.mark.filterwarnings("ignore:divide by zero", "ignore:invalid value")
+def test_power_at_zero_has_pytorchs_zero_derivatives_not_nan(device):
+    a = xn.to_device(numpy.array([0.0, 2.0, 0.0]), device)
+    b = xn.to_device(numpy.array([2.0, 3.0, 0.0]), device)
+    da, db = xn.grad(lambda a, b: (a ** b).sum(), argnums=(0, 1))(a, b)
+    # d/da = b a^(b-1): 0, 12, and 0 at b = 0 (a ** 0 is 1 everywhere);
+    # d/db = a^b log a: 0 at a = 0 (0 ** b is 0 for b > 0, 1 at b = 0), 8 log 2
+    numpy.testing.assert_allclose(_host(da), [0.0, 12.0, 0.0])
+    numpy.testing.assert_allclose(_host(db), [0.0, 8 * numpy.log(2.0), 0.0])
+    numpy.testing.assert_array_equal(_host(xn.grad(lambda a: (a ** 0).sum())(a)), [0.0, 0.0, 0.0])
+    # a negative exponent at a = 0 keeps the formula's infinity (PyTorch's too)
+    assert numpy.isinf(_host(xn.grad(lambda a: (a ** -1.0).sum())(a))[0])

@@ -266,3 +266,16 @@ def test_list_labels_equal_array_labels(device, rng):
 def test_the_loss_layer_names_a_zero_dimensional_label(device):
     with pytest.raises(xn.ShapeError, match="one sample per row"):
         xn.nn.SoftmaxCrossEntropy()(xn.to_device(numpy.zeros((2, 3))), xn.to_device(numpy.array(1)))
+
+
+@pytest.mark.parametrize("loss", ["SoftmaxCrossEntropy", "MeanSquaredError", "softmax_cross_entropy",
+                                  "mean_squared_error", "cross_entropy_error"])
+def test_an_empty_batch_is_refused_by_name_not_divided_by_zero(loss, device):
+    """A prober's finding (session 5): the losses raised a bare ZeroDivisionError (softmax
+    cross-entropy; MeanSquaredError's backward) or returned NaN with a warning on 0 samples."""
+    y = xn.to_device(numpy.zeros((0, 3), dtype=numpy.float32), device)
+    t = xn.to_device(numpy.zeros(0, dtype=numpy.int64), device) if "softmax" in loss else y
+    call = getattr(xn.nn, loss, None)
+    call = call() if call is not None else getattr(F, loss)
+    with pytest.raises(xn.ShapeError, match=rf"{loss}: got an empty batch \(y of shape \(0, 3\)\)"):
+        call(y, t)

@@ -241,6 +241,32 @@ def test_ranks_given_different_data_are_refused_naming_both_sizes(call, batch_si
     assert all(size in result.stderr for size in sizes), result.stderr[-3000:]
 
 
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec: pip install 'xpnet[mpi]' (mpi4py and MPICH)")
+@pytest.mark.parametrize("call, samples, batch, sizes", [
+    ("fit-generator", (50, 46), 2, "rank 0 read 10 samples; rank 1 read 6 samples"),  # same steps, short last
+    ("fit-generator", (60, 40), 2, "rank 0 read 20 samples; rank 1 had no batch left"),  # one ends first
+    ("fit-list", (30, 30), 0, "rank 0 read 20 samples; rank 1 read 10 samples")])  # same totals, other order
+@pytest.mark.slow
+def test_ranks_reading_batches_of_different_sizes_are_refused_at_that_batch(call, samples, batch, sizes):
+    """A prober's finding (session 5): batches whose sizes no rank knows before reading them
+    (a generator; a list whose totals agree) were split by each rank's own total, so the
+    summed gradient weighted the parts wrongly with no error, or the ranks met in different
+    collectives (MPICH: "Message truncated")."""
+    result = _mpi_job(call, "--batch-size", "20", "--samples", *map(str, samples))
+    assert result.returncode != 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "trained" not in result.stdout and "Message truncated" not in result.stderr
+    assert f"fit data, epoch 1, batch {batch}: the 2 ranks read batches of different sizes: {sizes}" \
+        in result.stderr, result.stderr[-3000:]
+
+
+def _batches(call, x, t, batch_size):
+    """``fit``'s data for the batch cases: a generator, or a list (rank 1's in reverse order)."""
+    cuts = [(k, k + batch_size) for k in range(0, len(x), batch_size)]
+    if call == "fit-generator":
+        return ((x[a:b], t[a:b]) for a, b in cuts)
+    return [(x[a:b], t[a:b]) for a, b in (cuts[::-1] if xn.distributed.rank() == 1 else cuts)]
+
+
 def _job(call, batch_size, samples):
     """One rank's part: its own number of samples (the mistake under test)."""
     n = samples[xn.distributed.rank()]
@@ -249,16 +275,18 @@ def _job(call, batch_size, samples):
     with xn.use_device("cpu"):
         xn.seed(0)
         model = xn.nn.Affine(4, 2, dtype="float64")
-        if call == "fit":
+        if call.startswith("fit-"):
+            xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), _batches(call, x, t, batch_size))
+        elif call == "fit":
             xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x, t), batch_size=batch_size)
         else:
             xn.evaluate(model, (x, t), batch_size=batch_size)
-    print("trained" if call == "fit" else "evaluated", flush=True)
+    print("trained" if call.startswith("fit") else "evaluated", flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("call", choices=["fit", "evaluate"])
+    parser.add_argument("call", choices=["fit", "evaluate", "fit-generator", "fit-list"])
     parser.add_argument("--batch-size", type=int, default=40)
     parser.add_argument("--samples", type=int, nargs=2, default=[120, 100])
     args = parser.parse_args()

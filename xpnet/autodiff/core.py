@@ -208,10 +208,22 @@ def divide(a, b):
 
 
 def power(a, b):
-    y = _data(a) ** _data(b)
-    out = _node(y, (a, lambda g: _sum_to(g * b * a ** (b - 1), _shape(a))),
-                (b, lambda g: _sum_to(g * out * log(a), _shape(b))))
+    """a ** b. Where the derivative's formula meets 0 * inf, the derivative is 0, as in
+    PyTorch: d/da at b = 0 (a ** 0 is 1 for every a), and d/db at a = 0, b >= 0 (0 ** b
+    is constant there), instead of the formula's NaN."""
+    ad, bd = _data(a), _data(b)
+    y = ad ** bd
+    out = _node(y, (a, lambda g: _sum_to(_zero_where(bd == 0, g * b * a ** (b - 1)), _shape(a))),
+                (b, lambda g: _sum_to(_zero_where((ad == 0) & (bd >= 0), g * out * log(a)), _shape(b))))
     return out
+
+
+def _zero_where(mask, value):
+    """``value`` with 0 where ``mask`` holds (a device bool array, or a Python bool when
+    the operand was a number)."""
+    if mask is False or mask is numpy.False_:
+        return value
+    return where(mask, 0.0, value)
 
 
 def matmul(a, b):

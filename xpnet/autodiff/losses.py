@@ -54,6 +54,7 @@ def softmax_cross_entropy(z, t, label_smoothing=0.0):
 def mean_squared_error(y, t):
     """mean((y - t)^2) over every element."""
     backend = _backend(y, t)
+    _validate.nonempty_batch("mean_squared_error", _data(y))
     return _node(backend.mean_squared_error(_data(y), _data(t)),
                  (y, lambda g: backend.mean_squared_error_backward(g, y, t)),
                  (t, lambda g: -backend.mean_squared_error_backward(g, y, t)))

@@ -49,6 +49,7 @@ class _Loss:
                              f"and {tuple(t.shape)}.")
         if t.shape[0] != y.shape[0]:
             raise ShapeError(f"{name}: y has {y.shape[0]} samples but t has {t.shape[0]}.")
+        _validate.nonempty_batch(name, y)
 
     def workspace(self, name, shape, dtype):
         return reusable(self._work, name, shape, dtype, self.backend.xp)

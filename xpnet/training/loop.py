@@ -22,7 +22,7 @@ from .callbacks import Callback, History, ProgressBar, ScheduleStep, Validation
 from .guard import NaNGuard
 from .inference import evaluate
 from .parallel import processes
-from .sources import InMemory, LabelCheck, check_pair, is_batches, training_source
+from .sources import InMemory, LabelCheck, Streamed, check_pair, is_batches, training_source
 from .step import TrainStep
 
 
@@ -102,6 +102,8 @@ def _plan(model, loss_fn, optimizer, data, args) -> Run:
     source = training_source(data, labels, device, batch_size, args["shuffle"], args["seed"], args["drop_last"],
                              args["stream"], parallel.size)
     source.split = parallel.part
+    if isinstance(source, Streamed):
+        source.agree = parallel.agree
     validation = _check_validation(args["validation"], epochs)
     parallel.check_sizes("fit", lambda: _sizes(source, validation))
     if model.device != device:

@@ -32,6 +32,10 @@ class SingleProcess:
     def check_sizes(self, where, sizes) -> None:
         """Ranks given different data would be refused here; one process has nothing to compare."""
 
+    def agree(self, total, where) -> None:
+        """Ranks reading batches of different sizes would be refused here; one process has
+        nothing to compare."""
+
     def start(self, model, optimizer) -> None:
         """Before the first step: nothing to share."""
 
@@ -83,6 +87,24 @@ class DataParallel(SingleProcess):
                          + ". Every rank runs the same call on the same data (each takes its part of every "
                            "global batch): give every rank the same arrays, or Loaders and lists of batches "
                            "of the same sizes.")
+
+    def agree(self, total, where) -> None:
+        """Raise ShapeError on every rank, naming each rank's batch, unless every rank read a
+        batch of ``total`` samples at ``where`` (-1: its data ended). For batches whose sizes
+        no rank knew before reading them: without this, ranks would weight their parts by
+        different totals (a wrong step, silently), or wait in different collectives. One
+        allreduce of a number a rank, a batch."""
+        table = numpy.zeros(self.size, dtype=numpy.int64)
+        table[self.rank] = total
+        dist.allreduce(table)
+        if (table == table[0]).all():
+            return
+        shown = range(self.size) if self.size <= 8 else sorted({0, self.rank, int(numpy.flatnonzero(table != table[0])[0])})
+        raise ShapeError(f"{where}: the {self.size} ranks read batches of different sizes: "
+                         + "; ".join(f"rank {r} {'had no batch left' if table[r] < 0 else f'read {table[r]} samples'}"
+                                     for r in shown)
+                         + ". Every rank runs the same call on the same data (each takes its part of every "
+                           "global batch): give every rank the same batches.")
 
     def start(self, model, optimizer) -> None:
         """Every rank starts from rank 0's parameters and buffers, and draws Dropout masks

@@ -6,7 +6,9 @@ Both sources yield ``(xb, tb, share, total)``: device buffers the step reads (th
 buffers for every batch of a shape, so a recorded step replays), the share of the global
 batch this process trains on (None in a single process) and the global batch's size. In a
 data-parallel run the ``split`` a source is given (``parallel.DataParallel.part``) says
-which contiguous part of each global batch is this rank's.
+which contiguous part of each global batch is this rank's, and a ``Streamed`` source's
+``agree`` (``parallel.DataParallel.agree``) checks that every rank read a batch of the same
+size, where no rank knew the sizes before reading them (a generator, a list of batches).
 """
 from __future__ import annotations
 
@@ -177,6 +179,10 @@ def _whole(total, where=None):
     return None
 
 
+def _agreed(total, where):
+    """The check of a single process: nothing to compare a batch with."""
+
+
 class InMemory:
     """Batches of a dataset copied to the device once, gathered into buffers reused across
     steps (one pair per batch size, so a recorded step always reads the same two)."""
@@ -238,7 +244,7 @@ class Streamed:
         self.source, self.labels = source, labels
         self.checked = checked  # the batches of a pair whose values were checked up front
         self.slots = {}  # batch shapes and dtypes -> two [x buffer, t buffer, event of last step]
-        self.split = _whole
+        self.split, self.agree = _whole, _agreed
 
     def __len__(self):
         return len(self.source) if hasattr(self.source, "__len__") else 0
@@ -267,14 +273,20 @@ class Streamed:
                 reading.close()
 
     def _checked(self, epoch, source):
+        # A Loader's batches have sizes every rank knew before the epoch (compared then);
+        # a generator's or a list's are compared as they are read, the end of the data too.
+        agree = _agreed if isinstance(self.source, Loader) else self.agree
+        k = -1
         for k, batch in enumerate(source):
             xb, tb = check_batch(batch, f"fit data, batch {k}", finite=not self.checked)
             self.labels.add(tb, f"fit data, epoch {epoch}, batch {k}")
             total = len(xb)
+            agree(total, f"fit data, epoch {epoch}, batch {k}")
             part = self.split(total, f"fit data, batch {k}")  # this rank's contiguous part
             if part is not None:
                 xb, tb = xb[part[0]:part[1]], tb[part[0]:part[1]]
             yield xb, tb, total, part
+        agree(-1, f"fit data, epoch {epoch}, batch {k + 1}")
 
     def _start(self, backend, batch, turn):
         """Issue the copies of ``batch`` into its shape's buffer pair for ``turn``."""
