@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy
 
-from .backends import array_device, get_backend
 from . import _validate
+from .backends import array_device, get_backend
 from .errors import DTypeError, ShapeError
 
 _REGRESSION = "For regression targets use loss_fn=MeanSquaredError() (xn.nn.MeanSquaredError)."

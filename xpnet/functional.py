@@ -6,6 +6,7 @@ formulas are the backend's, shared with the layers.
 """
 from __future__ import annotations
 
+from . import _validate
 from .autodiff import (
     _backend,
     _operand,
@@ -23,7 +24,6 @@ from .autodiff import (
     tanh,
     where,
 )
-from . import _validate
 from .device import device_of
 
 

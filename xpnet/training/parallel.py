@@ -80,8 +80,7 @@ class DataParallel(SingleProcess):
         def described(r):
             return ", ".join(f"{'an unknown number of' if v < 0 else v} {name}"
                              for name, v in zip(sizes, table[r]))
-        first_odd = int(numpy.flatnonzero((table != table[0]).any(1))[0])
-        shown = range(self.size) if self.size <= 8 else sorted({0, self.rank, first_odd})
+        shown = self._named_ranks((table != table[0]).any(1))
         raise ShapeError(f"{where}: the {self.size} ranks were given different data: "
                          + "; ".join(f"rank {r} has {described(r)}" for r in shown)
                          + ". Every rank runs the same call on the same data (each takes its part of every "
@@ -99,12 +98,17 @@ class DataParallel(SingleProcess):
         dist.allreduce(table)
         if (table == table[0]).all():
             return
-        shown = range(self.size) if self.size <= 8 else sorted({0, self.rank, int(numpy.flatnonzero(table != table[0])[0])})
+        shown = self._named_ranks(table != table[0])
         raise ShapeError(f"{where}: the {self.size} ranks read batches of different sizes: "
                          + "; ".join(f"rank {r} {'had no batch left' if table[r] < 0 else f'read {table[r]} samples'}"
                                      for r in shown)
                          + ". Every rank runs the same call on the same data (each takes its part of every "
                            "global batch): give every rank the same batches.")
+
+    def _named_ranks(self, odd):
+        """The ranks a refusal names: every one up to 8, else rank 0, this one and the first
+        whose entry of ``odd`` (a bool a rank) is set."""
+        return range(self.size) if self.size <= 8 else sorted({0, self.rank, int(numpy.flatnonzero(odd)[0])})
 
     def start(self, model, optimizer) -> None:
         """Every rank starts from rank 0's parameters and buffers, and draws Dropout masks
