@@ -64,7 +64,9 @@ def save(model, path, optimizer=None, schedule=None) -> Path:
 
     In a distributed run (``mpiexec``) every rank calls ``save``, as every rank calls
     ``fit``: only rank 0 writes (the ranks hold the same model), and no rank returns before
-    the file is in place, so a ``load`` right after reads the new file on every rank.
+    the file is in place, so a ``load`` right after reads the new file on every rank. Where
+    rank 0's write fails, every rank raises: rank 0 its error, the others a
+    ``CheckpointError`` saying so.
     """
     from . import distributed
     from ._version import __version__
@@ -82,11 +84,19 @@ def save(model, path, optimizer=None, schedule=None) -> Path:
     if not distributed.launched():
         _write(target, arrays)
         return Path(path)
-    try:
-        if distributed.rank() == 0:
+    failure = None
+    if distributed.rank() == 0:
+        try:
             _write(target, arrays)
-    finally:  # no rank returns before the file is replaced (or rank 0 failed: it raises)
-        distributed.barrier()
+        except BaseException as exc:  # told to every rank first, then raised
+            failure = exc
+    written = numpy.array([failure is None], dtype=numpy.int8)
+    distributed.broadcast({"written": written})  # no rank returns before rank 0's write is done
+    if failure is not None:
+        raise failure
+    if not written[0]:
+        raise CheckpointError(f"save: rank 0 could not write {path} (its error says why); a file already "
+                              f"there is left as it was.")
     return Path(path)
 
 

@@ -181,6 +181,21 @@ def test_every_rank_loads_the_file_it_just_saved(tmp_path):
         "rank 0: 4 of 4 loads read the new file", "rank 1: 4 of 4 loads read the new file"]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec: pip install 'xpnet[mpi]' (mpi4py and MPICH)")
+def test_a_write_that_fails_on_rank_0_raises_on_every_rank(tmp_path):
+    """A prober's finding (session 5): the barrier sat in a ``finally``, so rank 1 returned
+    from save, and could load the old file, before rank 0 raised."""
+    env = {k: v for k, v in os.environ.items() if k != "XPNET_DEVICE"}
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    result = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(HERE / "mpi_checkpoint_job.py"),
+                             str(tmp_path / "c.npz"), "--fail"], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "rank 0: save raised OSError: [Errno 28] No space left on device" in result.stdout, result.stdout
+    assert (f"rank 1: save raised CheckpointError: save: rank 0 could not write {tmp_path / 'c.npz'} "
+            f"(its error says why)") in result.stdout, result.stdout
+
+
 # -- case 15: the learning rate and the schedule come back with the checkpoint -------------
 def test_load_restores_the_learning_rate(device, tmp_path):
     model = _model(device)
