@@ -35,7 +35,10 @@ if __name__ == "__main__":
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out")
     parser.add_argument("--fail-at", type=int)
+    parser.add_argument("--fail-before-mpi", action="store_true")
     args = parser.parse_args()
+    if args.fail_before_mpi and xn.distributed.local_rank() == 1:  # the launcher's word: MPI not started
+        raise RuntimeError("rank 1 fails on purpose before it uses MPI")
     _, history = run(args.device, args.out, args.fail_at)
     if xn.distributed.rank() == 0:
         print("losses", history.epoch_loss, "accuracy", history.epoch_accuracy, "validation", history.val_loss)

@@ -9,7 +9,9 @@ only rank 0 showing progress and writing checkpoints and plots. Alone, the same 
 runs as one process, and mpi4py is never imported.
 
 A rank that raises makes the whole job stop (``MPI_Abort``) with its traceback, so the
-others do not wait for it forever.
+others do not wait for it forever: from the moment xpnet is imported under a launcher,
+before this rank has used MPI too (its exception hook then starts MPI to abort). A rank
+that leaves quietly instead (``sys.exit``, ``os._exit``) is not seen: the others wait.
 """
 from __future__ import annotations
 
@@ -37,17 +39,25 @@ def init():
             raise ImportError(f"xpnet.distributed needs mpi4py and an MPI library: pip install "
                               f"'xpnet[mpi]' (mpi4py and MPICH's wheel) ({exc}).") from None
         _comm = MPI.COMM_WORLD
-        if _comm.size > 1:
-            _install_abort_hook(_comm)
     return _comm
 
 
-def _install_abort_hook(comm):
-    def abort(kind, value, tb):
-        _write_before_abort(f"xpnet.distributed: rank {comm.rank} of {comm.size} failed; stopping every rank.\n"
-                            + "".join(traceback.format_exception(kind, value, tb)))
-        comm.Abort(1)  # ends this process and, through the launcher, every rank
-    sys.excepthook = abort
+def _abort(kind, value, tb):
+    """``sys.excepthook`` under a launcher: this rank's traceback, then ``MPI_Abort``, which
+    ends this process and, through the launcher, every rank (which may be waiting for this
+    one in a collective, whether or not this one has used MPI yet)."""
+    try:
+        comm = init()
+    except Exception:  # noqa: BLE001 (no MPI to abort through: Python's own report)
+        sys.__excepthook__(kind, value, tb)
+        return
+    _write_before_abort(f"xpnet.distributed: rank {comm.rank} of {comm.size} failed; stopping every rank.\n"
+                        + "".join(traceback.format_exception(kind, value, tb)))
+    comm.Abort(1)
+
+
+if launched():
+    sys.excepthook = _abort
 
 
 def _write_before_abort(text: str, timeout: float = 10.0) -> None:

@@ -226,13 +226,12 @@ def test_a_failing_rank_waits_until_its_traceback_is_read_before_it_aborts(monke
     reader.start()
     comm = Comm()
     monkeypatch.setattr(sys, "stderr", stream)
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(distributed, "init", lambda: comm)
     try:
-        distributed._install_abort_hook(comm)
         try:
             raise RuntimeError("rank 1 fails on purpose")
         except RuntimeError:
-            sys.excepthook(*sys.exc_info())
+            distributed._abort(*sys.exc_info())
     finally:
         stream.close()
         reader.join()

@@ -52,6 +52,14 @@ def test_a_rank_that_raises_stops_the_job(tmp_path):
     assert "rank 1 of 2 failed" in result.stderr and "fails on purpose" in result.stderr
 
 
+def test_a_rank_that_raises_before_it_uses_mpi_stops_the_job():
+    """A prober's finding (session 5): the abort hook came with the first MPI call, so a rank
+    that failed before one (its data missing, say) left the others waiting in fit forever."""
+    result, seconds = _job("--fail-before-mpi", timeout=90)
+    assert result.returncode != 0 and seconds < 60
+    assert "rank 1 of 2 failed" in result.stderr and "fails on purpose before it uses MPI" in result.stderr
+
+
 def test_distributed_without_a_launcher_says_how_to_launch():
     from tests.mpi_job import run
     with pytest.raises(RuntimeError, match="mpiexec -n 2 python"):
