@@ -272,3 +272,39 @@ def test_numeric_argument_types():
                      (probability, "nan"), (nonnegative_int, "1.5"), (nonnegative_int, "-1")]:
         with pytest.raises(argparse.ArgumentTypeError, match=repr(text).strip("'")):
             fn(text)
+
+
+# -- paths and files a prober named (session 5): each error named a hidden temporary file or
+# -- came from NumPy, instead of the path given and what to do
+def test_save_names_a_missing_folder_or_a_folder_given_as_the_file(tmp_path):
+    model = xn.nn.Affine(2, 2)
+    with pytest.raises(FileNotFoundError, match=r"cannot write .*nope.m\.npz: the folder .*nope does not exist\. "
+                                                r"Create it first"):
+        xn.save(model, tmp_path / "nope" / "m.npz")
+    with pytest.raises(IsADirectoryError, match=r"cannot write .*: it is a folder"):
+        xn.save(model, tmp_path)
+    with pytest.raises(IsADirectoryError, match=r"it is a folder"):
+        xn.export_onnx(model, tmp_path, numpy.ones((1, 2), numpy.float32))
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_load_of_an_npy_file_says_it_is_one_array_not_a_checkpoint(tmp_path):
+    numpy.save(tmp_path / "a.npy", numpy.ones(3))
+    with pytest.raises(xn.CheckpointError, match=r"a\.npy holds one NumPy array \(an \.npy file\), not an xpnet "
+                                                 r"checkpoint"):
+        xn.load(xn.nn.Affine(2, 2), tmp_path / "a.npy")
+
+
+def test_a_data_dir_that_is_a_file_is_named_as_one(tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("not a folder")
+    monkeypatch.setenv("XPNET_DATA_DIR", str(tmp_path / "f"))
+    with pytest.raises(NotADirectoryError, match=r"is a file, not a folder\. Set XPNET_DATA_DIR to a folder"):
+        xn.datasets.mnist()
+
+
+def test_onnx_names_a_sequential_subclass_it_refuses_by_its_own_class():
+    class Doubled(xn.nn.Sequential):
+        def forward(self, x):
+            return super().forward(x) * 2
+    with pytest.raises(TypeError, match=r"the layer Doubled: Sequential\(ReLU\) has no ONNX form"):
+        xn.export_onnx(Doubled(xn.nn.ReLU()), "unused.onnx", numpy.ones((1, 2), numpy.float32))

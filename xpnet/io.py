@@ -141,7 +141,14 @@ def write_atomically(target: Path, write, mode=None) -> None:
 
 def write_temporary(target: Path, write, mode=None) -> Path:
     """``write(file)`` into a temporary file beside ``target``, flushed with ``mode`` (default:
-    ``target``'s); returns its path, to rename over ``target``. Nothing is left on failure."""
+    ``target``'s); returns its path, to rename over ``target``. Nothing is left on failure.
+    A missing folder, or a folder at ``target``, is named as such (not the temporary file)."""
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {target}: the folder {target.parent} does not exist. Create it "
+                                f"first, or give another path.")
+    if target.is_dir():
+        raise IsADirectoryError(f"cannot write {target}: it is a folder. Give the path of a file, in it or "
+                                f"beside it.")
     mode = _mode_for(target) if mode is None else mode
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
     try:
@@ -189,10 +196,18 @@ def _alive(pid: int) -> bool:
 
 def _read(path):
     try:
-        with numpy.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
+        f = numpy.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise CheckpointError(f"{path} is not a readable xpnet checkpoint ({type(exc).__name__}: "
+                              f"{exc}); it may be truncated, damaged or not an .npz file.") from None
+    if not isinstance(f, numpy.lib.npyio.NpzFile):
+        raise CheckpointError(f"{path} holds one NumPy array (an .npy file), not an xpnet checkpoint (an .npz "
+                              f"archive that xn.save writes). Pass the file xn.save wrote.")
+    try:
+        with f:
+            data = {k: f[k] for k in f.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
         raise CheckpointError(f"{path} is not a readable xpnet checkpoint ({type(exc).__name__}: "
                               f"{exc}); it may be truncated, damaged or not an .npz file.") from None

@@ -179,7 +179,9 @@ def _leaves(model, where=""):
 def _refuse_unexported(model):
     for where, layer in _leaves(model):
         if type(layer) not in EMITTERS:
-            place = f"layer {where} ({layer.describe()})" if where else f"the layer {layer.describe()}"
+            name = type(layer).__name__  # a subclass describes itself as its built-in base may
+            what = layer.describe() if layer.describe().startswith(name) else f"{name}: {layer.describe()}"
+            place = f"layer {where} ({what})" if where else f"the layer {what}"
             known = ", ".join(cls.__name__ for cls in EMITTERS)
             raise TypeError(
                 f"xn.export_onnx: {place} has no ONNX form. Exported are the built-in {known} and "
@@ -240,8 +242,5 @@ def _write(path: Path, data: bytes) -> Path:
     """``data`` at ``path``: a temporary file beside it, flushed, renamed over it (as
     ``xn.save`` writes), so a crash leaves the old file or the new one, never half of one."""
     target = Path(os.path.realpath(path))
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"xn.export_onnx: cannot write {path}: the folder {target.parent} does not "
-                                f"exist. Create it first, or give another path.")
     write_atomically(target, lambda f: f.write(data))
     return Path(path)

@@ -41,10 +41,15 @@ def test_sim_refuses_host_values_and_host_indices(s):
 
 
 def test_numpy_asarray_of_sim_array_raises(s):
-    with pytest.raises(TypeError, match="xn.to_host"):
+    """ImplicitTransferError, a TypeError as CuPy's is, for every way NumPy converts: a
+    prober found ``host[0] = s`` raising a plain TypeError (session 5)."""
+    with pytest.raises(xn.ImplicitTransferError, match="xn.to_host"):
         numpy.asarray(s)
-    with pytest.raises(TypeError):
+    with pytest.raises(xn.ImplicitTransferError):
         numpy.array(s)
+    host = numpy.zeros((2,) + s.shape, dtype=s.dtype)
+    with pytest.raises(xn.ImplicitTransferError, match="xn.to_host"):
+        host[0] = s
 
 
 def test_sim_devices_do_not_mix(s):

@@ -218,7 +218,9 @@ class SimArray(NDArrayOperatorsMixin):
 
     # -- NumPy protocols: the heart of the simulation -------------------------------
     def __array__(self, dtype=None, copy=None):
-        raise TypeError(
+        # CuPy raises TypeError here; ImplicitTransferError is one, and the error the docs name
+        # (np.asarray(x), host[0] = x and every other way NumPy converts reach this)
+        raise ImplicitTransferError(
             f"Implicit conversion of an array on sim:{self._index} to a NumPy array is not "
             f"allowed (CuPy refuses it too). Use xn.to_host(x) to copy it to the host explicitly.")
 

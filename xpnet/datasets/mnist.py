@@ -46,7 +46,12 @@ MIRRORS = (
 def data_dir() -> Path:
     """Where MNIST is kept: ``$XPNET_DATA_DIR/mnist`` or ``~/.cache/xpnet/mnist``."""
     root = os.environ.get("XPNET_DATA_DIR") or "~/.cache/xpnet"
-    return Path(root).expanduser() / "mnist"
+    folder = Path(root).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"MNIST is looked for in {folder}/mnist, but {folder} (XPNET_DATA_DIR, or the "
+                                 f"default ~/.cache/xpnet) is a file, not a folder. Set XPNET_DATA_DIR to a folder "
+                                 f"whose mnist/ subfolder holds the four MNIST .gz files.")
+    return folder / "mnist"
 
 
 def _sha256(path: Path) -> str:
