@@ -228,3 +228,14 @@ def test_power_at_zero_has_pytorchs_zero_derivatives_not_nan(device):
     numpy.testing.assert_array_equal(_host(xn.grad(lambda a: (a ** 0).sum())(a)), [0.0, 0.0, 0.0])
     # a negative exponent at a = 0 keeps the formula's infinity (PyTorch's too)
     assert numpy.isinf(_host(xn.grad(lambda a: (a ** -1.0).sum())(a))[0])
+
+
+def test_a_gradient_comes_back_in_its_arguments_dtype(device):
+    """A prober's finding (session 5): a float32 argument that met a float64 constant got a
+    float64 gradient (JAX and PyTorch give the argument's dtype)."""
+    w = xn.to_device(numpy.ones(3, numpy.float32), device)
+    k = xn.to_device(numpy.arange(3.0), device)
+    g32, g64 = xn.grad(lambda w, v: (w * k).sum() + (v * w).sum(), argnums=(0, 1))(w, k)
+    assert (g32.dtype, g64.dtype) == (numpy.float32, numpy.float64)
+    numpy.testing.assert_array_equal(_host(g32), [0.0, 2.0, 4.0])  # k + v, v = k
+    numpy.testing.assert_array_equal(_host(g64), [1.0, 1.0, 1.0])

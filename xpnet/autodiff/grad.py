@@ -102,7 +102,8 @@ def value_and_grad(f, argnums=0, has_aux=False):
     back as computed, not differentiated. An argument may be a number, a floating-point
     array, or a dict, list or tuple of them; its gradient has the same structure. With a
     tuple ``argnums`` the gradients come back as a tuple. Keyword arguments are passed to
-    ``f`` and not differentiated. Results live on the arguments' device.
+    ``f`` and not differentiated. Results live on the arguments' device, each gradient in
+    its argument's dtype.
 
     Each differentiated argument is copied first, so ``f`` may change the caller's arrays
     in place. The gradient is computed after ``f`` returns, from the arrays each
@@ -169,8 +170,8 @@ def _value_and_grad(f, argnums, positions, has_aux, nested, device, args, kwargs
     out, aux = _split_result(out, has_aux, argnums)
     leaves = [leaf for i in positions for leaf in tree_leaves(inputs[i])]
     found = iter(_backward(out, leaves, create_graph=nested))
-    unwrap = (lambda t: t) if nested else (lambda t: t.data)
-    grads = tuple(map_tree(lambda _: unwrap(next(found)), inputs[i]) for i in positions)
+    unwrap = (lambda t, leaf: t) if nested else _plain_gradient
+    grads = tuple(map_tree(lambda leaf: unwrap(next(found), leaf), inputs[i]) for i in positions)
     value = out if nested else out.data
     grads = grads[0] if isinstance(argnums, int) else grads
     if not has_aux:
@@ -178,6 +179,13 @@ def _value_and_grad(f, argnums, positions, has_aux, nested, device, args, kwargs
     if not nested:  # aux is a result, not part of a trace: plain arrays
         aux = map_tree(_data, aux)
     return (value, aux), grads
+
+
+def _plain_gradient(g, leaf):
+    """The gradient of argument ``leaf`` as a plain array of the argument's dtype (JAX's and
+    PyTorch's rule: a float32 argument that met float64 constants gets a float32 gradient)."""
+    dtype = leaf.data.dtype
+    return g.data if g.data.dtype == dtype else g.data.astype(dtype)
 
 
 def _split_result(out, has_aux, argnums):
