@@ -99,7 +99,7 @@ class Optimizer:
         self.model = model
         self._groups = None
         self.lr = self._check("lr", lr, low=0, low_open=True)  # later (a schedule) 0 is allowed
-        self.weight_decay = self._check("weight_decay", weight_decay, low=0)
+        self._weight_decay = self._check("weight_decay", weight_decay, low=0)
         self._t = 0
         self._scalars = {k: float(v) for k, v in self.scalar_state.items()}  # until the first step
         self.state: dict = {}  # parameter name -> {state name: array}
@@ -121,6 +121,25 @@ class Optimizer:
         for group in self._groups or ():
             with group.backend.activate():
                 group.lr[...] = self._lr  # a fill on the device, not a copy from the host
+
+    @property
+    def weight_decay(self) -> float:
+        return self._weight_decay
+
+    @weight_decay.setter
+    def weight_decay(self, value):
+        """Checked like the constructor's; turning it on or off lays the flat buffers out
+        again at the next step (the L2 penalty has a buffer of its own)."""
+        value = self._check("weight_decay", value, low=0)
+        if bool(value) != bool(self._weight_decay):
+            self._lay_out_again()
+        self._weight_decay = value
+
+    def _lay_out_again(self) -> None:
+        """Drop the flat groups, to be built again at the next step, keeping the step count,
+        rate and scalar state they hold (the per-parameter state follows by ``state``)."""
+        self._t, self._lr, self._scalars = self.t, self.lr, self.scalars
+        self._groups = None
 
     @property
     def t(self) -> int:
@@ -273,12 +292,13 @@ class Optimizer:
         """Take ``saved`` (as ``state_dict`` gives; ``lr`` and ``scalars`` may be absent, then
         they stay as they are). The arrays may be on any device: they move to the
         parameters' device on the next step."""
-        lr, scalars = self.lr, self.scalars  # what the device holds now, before the groups go
+        self._lay_out_again()  # rebuilt (and moved to the parameters' device) on the next step
         self.state = {n: dict(s) for n, s in saved["state"].items()}
-        self._groups = None  # rebuilt (and moved to the parameters' device) on the next step
         self._t = int(saved["t"])
-        self.lr = saved["lr"] if saved.get("lr") is not None else lr
-        self.scalars = saved["scalars"] if saved.get("scalars") is not None else scalars
+        if saved.get("lr") is not None:
+            self.lr = saved["lr"]
+        if saved.get("scalars") is not None:
+            self.scalars = saved["scalars"]
 
 
 class SGD(Optimizer):

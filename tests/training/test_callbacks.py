@@ -228,6 +228,66 @@ def test_a_recorded_fit_with_callbacks_trains_bit_for_bit_like_one_without(devic
         assert len(rec1) == 2 and all(r is not None for r in rec1)  # batches of 32 and of 8, recorded
 
 
+# What a callback changes mid-fit reaches a recorded step (a prober's finding, session 5): each
+# of these was baked into the recording, which went on replaying the old value (or updating
+# the optimizer's old flat buffers after a load) while cpu used the new one.
+CHANGES = {
+    "momentum": lambda run, keep: setattr(run.optimizer, "momentum", 0.0),
+    "nesterov": lambda run, keep: setattr(run.optimizer, "nesterov", True),
+    "weight decay on": lambda run, keep: setattr(run.optimizer, "weight_decay", 0.1),
+    "Dropout's p": lambda run, keep: setattr(run.model.layers[3], "p", 0.0),
+    "label smoothing": lambda run, keep: setattr(run.loss_fn, "label_smoothing", 0.2),
+    "schedule detached": lambda run, keep: (keep["schedule"].detach(), setattr(run.optimizer, "lr", 0.2)),
+    "checkpoint loaded": lambda run, keep: xn.load(run.model, keep["path"], optimizer=run.optimizer),
+}
+
+
+def _changed_fit(device, change, path):
+    with xn.use_device(device):
+        xn.seed(0)
+        model = xn.nn.Sequential(xn.nn.Affine(12, 16), xn.nn.BatchNorm(16), xn.nn.ReLU(), xn.nn.Dropout(0.3),
+                                 xn.nn.Affine(16, 3))
+        opt = xn.optim.Momentum(model, lr=0.05)
+        keep = {"path": path, "schedule": xn.optim.schedules.WarmupCosine(opt, 3, 40)}
+
+    class Change(xn.callbacks.Callback):
+        def on_epoch_end(self, run, logs):
+            if logs["epoch"] == 1:
+                xn.save(run.model, path, optimizer=run.optimizer)
+            if logs["epoch"] == 2:
+                CHANGES[change](run, keep)
+    x, t = _set()
+    xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x[:200], t[:200]), epochs=3, batch_size=32, seed=1,
+           callbacks=[Change()], progress=False)
+    return xn.to_host({**model.params(), **model.buffers()}), opt.t
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_what_a_callback_changes_reaches_the_recorded_step(change, tmp_path):
+    cpu, cpu_t = _changed_fit("cpu", change, tmp_path / "cpu.npz")
+    recorded, t = _changed_fit("sim", change, tmp_path / "sim.npz")
+    assert t == cpu_t
+    for name, value in cpu.items():
+        numpy.testing.assert_array_equal(recorded[name], value, err_msg=name)
+
+
+def test_a_callback_that_changes_nothing_keeps_the_recording(monkeypatch):
+    """The watch costs no recording where nothing changed: one per batch size, as before."""
+    recorded = []
+    backend = xn.Device("sim").backend
+    record = backend.record
+    monkeypatch.setattr(backend, "record", lambda fn, owners=(): recorded.append(1) or record(fn, owners))
+
+    class Reads(xn.callbacks.Callback):
+        rates = []
+
+        def on_chunk_end(self, run, logs):
+            self.rates.append(run.optimizer.lr)  # a read, not a change
+    with xn.use_device("sim"):
+        _fit(_model(), callbacks=[Reads()], progress=False)
+    assert len(recorded) == 2  # batches of 32, and the last one of 8
+
+
 def test_fit_refuses_a_callback_that_is_not_one(device):
     with pytest.raises(TypeError, match=r"callbacks\[1\] is a function, not an xn.callbacks.Callback"):
         _fit(_model(), [xn.callbacks.CSVLogger("unused.csv"), lambda run: None])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import functools
 import sys
 
 import numpy
@@ -35,7 +36,12 @@ class Run:
 
     def each(self, hook, *args):
         for callback in self.callbacks:
-            getattr(callback, hook)(self, *args)
+            method = getattr(callback, hook)
+            defined_in = getattr(getattr(method, "__func__", method), "__module__", None) or ""
+            if defined_in.startswith("xpnet."):  # xpnet's own hooks change no setting
+                method(self, *args)
+            else:  # yours may: a recorded step that baked in what it changed is recorded again
+                self.step.after_user_code(functools.partial(method, self, *args))
 
 
 def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,

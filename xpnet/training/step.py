@@ -7,6 +7,14 @@ that: one launch instead of about fifty, which is what a small network's step co
 GPU. The sources gather or copy each batch into the buffers the recording reads, so only
 the batch changes between replays; the optimizer keeps its step count and rate on the
 device, and the loss stays there until the loop reads a chunk of them.
+
+A recording bakes in the Python values the step read while it was recorded (a momentum,
+Dropout's p, whether a per-step schedule is attached, which flat buffers the optimizer
+updates). Inside ``fit`` only callbacks run user code between steps, so each of your
+callback's hooks is watched: where it set or replaced an attribute of the optimizer, its
+per-step schedule, the loss, the transform or a layer, the step is recorded again before
+it runs next (``after_user_code``). A change made in place to an array is read by the
+replay as it is.
 """
 from __future__ import annotations
 
@@ -14,8 +22,11 @@ import functools
 
 import numpy
 
+from ..nn.wrapping import _leaf_layers
 from ..transfer import to_host
 from .sources import class_indices
+
+_PLAIN = (int, float, complex, str, bytes, type(None), numpy.generic)  # bool is an int
 
 
 class TrainStep:
@@ -86,6 +97,28 @@ class TrainStep:
             replay = self.replays[key] = self.device.backend.record(
                 functools.partial(self, xb, tb), owners=(self.model, self.loss_fn))
         return replay()
+
+    def after_user_code(self, call):
+        """``call()`` (a user's callback hook); the recordings are dropped, to be made again at
+        the next step, if it set or replaced an attribute a recording may have baked in."""
+        if not self.replays:
+            return call()
+        before = self._settings()
+        try:
+            return call()
+        finally:
+            if self._settings() != before:
+                self.replays.clear()
+
+    def _settings(self):
+        """The attributes of everything a recorded step reads Python values from: numbers,
+        strings, None and bools as they are, any other object by identity."""
+        optimizer = self.optimizer
+        parts = [optimizer, optimizer.step_schedule, self.loss_fn, self.transform, self.model,
+                 *_leaf_layers([self.model])]
+        return tuple(tuple((name, value if isinstance(value, _PLAIN) else id(value))
+                           for name, value in vars(part).items())
+                     for part in parts if hasattr(part, "__dict__"))
 
     def hits(self):
         """The epoch's count of correct answers, read to the host (a float64 array of one)."""
