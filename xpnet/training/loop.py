@@ -36,12 +36,17 @@ class Run:
 
     def each(self, hook, *args):
         for callback in self.callbacks:
-            method = getattr(callback, hook)
-            defined_in = getattr(getattr(method, "__func__", method), "__module__", None) or ""
-            if defined_in.startswith("xpnet."):  # xpnet's own hooks change no setting
-                method(self, *args)
-            else:  # yours may: a recorded step that baked in what it changed is recorded again
-                self.step.after_user_code(functools.partial(method, self, *args))
+            self.call(callback, hook, *args)
+
+    def call(self, callback, hook, *args):
+        """``callback``'s ``hook``. xpnet's own hooks change no setting; yours may, and a
+        recorded step that baked in what one changed is recorded again."""
+        method = getattr(callback, hook)
+        defined_in = getattr(getattr(method, "__func__", method), "__module__", None) or ""
+        if defined_in.startswith("xpnet."):
+            method(self, *args)
+        else:
+            self.step.after_user_code(functools.partial(method, self, *args))
 
 
 def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
@@ -192,7 +197,7 @@ class _LossReader:
         logs = {"epoch": self.epoch, "step": self.steps, "losses": losses}
         checked = {id(cb): v for (cb, _), v in zip(checks, values[k:].tolist())}
         for cb in run.callbacks:
-            cb.on_chunk_end(run, {**logs, "check": checked[id(cb)]} if id(cb) in checked else logs)
+            run.call(cb, "on_chunk_end", {**logs, "check": checked[id(cb)]} if id(cb) in checked else logs)
 
 
 def _check_validation(validation, epochs):
