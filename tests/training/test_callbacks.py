@@ -239,6 +239,7 @@ CHANGES = {
     "label smoothing": lambda run, keep: setattr(run.loss_fn, "label_smoothing", 0.2),
     "schedule detached": lambda run, keep: (keep["schedule"].detach(), setattr(run.optimizer, "lr", 0.2)),
     "checkpoint loaded": lambda run, keep: xn.load(run.model, keep["path"], optimizer=run.optimizer),
+    "eval mode (fit's train() comes back)": lambda run, keep: run.model.eval(),
 }
 
 
@@ -259,7 +260,7 @@ def _changed_fit(device, change, path):
             if logs["epoch"] == 2 and logs["step"] == 4:
                 CHANGES[change](run, keep)
     x, t = _set()
-    xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x[:200], t[:200]), epochs=3, batch_size=32, seed=1,
+    xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x[:200], t[:200]), epochs=4, batch_size=32, seed=1,
            callbacks=[Change()], progress=False)
     return xn.to_host({**model.params(), **model.buffers()}), opt.t
 

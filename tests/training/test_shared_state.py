@@ -59,6 +59,65 @@ def test_a_parameter_kept_as_an_attribute_is_the_one_the_optimizer_trains(device
     numpy.testing.assert_array_equal(xn.to_host(model(x))[0], trained)
 
 
+class Kept(xn.nn.Layer):
+    """y = x * s, its parameter kept where ``where`` says: a private attribute, a list or a dict
+    (a prober found the optimizer's layout left these pointing at the old array: no training)."""
+
+    def __init__(self, where):
+        super().__init__()
+        s = self.add_param("s", numpy.ones(3, numpy.float32))
+        self.where = where
+        self._s, self.ss, self.named = s, [s], {"s": s}
+
+    def scale(self):
+        return {"private": self._s, "list": self.ss[0], "dict": self.named["s"]}[self.where]
+
+    def forward(self, x):
+        self.x = x
+        return x * self.scale()
+
+    def backward(self, dout):
+        self.grad("s")[...] = (dout * self.x).sum(axis=0)
+        return dout * self.scale()
+
+
+@pytest.mark.parametrize("where", ["private", "list", "dict"])
+def test_a_parameter_kept_in_a_private_attribute_or_a_container_is_trained(where, device):
+    model = Sequential(Kept(where))
+    opt = xn.optim.SGD(model, lr=0.1)
+    x = xn.to_device(numpy.ones((2, 3), numpy.float32))
+    for _ in range(3):
+        model(x)
+        model.backward(xn.to_device(numpy.ones((2, 3), numpy.float32)))
+        opt.step()
+    numpy.testing.assert_array_equal(xn.to_host(model(x))[0], xn.to_host(model.params()["0.s"]))
+    numpy.testing.assert_allclose(xn.to_host(model.params()["0.s"]), 0.4, rtol=1e-6)
+
+
+class Lazy(xn.nn.Layer):
+    """y = x + b, ``b`` made at the first forward (when the width is known)."""
+
+    def forward(self, x):
+        if "b" not in self.params():
+            self.add_param("b", numpy.zeros(x.shape[1], numpy.float32))
+        return x + self.param("b")
+
+    def backward(self, dout):
+        self.grad("b")[...] = dout.sum(axis=0)
+        return dout
+
+
+def test_a_parameter_added_after_the_optimizer_was_built_is_trained(device):
+    """A prober's finding (session 5): the optimizer never laid it out, so it kept its zeros."""
+    model = Sequential(Lazy())
+    opt = xn.optim.SGD(model, lr=0.5)
+    x = xn.to_device(numpy.ones((2, 3), numpy.float32))
+    model(x)
+    model.backward(xn.to_device(numpy.ones((2, 3), numpy.float32)))
+    opt.step()
+    numpy.testing.assert_array_equal(xn.to_host(model.params()["0.b"]), [-1.0, -1.0, -1.0])
+
+
 def test_the_epoch_loss_is_the_mean_over_samples_as_evaluate_gives(device):
     rng = numpy.random.default_rng(0)
     x = rng.standard_normal((11, 2))

@@ -161,11 +161,21 @@ class Layer:
 
     def _repoint(self, renamed: dict) -> None:
         """Point an attribute that held a replaced array (``self.W = self.add_param("W", ...)``,
-        the book's way) at its replacement (``renamed``: id of old -> new), so the layer keeps
-        computing with what is trained and moved."""
+        the book's way; a private ``self._W``; or an entry of a list, tuple or dict attribute,
+        ``self.ws = [...]``) at its replacement (``renamed``: id of old -> new), so the layer
+        keeps computing with what is trained and moved."""
         for attribute, value in list(vars(self).items()):
-            if id(value) in renamed and not attribute.startswith("_"):
+            if id(value) in renamed:
                 setattr(self, attribute, renamed[id(value)])
+            elif isinstance(value, list):
+                value[:] = [renamed.get(id(v), v) for v in value]
+            elif isinstance(value, tuple) and any(id(v) in renamed for v in value):
+                setattr(self, attribute, type(value)(*(renamed.get(id(v), v) for v in value))
+                        if hasattr(value, "_fields") else tuple(renamed.get(id(v), v) for v in value))
+            elif isinstance(value, dict) and attribute not in ("_params", "_grads", "_buffers"):
+                for key, v in list(value.items()):
+                    if id(v) in renamed:
+                        value[key] = renamed[id(v)]
 
     # -- declaring parameters and buffers (the public way; the built-in layers use it) --
     def add_param(self, name: str, value):
@@ -183,6 +193,7 @@ class Layer:
         array = to_device(host, self.device)
         self._params[name] = array
         self._grads[name] = self.backend.xp.zeros_like(array)
+        self._version += 1  # an optimizer built before (a lazy layer's first forward) lays it out too
         return array
 
     def add_buffer(self, name: str, value):

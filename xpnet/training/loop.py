@@ -46,7 +46,7 @@ class Run:
         if defined_in.startswith("xpnet."):
             method(self, *args)
         else:
-            self.step.after_user_code(functools.partial(method, self, *args))
+            self.step.watched(functools.partial(method, self, *args))
 
 
 def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
@@ -149,7 +149,7 @@ def _start(run) -> None:
 
 
 def _train_epoch(run, epoch) -> None:
-    run.model.train()
+    run.step.watched(run.model.train)  # after a callback's eval(): the train-mode step, recorded again
     run.step.new_epoch()
     run.each("on_epoch_begin", epoch)
     reader = _LossReader(run, epoch)

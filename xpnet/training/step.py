@@ -13,7 +13,7 @@ Dropout's p, whether a per-step schedule is attached, which flat buffers the opt
 updates). Inside ``fit`` only callbacks run user code between steps, so each of your
 callback's hooks is watched: where it set or replaced an attribute of the optimizer, its
 per-step schedule, the loss, the transform or a layer, the step is recorded again before
-it runs next (``after_user_code``). A change made in place to an array is read by the
+it runs next (``watched``). A change made in place to an array is read by the
 replay as it is.
 """
 from __future__ import annotations
@@ -98,7 +98,7 @@ class TrainStep:
                 functools.partial(self, xb, tb), owners=(self.model, self.loss_fn))
         return replay()
 
-    def after_user_code(self, call):
+    def watched(self, call):
         """``call()`` (a user's callback hook); the recordings are dropped, to be made again at
         the next step, if it set or replaced an attribute a recording may have baked in."""
         if not self.replays:
