@@ -291,6 +291,49 @@ def test_a_callback_that_changes_nothing_keeps_the_recording(monkeypatch):
     assert len(recorded) == 2  # batches of 32, and the last one of 8
 
 
+def _resumable(device, tmp_path, epochs, initial_epoch=0, path=None):
+    """A shuffled fit with Dropout, checkpointing every epoch to ckpt-{epoch}.npz and logging;
+    from ``path`` (a checkpoint) and ``initial_epoch`` when given."""
+    with xn.use_device(device):
+        xn.seed(0)
+        model = xn.nn.Sequential(xn.nn.Affine(12, 16), xn.nn.ReLU(), xn.nn.Dropout(0.2), xn.nn.Affine(16, 3))
+        opt = xn.optim.Adam(model, lr=0.01)
+        schedule = xn.optim.schedules.StepDecay(opt, step_size=1, gamma=0.5)
+        if path is not None:
+            xn.load(model, path, optimizer=opt, schedule=schedule)
+    x, t = _set()
+    callbacks = [xn.callbacks.ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.npz")),
+                 xn.callbacks.CSVLogger(tmp_path / "log.csv")]
+    xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x, t), epochs=epochs, batch_size=32, schedule=schedule,
+           callbacks=callbacks, progress=False, initial_epoch=initial_epoch)
+    return xn.to_host(model.params())
+
+
+def test_a_fit_resumed_with_initial_epoch_trains_and_numbers_as_if_it_had_not_stopped(device, tmp_path):
+    """A prober's finding (session 5): a resumed fit numbered its epochs from 1 again, so
+    ModelCheckpoint's ckpt-1 and ckpt-2 were overwritten with epochs 3 and 4 and the CSV log
+    started anew; and its shuffles repeated the first run's first orders."""
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "resumed").mkdir()
+    whole = _resumable(device, tmp_path / "whole", 4)
+    _resumable(device, tmp_path / "resumed", 2)
+    first_two = {k: (tmp_path / "resumed" / f"ckpt-{k}.npz").read_bytes() for k in (1, 2)}
+    resumed = _resumable(device, tmp_path / "resumed", 4, initial_epoch=2, path=tmp_path / "resumed" / "ckpt-2.npz")
+    for name, value in whole.items():
+        numpy.testing.assert_array_equal(resumed[name], value, err_msg=name)
+    assert all((tmp_path / "resumed" / f"ckpt-{k}.npz").read_bytes() == first_two[k] for k in (1, 2))
+    assert (tmp_path / "resumed" / "ckpt-4.npz").exists()
+    rows = list(csv.reader(open(tmp_path / "resumed" / "log.csv")))
+    assert [row[0] for row in rows] == ["epoch", "1", "2", "3", "4"]  # one header, the rows continued
+    assert (tmp_path / "resumed" / "log.csv").read_text().count("\n") == 5
+
+
+def test_initial_epoch_must_leave_an_epoch_to_train():
+    model = _model()
+    with pytest.raises(ValueError, match=r"initial_epoch=3 leaves no epoch to train with epochs=3.*pass epochs=3 \+ n"):
+        _fit(model, epochs=3, initial_epoch=3)
+
+
 def test_fit_refuses_a_callback_that_is_not_one(device):
     with pytest.raises(TypeError, match=r"callbacks\[1\] is a function, not an xn.callbacks.Callback"):
         _fit(_model(), [xn.callbacks.CSVLogger("unused.csv"), lambda run: None])

@@ -6,7 +6,8 @@ Hooks run where the host already reads the losses (a few times an epoch, and at 
 epoch's end), never inside the step, so a recorded step stays recorded and a fit with
 callbacks trains bit for bit as one without. Each hook receives ``run``, the fit in
 progress: ``run.model``, ``run.optimizer``, ``run.loss_fn``, ``run.schedule``,
-``run.device``, ``run.epochs``, ``run.history``, ``run.parallel`` (``.chief`` is true on
+``run.device``, ``run.epochs`` (the last epoch's number), ``run.initial_epoch`` (0, or the epoch
+a resumed fit starts after), ``run.history``, ``run.parallel`` (``.chief`` is true on
 the one process that writes files: rank 0) and ``run.stop_training`` (set it to end
 training after this epoch).
 
@@ -345,15 +346,19 @@ class CSVLogger(Callback):
     """One row per epoch in the CSV file ``path``: the epoch and its figures (``loss``,
     ``accuracy``, ``val_loss``, ``val_accuracy``, ``seconds``, and any a callback added
     before this one), under a header. ``append=True`` adds to an existing file (the header
-    only if it is empty). Written on rank 0 only, a row at a time, flushed."""
+    only if it is empty); ``append=None`` (the default) does where the fit resumes
+    (``initial_epoch`` > 0), and starts the file anew otherwise. Written on rank 0 only, a
+    row at a time, flushed."""
 
-    def __init__(self, path, separator: str = ",", append: bool = False):
-        self.path, self.separator, self.append = Path(path), separator, bool(append)
+    def __init__(self, path, separator: str = ",", append=None):
+        self.path, self.separator = Path(path), separator
+        self.append = None if append is None else bool(append)
         self.columns = None
 
     def on_train_begin(self, run):
         self.columns = None
-        if run.parallel.chief and not self.append:
+        append = self.append if self.append is not None else run.initial_epoch > 0
+        if run.parallel.chief and not append:
             self.path.write_text("")
 
     def on_epoch_end(self, run, logs):

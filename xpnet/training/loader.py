@@ -47,6 +47,12 @@ class Loader:
         n = len(self.x)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def skip(self, epochs: int) -> None:
+        """Draw, and drop, the orders of ``epochs`` epochs (``fit(initial_epoch=)``)."""
+        rng = generator() if self._rng is None else self._rng
+        for _ in range(epochs if self.shuffle else 0):
+            rng.permutation(len(self.x))
+
     def __iter__(self):
         n = len(self.x)
         rng = generator() if self._rng is None else self._rng

@@ -52,7 +52,7 @@ class Run:
 def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
         validation=None, device=None, shuffle: bool = True, seed=None, progress=None,
         graph: bool = True, drop_last: bool = False, schedule=None, stream=None,
-        distributed=None, transform=None, callbacks=None) -> History:
+        distributed=None, transform=None, callbacks=None, initial_epoch: int = 0) -> History:
     """Train ``model``; returns a ``History``.
 
     ``data`` is a pair ``(x, t)`` of arrays (memory-maps, nested lists of numbers included)
@@ -72,6 +72,12 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     only; a host-side one goes in an ``xn.data.Loader``). ``callbacks``: ``xn.callbacks``
     objects (``EarlyStopping``, ``ModelCheckpoint``, ``CSVLogger``, your own ``Callback``),
     run after fit's own at each epoch's end and where the losses are read.
+
+    ``initial_epoch`` (Keras's meaning) resumes a run that stopped after that epoch: fit
+    trains epochs ``initial_epoch + 1`` to ``epochs`` and numbers them so (a checkpoint's
+    ``{epoch}``, a log's rows), and a shuffled pair (or Loader) takes the orders the stopped
+    run would have taken next. Load the checkpoint first (``xn.load(..., optimizer=,
+    schedule=)``), after the same ``xn.seed`` as the first run.
 
     Raises ``TrainingError`` naming the epoch and step where the loss, or a parameter,
     gradient or optimizer state, stopped being finite (checked with the losses, a few times
@@ -94,7 +100,7 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
     run = _plan(model, loss_fn, optimizer, data, locals())  # the arguments by name
     with use_device(run.device):
         _start(run)
-        for epoch in range(1, run.epochs + 1):
+        for epoch in range(run.initial_epoch + 1, run.epochs + 1):
             _train_epoch(run, epoch)
             if run.stop_training:
                 break
@@ -105,6 +111,11 @@ def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
 def _plan(model, loss_fn, optimizer, data, args) -> Run:
     """Every check before the first step (arguments, data, ranks), and the fit's parts."""
     epochs = _validate.integer("fit", "epochs", args["epochs"])
+    initial_epoch = _validate.integer("fit", "initial_epoch", args["initial_epoch"], minimum=0)
+    if initial_epoch >= epochs:
+        raise ValueError(f"fit: initial_epoch={initial_epoch} leaves no epoch to train with epochs={epochs}, the "
+                         f"last epoch's number (Keras's meaning). To train n more epochs after epoch "
+                         f"{initial_epoch}, pass epochs={initial_epoch} + n.")
     batch_size = _validate.integer("fit", "batch_size", args["batch_size"])
     optimizer.check_model(model, "fit")
     _check_schedule(args["schedule"], optimizer)
@@ -115,7 +126,7 @@ def _plan(model, loss_fn, optimizer, data, args) -> Run:
     source.split = parallel.part
     if isinstance(source, Streamed):
         source.agree = parallel.agree
-    validation = _check_validation(args["validation"], epochs)
+    validation = _check_validation(args["validation"], epochs - initial_epoch)
     parallel.check_sizes("fit", lambda: _sizes(source, validation))
     if model.device != device:
         model.to(device)
@@ -131,7 +142,8 @@ def _plan(model, loss_fn, optimizer, data, args) -> Run:
         built_in.append(ScheduleStep(args["schedule"]))
     built_in += [history, ProgressBar(show)]
     return Run(model=model, loss_fn=loss_fn, optimizer=optimizer, schedule=args["schedule"], device=device,
-               epochs=epochs, parallel=parallel, source=source, step=step, history=history,
+               epochs=epochs, initial_epoch=initial_epoch, parallel=parallel, source=source, step=step,
+               history=history,
                callbacks=built_in + _user_callbacks(args["callbacks"]))
 
 
@@ -140,6 +152,7 @@ def _start(run) -> None:
     the buffer the losses are read through, and each callback's ``on_train_begin``."""
     if isinstance(run.source, InMemory):
         run.source.to(run.device)  # the one copy of the set
+    run.source.skip(run.initial_epoch)  # a resumed run's shuffles: those the stopped run would take next
     run.step.start(run.device)
     run.parallel.start(run.model, run.optimizer)
     run.chunk = max(1, len(run.source) // 10) if len(run.source) else 50

@@ -202,6 +202,11 @@ class InMemory:
         """(samples, steps) of an epoch."""
         return len(self.x), self.steps
 
+    def skip(self, epochs):
+        """Draw, and drop, the orders of ``epochs`` epochs (a resumed fit's first ones)."""
+        for _ in range(epochs if self.shuffle else 0):
+            self.rng.permutation(len(self.x))
+
     def to(self, device):
         self.x, self.t = to_device((self.x, self.t), device)
 
@@ -248,6 +253,11 @@ class Streamed:
 
     def __len__(self):
         return len(self.source) if hasattr(self.source, "__len__") else 0
+
+    def skip(self, epochs):
+        """A Loader's orders of ``epochs`` epochs drawn and dropped; other batches come as given."""
+        if isinstance(self.source, Loader):
+            self.source.skip(epochs)
 
     def sizes(self):
         """(samples, steps) of an epoch as far as they are known without reading it (-1:
