@@ -45,6 +45,7 @@ class RandomTranslate:
         self.key = (self.seed & _MASK32, (self.seed >> 32) & _MASK32)
         self._offsets = {}  # device -> the counter (0-d uint64 on it)
         self._work = {}     # (device, shape, dtype) -> the step's buffers (fixed, so a recording can own them)
+        self._reuse = False  # set by fit's step around its call: the output may be a reused buffer
 
     def __repr__(self):
         return f"RandomTranslate(max_shift={self.max_shift}, fill={self.fill:g}, seed={self.seed})"
@@ -81,7 +82,7 @@ class RandomTranslate:
                 "shift": xp.empty(2 * n, dtype=numpy.uint64),
                 "index": xp.empty((n, c, h, w), dtype=numpy.int64),
                 "base": to_device(base.astype(numpy.int64), device),  # a counted copy, once per shape
-                "out": xp.empty(shape, dtype=dtype),
+                "out": xp.empty(shape, dtype=dtype),  # the output inside fit's step
             }
         return work
 
@@ -113,4 +114,6 @@ class RandomTranslate:
         shift[:n] += shift[n:]
         index = work["index"]
         xp.add(work["base"], shift[:n].view(numpy.int64)[:, None, None, None], out=index)
-        return xp.take(padded.reshape(-1), index, out=work["out"])
+        # inside fit's step the output is a buffer of the step's own (a recording owns it); a
+        # call of yours (a Loader's transform, which reads batches ahead) gets a new array
+        return xp.take(padded.reshape(-1), index, out=work["out"] if self._reuse else None)

@@ -257,6 +257,22 @@ def test_random_translate_equals_a_host_shift_of_each_image_and_uses_every_shift
     assert len(seen) == 25  # 400 draws over 25 shifts: each missing has probability (24/25)^400 ~ 1e-7
 
 
+def test_random_translate_as_a_loaders_transform_gives_each_batch_its_own_array():
+    """A prober's finding (session 5): every call returned the transform's one output buffer,
+    so a Loader's batches were one array, and fit's read-ahead uploaded overwritten batches
+    (three seeded sim runs, three results)."""
+    x = numpy.random.default_rng(0).random((12, 1, 6, 6)).astype(numpy.float32)
+    t = numpy.arange(12)
+
+    def batches():
+        return [xb for xb, _ in xn.data.Loader(x, t, 4, transform=xn.augment.RandomTranslate(1, seed=3))]
+    first, again = batches(), batches()
+    assert len({id(b) for b in first}) == 3
+    assert not numpy.array_equal(first[0], first[2])
+    for a, b in zip(first, again):
+        numpy.testing.assert_array_equal(a, b)
+
+
 def test_random_translate_refuses_a_flat_batch_by_shape():
     with pytest.raises(xn.ShapeError, match=r"\(N, C, H, W\).*\(3, 784\).*flatten=False"):
         xn.augment.RandomTranslate(2)(numpy.zeros((3, 784), "float32"), None)

@@ -59,7 +59,7 @@ class TrainStep:
         """The step itself; returns the loss as a device scalar (``share``: this rank's part
         of the global batch, whose gradients and loss are weighted by it and then summed)."""
         if self.transform is not None:
-            xb, tb = self.transform(xb, tb)
+            xb, tb = self._transformed(xb, tb)
         y = self.model.forward(xb)
         if self.classify:
             self.labels.against(y.shape[1])
@@ -73,6 +73,18 @@ class TrainStep:
             xp = self.device.xp
             xp.add(self.correct, (y.argmax(axis=1) == class_indices(tb)).sum(), out=self.correct)
         return loss
+
+    def _transformed(self, xb, tb):
+        """The transform's batch; one that can (``_reuse``, as xn.augment's do) writes it into
+        a buffer of its own, which the step, and a recording of it, owns."""
+        reuses = hasattr(self.transform, "_reuse")
+        if reuses:
+            self.transform._reuse = True
+        try:
+            return self.transform(xb, tb)
+        finally:
+            if reuses:
+                self.transform._reuse = False
 
     def _loss(self, y, tb):
         """The loss, told for this call that fit checked the class indices on the host (so it
