@@ -308,3 +308,16 @@ def test_onnx_names_a_sequential_subclass_it_refuses_by_its_own_class():
             return super().forward(x) * 2
     with pytest.raises(TypeError, match=r"the layer Doubled: Sequential\(ReLU\) has no ONNX form"):
         xn.export_onnx(Doubled(xn.nn.ReLU()), "unused.onnx", numpy.ones((1, 2), numpy.float32))
+
+
+@pytest.mark.parametrize("labels", [numpy.array([{"label": i} for i in range(4)], dtype=object),
+                                    numpy.array(list("abcd"))])
+def test_to_memmap_refuses_objects_and_strings_before_it_replaces_a_set(labels, tmp_path):
+    """A prober's finding (session 5): a NumPy array of objects was pickled over a good set,
+    which load_memmap then refused: the old set was gone."""
+    x = numpy.arange(8, dtype=numpy.float32).reshape(4, 2)
+    xn.datasets.to_memmap(tmp_path, x, numpy.arange(4))
+    with pytest.raises(TypeError, match=r"to_memmap: t must hold numbers, got ndarray of"):
+        xn.datasets.to_memmap(tmp_path, x, labels)
+    kept_x, kept_t = xn.datasets.load_memmap(tmp_path)
+    numpy.testing.assert_array_equal(kept_t, numpy.arange(4))

@@ -140,16 +140,18 @@ def asarray(obj, dtype=None, device=None):
 def array_or_host(obj, what: str):
     """``obj`` itself if it is an array of any device, an array of another library taken by
     DLPack where it sits (no copy), else ``numpy.asarray(obj)`` on the host (lists, tuples,
-    numbers); raises TypeError naming ``what`` for anything else."""
+    numbers); raises TypeError naming ``what`` for anything else, arrays of objects or
+    strings included."""
     if backends.array_device(obj) is not None:
-        return obj
-    if is_dlpack(obj):  # another library's array: taken where it sits (a CUDA tensor stays on its GPU)
-        return _from_dlpack(obj, _dlpack_source(obj))
-    try:
-        array = numpy.asarray(obj)
-    except (TypeError, ValueError) as exc:  # ragged nested lists
-        raise TypeError(f"{what} must be an array or something numpy.asarray accepts, got "
-                        f"{type(obj).__name__} ({exc}).") from None
+        array = obj
+    elif is_dlpack(obj):  # another library's array: taken where it sits (a CUDA tensor stays on its GPU)
+        array = _from_dlpack(obj, _dlpack_source(obj))
+    else:
+        try:
+            array = numpy.asarray(obj)
+        except (TypeError, ValueError) as exc:  # ragged nested lists
+            raise TypeError(f"{what} must be an array or something numpy.asarray accepts, got "
+                            f"{type(obj).__name__} ({exc}).") from None
     if array.dtype.kind not in "biufc":
         raise TypeError(f"{what} must hold numbers, got {type(obj).__name__} of {array.dtype}.")
     return array
