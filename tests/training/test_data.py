@@ -117,6 +117,22 @@ def test_predict_and_evaluate_stream_memory_maps_and_iterables(device, tmp_path)
     assert xn.evaluate(model, xn.data.Loader(x, t, batch_size=1000)) == reference
 
 
+def test_predict_takes_what_fit_and_evaluate_take_and_reads_no_label(device):
+    """A prober's finding (session 5): a pair (x, t) was read as two input batches (t through
+    the model: 2N outputs, silently, where t was as wide as the input), and a Loader or a
+    list of (xb, tb) batches raised."""
+    rng = numpy.random.default_rng(0)
+    x = rng.random((50, 4)).astype(numpy.float32)
+    onehot = numpy.eye(4, dtype=numpy.float32)[numpy.arange(50) % 4]
+    with xn.use_device(device):
+        xn.seed(0)
+        model = xn.nn.Sequential(xn.nn.Affine(4, 4))
+    whole = xn.to_host(xn.predict(model, x, batch_size=10))
+    for data in ((x, onehot), (x, numpy.arange(50) % 4), xn.data.Loader(x, onehot, 10),
+                 [(x[i:i + 10], onehot[i:i + 10]) for i in range(0, 50, 10)]):
+        numpy.testing.assert_array_equal(xn.to_host(xn.predict(model, data, batch_size=10)), whole)  # one shape
+
+
 def test_a_changed_memmap_file_is_refused(tmp_path):
     folder = xn.datasets.to_memmap(tmp_path / "set", *_set())
     data = bytearray((folder / "t.npy").read_bytes())

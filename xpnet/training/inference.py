@@ -31,12 +31,15 @@ def evaluating(model):
 def predict(model, x, batch_size: int = 1000):
     """The model's outputs for ``x`` in eval mode, batch by batch, as one array on the
     model's device; each batch of host input is copied there just before its forward, so
-    a memory-mapped ``x`` larger than the device works. ``x`` may also be an iterable of
-    input batches. Move the result with ``xn.to_host``."""
+    a memory-mapped ``x`` larger than the device works. ``x`` may also be what ``fit`` and
+    ``evaluate`` take (a tuple ``(x, t)`` of one length, or an iterable of ``(xb, tb)``
+    batches such as a Loader: the labels are not read), or a list or iterable of input
+    batches. Move the result with ``xn.to_host``."""
     batch_size = _validate.integer("predict", "batch_size", batch_size)
-    listed = isinstance(x, (list, tuple)) and len(x) > 0 and getattr(x[0], "ndim", 0) >= 1
-    if listed or (not isinstance(x, (list, tuple)) and is_batches(x)):  # batches of inputs
-        batches = (_finite(array_or_host(b, f"predict input, batch {k}"), f"predict input, batch {k}")
+    if isinstance(x, tuple) and len(x) == 2 and not is_batches(x) and _one_length(x):
+        x = x[0]  # a pair (x, t): the inputs
+    if _input_batches(x):
+        batches = (_finite(array_or_host(_inputs_of(b), f"predict input, batch {k}"), f"predict input, batch {k}")
                    for k, b in enumerate(x))
     else:
         x = array_or_host(x, "predict input")
@@ -49,6 +52,26 @@ def predict(model, x, batch_size: int = 1000):
         if not outputs:
             raise ShapeError("predict got no samples (an empty iterable of batches).")
         return device.xp.concatenate(outputs)
+
+
+def _input_batches(x) -> bool:
+    """Whether predict's ``x`` is batches (of inputs, or ``(xb, tb)``) rather than one input."""
+    if isinstance(x, (list, tuple)):
+        return len(x) > 0 and (getattr(x[0], "ndim", 0) >= 1 or is_batches(x))
+    return is_batches(x)
+
+
+def _one_length(pair) -> bool:
+    """Whether both items of ``pair`` have a first axis, of one length (an (x, t) pair)."""
+    lengths = [getattr(v, "shape", (None,))[:1] or (None,) for v in pair]
+    return lengths[0][0] is not None and lengths[0] == lengths[1]
+
+
+def _inputs_of(batch):
+    """A batch's inputs: ``xb`` of an ``(xb, tb)`` batch, else the batch itself."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2 and hasattr(batch[0], "shape"):
+        return batch[0]
+    return batch
 
 
 def _finite(batch, what):
