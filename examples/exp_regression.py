@@ -22,6 +22,8 @@ def main():
     parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--out", default="out/exp_regression")
     args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # before training: a bad --out fails now, not after
 
     device = xn.Device(args.device) if args.device else xn.current_device()
     xn.seed(args.seed)
@@ -48,8 +50,6 @@ def main():
         y_grid = xn.to_host(model(xn.to_device(x_grid)))
     print(f"{device}: {args.steps} steps in {seconds:.1f} s; final loss {losses[-100:].mean():.5f}; "
           f"max error on [-2, 2] {numpy.abs(y_grid - numpy.exp(x_grid)).max():.4f}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     try:
         from xpnet.plot import plot_regression
         print("plot:", plot_regression(x_grid, numpy.exp(x_grid), y_grid, losses, out / "fit.png",

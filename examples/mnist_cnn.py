@@ -50,6 +50,8 @@ def main():
                         help="train and test on the first N images of each set only (a quick run)")
     parser.add_argument("--out", default=None, help="default: out/mnist_cnn, or out/mnist_deep_cnn")
     args = parser.parse_args()
+    out = Path(args.out or ("out/mnist_cnn" if args.model == "simple" else "out/mnist_deep_cnn"))
+    out.mkdir(parents=True, exist_ok=True)  # before training: a bad --out fails now, not after
 
     device = xn.Device(args.device) if args.device else xn.current_device()
     (x_train, t_train), (x_test, t_test) = xn.datasets.mnist(flatten=False)
@@ -68,8 +70,6 @@ def main():
     result = xn.evaluate(model, (x_test, t_test), batch_size=500)
     print(f"{device}: {args.epochs} epochs in {seconds:.1f} s; test accuracy {result['accuracy']:.4f}")
 
-    out = Path(args.out or ("out/mnist_cnn" if args.model == "simple" else "out/mnist_deep_cnn"))
-    out.mkdir(parents=True, exist_ok=True)
     xn.save(model, out / "model.npz", optimizer=optimizer)
     try:
         from xpnet.plot import plot_filters

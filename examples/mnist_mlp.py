@@ -30,6 +30,8 @@ def main():
                         help="train and test on the first N images of each set only (a quick run)")
     parser.add_argument("--out", default="out/mnist_mlp")
     args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # before training: a bad --out fails now, not after
 
     device = xn.Device(args.device) if args.device else xn.current_device()
     (x_train, t_train), (x_test, t_test) = xn.datasets.mnist(normalize=True, flatten=True)
@@ -60,8 +62,6 @@ def main():
         print(f"{device}: {args.epochs} epochs in {seconds:.1f} s; test accuracy {result['accuracy']:.4f}, "
               f"test loss {result['loss']:.4f}")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     xn.save(model, out / "model.npz", optimizer=optimizer)  # every rank: rank 0 writes
     if first:
         hidden = ",".join(map(str, args.hidden))

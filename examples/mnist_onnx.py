@@ -44,6 +44,8 @@ def main():
                         help="train and test on the first N images of each set only (a quick run)")
     parser.add_argument("--out", default="out/mnist_onnx")
     args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # before training: a bad --out fails now, not after
     try:
         import onnxruntime  # noqa: F401 (checked before training, not after)
     except ImportError:
@@ -67,8 +69,6 @@ def main():
                epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
         print(f"{device}: {name} trained for {args.epochs} epochs in {time.perf_counter() - start:.1f} s")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     path = xn.export_onnx(model, out / "model.onnx", x_test[:1])
     print(f"exported: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 

@@ -33,6 +33,20 @@ def test_example_runs_on_sim(args, tmp_path):
     assert "sim:0:" in result.stdout
 
 
+@pytest.mark.parametrize("args", [
+    pytest.param(["examples/mnist_mlp.py", "--epochs", "1", "--limit", "100"], marks=pytest.mark.mnist),
+    pytest.param(["examples/mnist_cnn.py", "--epochs", "1", "--limit", "100"], marks=pytest.mark.mnist),
+    ["examples/exp_regression.py", "--steps", "20"],
+], ids=["mlp", "cnn", "regression"])
+def test_an_out_that_cannot_be_a_folder_fails_before_training(args, tmp_path):
+    """A prober's finding (session 5): the examples made --out after training, so a file
+    there threw the trained model away."""
+    (tmp_path / "a_file").write_text("")
+    result = _run(*args, "--out", str(tmp_path / "a_file"))
+    assert result.returncode != 0 and "FileExistsError" in result.stderr, result.stderr[-2000:]
+    assert "sim:0:" not in result.stdout  # the line each prints after training
+
+
 @pytest.mark.mnist
 def test_autodiff_example_prints_the_articles_check_values():
     result = _run("examples/mnist_autodiff.py", "--epochs", "1", device="cpu")
