@@ -1,31 +1,38 @@
-"""PNG plots of training, with matplotlib (the ``plot`` extra), imported only when plotting."""
+"""PNG plots of training, with matplotlib (the ``plot`` extra), imported only when plotting.
+
+The figures are matplotlib ``Figure`` objects of their own, not pyplot's: plotting leaves
+the caller's backend (a notebook's inline one) and pyplot's open figures as they were, and
+a figure that fails halfway is simply dropped."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
-def _pyplot():
+def _figure(**kwargs):
+    """A new matplotlib Figure (``figsize=``...), drawn by Agg when saved, with no display."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install 'xpnet[plot]'") from None
-    matplotlib.use("Agg")  # files only: works with no display
-    import matplotlib.pyplot as plt
-    return plt
+    return Figure(**kwargs)
 
 
-def _write(plt, fig, path) -> str:
-    """Save the figure, on rank 0 only in a distributed run (the ranks agree), and return
-    the path of the file written. A path whose suffix names no format matplotlib writes
+def _write(fig, path) -> str:
+    """Save the figure atomically (a temporary file renamed over ``path``: a failure leaves
+    the old file), on rank 0 only in a distributed run (the ranks agree), and return the
+    path of the file written. A path whose suffix names no format matplotlib writes
     ("curve", "run.final") gets ".png" added, as matplotlib adds it to a bare name: the
     path returned is always the file's."""
     from . import distributed
+    from .io import write_atomically
     path = Path(path)
-    if path.suffix[1:].lower() not in fig.canvas.get_supported_filetypes():
+    formats = fig.canvas.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
         path = path.with_name(path.name + ".png")
     if not distributed.launched() or distributed.rank() == 0:
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
+        target = Path(os.path.realpath(path))
+        write_atomically(target, lambda f: fig.savefig(f, format=path.suffix[1:].lower(), dpi=110))
     return str(path)
 
 
@@ -42,9 +49,9 @@ def _loss_scale(*series) -> str:
 
 def plot_history(history, path, title="training") -> str:
     """Loss per step (and epoch means), accuracy per epoch when known."""
-    plt = _pyplot()
     has_acc = any(a is not None for a in history.epoch_accuracy + history.val_accuracy)
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4), squeeze=False)
+    fig = _figure(figsize=(11 if has_acc else 6, 4))
+    axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)
     ax = axes[0][0]
     steps = len(history.step_loss)
     epochs = len(history.epoch_loss)
@@ -68,13 +75,13 @@ def plot_history(history, path, title="training") -> str:
         ax.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
         ax.legend()
     fig.tight_layout()
-    return _write(plt, fig, path)
+    return _write(fig, path)
 
 
 def plot_regression(x, y_true, y_pred, losses, path, title="regression") -> str:
     """Fitted curve against the target, and the loss curve."""
-    plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = _figure(figsize=(11, 4))
+    a, b = fig.subplots(1, 2)
     order = x.ravel().argsort()
     a.plot(x.ravel()[order], y_true.ravel()[order], label="target", lw=2)
     a.plot(x.ravel()[order], y_pred.ravel()[order], "--", label="model", lw=2)
@@ -83,19 +90,19 @@ def plot_regression(x, y_true, y_pred, losses, path, title="regression") -> str:
     b.plot(range(1, len(losses) + 1), losses, lw=0.7)
     b.set(xlabel="step", ylabel="loss", yscale=_loss_scale(losses), title=f"{title}: loss")
     fig.tight_layout()
-    return _write(plt, fig, path)
+    return _write(fig, path)
 
 
 def plot_filters(W, path, title="first-layer filters") -> str:
     """Conv filters (out, in, kh, kw) as a grid of grey images (the book's Fig. 7-24)."""
-    plt = _pyplot()
     n = W.shape[0]
     cols = min(10, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows + 0.4), squeeze=False)
+    fig = _figure(figsize=(cols, rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
             ax.imshow(W[i, 0], cmap="gray_r", interpolation="nearest")
     fig.suptitle(title)
-    return _write(plt, fig, path)
+    return _write(fig, path)

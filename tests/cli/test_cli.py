@@ -138,7 +138,7 @@ def _drawn(monkeypatch, draw):
     pytest.importorskip("matplotlib")
     from xpnet import plot
     figures = []
-    monkeypatch.setattr(plot, "_write", lambda plt, fig, path: figures.append(fig) or str(path))
+    monkeypatch.setattr(plot, "_write", lambda fig, path: figures.append(fig) or str(path))
     draw()
     return figures[0]
 
@@ -379,3 +379,28 @@ def test_one_summary_line_per_skip_reason(summary):
 def test_mnist_skips_are_loud(summary):
     loud = [line for line in summary.splitlines() if "MNIST test SKIPPED" in line]
     assert len(loud) == 1 and "XPNET_DATA_DIR" in loud[0] and loud[0].startswith("!"), summary
+
+
+def test_a_plot_leaves_the_callers_backend_and_figures_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    """A prober's finding (session 5): plotting switched the caller's matplotlib backend to
+    Agg (a notebook's inline display off), a failed plot left its figure open in pyplot, and
+    the PNG was written in place."""
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from xpnet.plot import plot_regression
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        x = numpy.linspace(-1, 1, 5)
+        path = plot_regression(x, x, x, [0.5, 0.1], tmp_path / "fit.png")
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == []
+    finally:
+        matplotlib.use(backend)
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    before = open(path, "rb").read()
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (_ for _ in ()).throw(OSError(28, "disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        plot_regression(x, x, x, [0.5, 0.1], path)
+    assert open(path, "rb").read() == before and sorted(p.name for p in tmp_path.iterdir()) == ["fit.png"]
