@@ -5,17 +5,28 @@ what one accepts, the other does.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+import copy
 
 
 def map_tree(fn, tree):
-    """The same structure with ``fn`` applied to every leaf (anything not a container)."""
-    if isinstance(tree, defaultdict):  # its constructor takes the default factory first
-        return type(tree)(tree.default_factory, ((k, map_tree(fn, v)) for k, v in tree.items()))
+    """The same structure with ``fn`` applied to every leaf (anything not a container).
+
+    A subclass of dict or list (a defaultdict, a dict of your own whose constructor takes
+    other arguments) is copied as it is, its attributes too, and given the new values: its
+    constructor is not called."""
     if isinstance(tree, dict):
-        return type(tree)((k, map_tree(fn, v)) for k, v in tree.items())
+        if type(tree) is dict:
+            return {k: map_tree(fn, v) for k, v in tree.items()}
+        new = copy.copy(tree)
+        for k, v in tree.items():
+            new[k] = map_tree(fn, v)
+        return new
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # namedtuple: fields positionally
         return type(tree)(*(map_tree(fn, v) for v in tree))
+    if isinstance(tree, list) and type(tree) is not list:
+        new = copy.copy(tree)
+        new[:] = [map_tree(fn, v) for v in tree]
+        return new
     if isinstance(tree, (list, tuple)):
         return type(tree)(map_tree(fn, v) for v in tree)
     return fn(tree)

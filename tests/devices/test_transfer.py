@@ -102,3 +102,32 @@ def test_reset_transfer_stats():
     xn.to_device(numpy.ones(2), "sim")
     xn.reset_transfer_stats()
     assert xn.transfer_stats() == xn.TransferStats()
+
+
+class _Params(dict):
+    """A dict of one's own whose constructor takes other arguments (a prober's case)."""
+
+    def __init__(self, name="params", **weights):
+        super().__init__(**weights)
+        self.name = name
+
+
+class _Batches(list):
+    def __init__(self, tag, items=()):
+        super().__init__(items)
+        self.tag = tag
+
+
+def test_dict_and_list_subclasses_keep_their_values_and_attributes(device):
+    """A prober's finding (session 5): to_device, to_host and grad rebuilt a subclass with
+    type(tree)(items), which such a constructor takes differently: an empty dict, silently."""
+    params = _Params("mlp", W=numpy.ones((2, 2), numpy.float32), b=numpy.zeros(2, numpy.float32))
+    moved = xn.to_device(params, device)
+    assert type(moved) is _Params and moved.name == "mlp" and sorted(moved) == ["W", "b"]
+    back = xn.to_host(moved)
+    numpy.testing.assert_array_equal(back["W"], params["W"])
+    grads = xn.grad(lambda p: (p["W"] * 2).sum() + p["b"].sum())(moved)
+    assert type(grads) is _Params and grads.name == "mlp"
+    numpy.testing.assert_array_equal(xn.to_host(grads["W"]), numpy.full((2, 2), 2.0))
+    batches = xn.to_host(xn.to_device(_Batches("x", [numpy.ones(3), numpy.zeros(3)]), device))
+    assert type(batches) is _Batches and batches.tag == "x" and len(batches) == 2
