@@ -321,3 +321,25 @@ def test_to_memmap_refuses_objects_and_strings_before_it_replaces_a_set(labels, 
         xn.datasets.to_memmap(tmp_path, x, labels)
     kept_x, kept_t = xn.datasets.load_memmap(tmp_path)
     numpy.testing.assert_array_equal(kept_t, numpy.arange(4))
+
+
+def test_save_leaves_a_read_only_file_as_it_is(tmp_path, monkeypatch):
+    """A prober's finding (session 5): the rename of an atomic save replaced a chmod-444
+    checkpoint (the usual guard of a best model), where open(path, "wb") would refuse.
+    (os.access is told the answer a user without write permission gets: tests run as root.)"""
+    from xpnet import io
+    path = tmp_path / "best.npz"
+    xn.save(xn.nn.Affine(2, 2), path)
+    before = path.read_bytes()
+    monkeypatch.setattr(io.os, "access", lambda p, mode: False)
+    with pytest.raises(PermissionError, match=r"best\.npz: the file is read-only, and is left as it is"):
+        xn.save(xn.nn.Affine(2, 2), path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["best.npz"]
+
+
+def test_model_checkpoint_into_a_folder_it_cannot_write_is_refused_at_the_start(tmp_path, monkeypatch):
+    from xpnet.training import callbacks
+    monkeypatch.setattr(callbacks.os, "access", lambda p, mode: False)
+    cb = xn.callbacks.ModelCheckpoint(tmp_path / "c.npz", monitor="loss")
+    with pytest.raises(PermissionError, match=r"no permission to create files in the folder"):
+        _fit_with(cb)

@@ -149,8 +149,15 @@ def write_temporary(target: Path, write, mode=None) -> Path:
     if target.is_dir():
         raise IsADirectoryError(f"cannot write {target}: it is a folder. Give the path of a file, in it or "
                                 f"beside it.")
+    if target.exists() and not os.access(target, os.W_OK):  # as open(target, "wb") would refuse
+        raise PermissionError(f"cannot write {target}: the file is read-only, and is left as it is. Make it "
+                              f"writable (chmod u+w) to replace it, or give another path.")
     mode = _mode_for(target) if mode is None else mode
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
+    except PermissionError:
+        raise PermissionError(f"cannot write {target}: no permission to create files in {target.parent}. "
+                              f"Give a path in a folder you can write.") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 
@@ -340,6 +341,9 @@ def _check_folder(path: str) -> None:
         raise FileNotFoundError(f"ModelCheckpoint: the folder {str(folder)!r} of {path!r} {what}; create it "
                                 f"first (os.makedirs({str(folder)!r}, exist_ok=True)), or give a path in a "
                                 f"folder that exists.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"ModelCheckpoint: no permission to create files in the folder {str(folder)!r} of "
+                              f"{path!r}; give a path in a folder you can write.")
 
 
 class CSVLogger(Callback):
