@@ -77,10 +77,35 @@ def test_iterables_of_host_batches_train_like_arrays(device):
 
 
 def test_a_generator_runs_one_epoch_and_says_so(device):
+    """Before the first step (a prober's finding, session 5: it was refused after training an
+    epoch, whose history was lost), as validation= refuses one."""
     x, t = _set()
     generator = ((x[lo:lo + 50], t[lo:lo + 50]) for lo in range(0, 300, 50))
-    with pytest.raises(ValueError, match="epoch 2 had no batches.*generator runs once"):
+    with pytest.raises(TypeError, match="a generator, which can be read only once, but fit trains 2 epochs"):
         _train(generator, epochs=2)
+    assert next(generator)[0].shape == (50, x.shape[1])  # not a batch read
+
+
+def test_an_iterable_that_runs_dry_after_one_epoch_says_so(device):
+    x, t = _set()
+
+    class Once:
+        def __init__(self):
+            self.batches = iter([(x[lo:lo + 50], t[lo:lo + 50]) for lo in range(0, 300, 50)])
+
+        def __iter__(self):
+            return self.batches
+    with pytest.raises(ValueError, match="epoch 2 had no batches.*generator runs once"):
+        _train(Once(), epochs=2)
+
+
+def test_fit_names_an_empty_list_and_a_loader_that_gives_no_batch():
+    x, t = _set()
+    with pytest.raises(xn.ShapeError, match=r"fit data is empty \(a list of no batches\)"):
+        _train([], epochs=1)
+    with pytest.raises(xn.ShapeError, match=r"the Loader gives no batch: drop_last=True with batch_size=500 leaves "
+                                            r"none of its 300 samples"):
+        _train(xn.data.Loader(x[:300], t[:300], 500, drop_last=True), epochs=1)
 
 
 def test_a_loader_shuffles_transforms_and_drops_the_short_batch():

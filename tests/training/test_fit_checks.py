@@ -215,6 +215,26 @@ def test_evaluate_fit_validation_and_predict_leave_the_callers_arrays_as_they_we
         numpy.testing.assert_array_equal(xn.to_host(t), expected_t)
 
 
+@pytest.mark.parametrize("labels, message", [
+    (lambda t: numpy.where(t == 1, 3, t), r"validation: label 3 at position \d+ is not a class index for a model "
+                                          r"with 3 outputs"),
+    (lambda t: numpy.eye(4, dtype=numpy.float32)[t], r"validation: one-hot labels of 4 columns for a model with "
+                                                     r"3 outputs")])
+def test_validation_labels_the_model_has_no_output_for_are_named_at_the_first_step(labels, message, device):
+    """A prober's finding (session 5): they were found by the first validation, after a whole
+    epoch of training."""
+    rng = numpy.random.default_rng(0)
+    x, t = rng.standard_normal((40, 5)).astype(numpy.float32), rng.integers(0, 3, 40)
+    with xn.use_device(device):
+        xn.seed(0)
+        model = xn.nn.Sequential(xn.nn.Affine(5, 3))
+        opt = xn.optim.SGD(model, lr=0.1)
+    with pytest.raises(ValueError, match=message):
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x, t), epochs=2, batch_size=10,
+               validation=(x[:20], labels(t[:20])), progress=False)
+    assert opt.t == 0
+
+
 # 14: ranks given different data -------------------------------------------------------------
 
 def _mpi_job(*args, timeout=120):

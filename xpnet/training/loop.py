@@ -122,11 +122,11 @@ def _plan(model, loss_fn, optimizer, data, args) -> Run:
     device = model.device if args["device"] is None else Device(args["device"])
     parallel, labels = processes(args["distributed"]), LabelCheck()
     source = training_source(data, labels, device, batch_size, args["shuffle"], args["seed"], args["drop_last"],
-                             args["stream"], parallel.size)
+                             args["stream"], parallel.size, epochs - initial_epoch)
     source.split = parallel.part
     if isinstance(source, Streamed):
         source.agree = parallel.agree
-    validation = _check_validation(args["validation"], epochs - initial_epoch)
+    validation = _check_validation(args["validation"], epochs - initial_epoch, labels)
     parallel.check_sizes("fit", lambda: _sizes(source, validation))
     if model.device != device:
         model.to(device)
@@ -213,8 +213,10 @@ class _LossReader:
             run.call(cb, "on_chunk_end", {**logs, "check": checked[id(cb)]} if id(cb) in checked else logs)
 
 
-def _check_validation(validation, epochs):
-    """``validation`` checked (a pair with its labels, or batches that can be read each epoch)."""
+def _check_validation(validation, epochs, labels):
+    """``validation`` checked (a pair, or batches that can be read each epoch); a pair's labels
+    go to ``labels``, fit's check, so that a label the model has no output for is named at the
+    first step, not after the first epoch."""
     if validation is None:
         return None
     if is_batches(validation):
@@ -224,7 +226,7 @@ def _check_validation(validation, epochs):
                             f"it empty). Pass a list of batches, an xn.data.Loader, or a pair (x, t).")
         return validation
     validation = check_pair(validation, "validation")
-    LabelCheck().add(validation[1], "validation")
+    labels.add(validation[1], "validation")
     return validation
 
 

@@ -12,6 +12,7 @@ size, where no rank knew the sizes before reading them (a generator, a list of b
 """
 from __future__ import annotations
 
+import collections.abc
 import math
 
 import numpy
@@ -97,10 +98,13 @@ class LabelCheck:
     device read), and in every later batch that is added."""
 
     def __init__(self):
-        self.classes, self.pending = None, []
+        self.classes, self.pending, self.widths = None, [], []
 
     def add(self, t, what, offset=0):
-        """Check the labels ``t`` (host or device; ``offset`` numbers their positions)."""
+        """Check the labels ``t`` (host or device; ``offset`` numbers their positions); of
+        one-hot or soft labels (N, C), their width C."""
+        if t.ndim == 2 and t.dtype.kind == "f" and len(t):
+            self.widths.append((t.shape[1], what))
         if t.ndim != 1 or t.dtype.kind not in "iu" or len(t) == 0:
             return  # one-hot, soft or regression targets
         host = isinstance(t, numpy.ndarray)
@@ -118,8 +122,14 @@ class LabelCheck:
             self.against(self.classes)
 
     def against(self, classes: int) -> None:
-        """Raise if a label is not below ``classes`` (the output's width)."""
+        """Raise if a label is not below ``classes`` (the output's width), or a set of one-hot
+        labels is not ``classes`` wide."""
         self.classes = classes
+        for width, what in self.widths:
+            if width != classes:
+                raise ValueError(f"{what}: one-hot labels of {width} columns for a model with {classes} outputs; "
+                                 f"give labels of shape (N, {classes}), or give the last layer {width} outputs.")
+        self.widths = []
         for t, what, offset, high in self.pending:
             if high >= classes:
                 t = t if isinstance(t, numpy.ndarray) else to_host(t)
@@ -353,11 +363,21 @@ def _stream_decision(stream, nbytes, device) -> bool:
     return free is not None and nbytes > share * free
 
 
-def training_source(data, labels, device, batch_size, shuffle, seed, drop_last, stream, ranks=1):
+def training_source(data, labels, device, batch_size, shuffle, seed, drop_last, stream, ranks=1, epochs=1):
     """The source of ``fit``'s training batches (``data`` checked, its labels added to
     ``labels``): ``InMemory`` for a pair that fits, ``Streamed`` otherwise. ``ranks``
-    processes share each batch, so each batch of a pair needs at least that many samples."""
+    processes share each batch, so each batch of a pair needs at least that many samples;
+    a generator, read once, is refused for more than one of ``epochs``."""
+    if isinstance(data, Loader) and len(data) == 0:
+        raise ShapeError(f"fit: the Loader gives no batch: drop_last=True with batch_size={data.batch_size} leaves "
+                         f"none of its {len(data.x)} samples; use a batch_size of at most {len(data.x)}.")
+    if isinstance(data, (list, tuple)) and len(data) == 0:
+        raise ShapeError("fit data is empty (a list of no batches); give a pair (x, t) or batches (xb, tb).")
     if is_batches(data):
+        if epochs > 1 and isinstance(data, collections.abc.Iterator):
+            raise TypeError(f"fit: the data is a {type(data).__name__}, which can be read only once, but fit trains "
+                            f"{epochs} epochs (the second would find it empty). Pass a list of batches, an "
+                            f"xn.data.Loader, or a pair (x, t).")
         return Streamed(data, labels)
     x, t = check_pair(data, "fit data")
     labels.add(t, "fit data")
