@@ -26,6 +26,12 @@ _MASK32 = 0xFFFFFFFF
 _STREAM = 0x41554731  # Philox's third counter word for augmentation draws ("AUG1"): apart from Dropout's
 
 
+def _holds(dtype, value) -> bool:
+    """Whether integer ``dtype`` holds ``value`` exactly."""
+    info = numpy.iinfo(dtype)
+    return float(value).is_integer() and info.min <= value <= info.max
+
+
 class RandomTranslate:
     """Shift each image of a batch (N, C, H, W) by its own whole number of pixels, dy and dx
     each drawn uniformly from -max_shift..max_shift, filling the uncovered border with
@@ -41,7 +47,10 @@ class RandomTranslate:
     def __init__(self, max_shift: int = 2, fill: float = 0.0, seed=None):
         self.max_shift = _validate.integer("RandomTranslate", "max_shift", max_shift, minimum=0)
         self.fill = _validate.real("RandomTranslate", "fill", fill)
-        self.seed = int(generator().integers(2 ** 63)) if seed is None else int(seed)
+        self.seed = int(generator().integers(2 ** 63)) if seed is None else _validate.integer(
+            "RandomTranslate", "seed", seed, minimum=0)
+        if self.seed >= 2 ** 64:
+            raise ValueError(f"RandomTranslate: seed must be below 2**64 (Philox's 64-bit key), got {self.seed}.")
         self.key = (self.seed & _MASK32, (self.seed >> 32) & _MASK32)
         self._offsets = {}  # device -> the counter (0-d uint64 on it)
         self._work = {}     # (device, shape, dtype) -> the step's buffers (fixed, so a recording can own them)
@@ -61,6 +70,9 @@ class RandomTranslate:
                              f"load images unflattened (xn.datasets.mnist(flatten=False)) or reshape them first.")
         if self.max_shift == 0 or xb.shape[0] == 0:
             return xb, tb
+        if xb.dtype.kind in "iu" and not _holds(xb.dtype, self.fill):
+            raise ValueError(f"RandomTranslate: fill={self.fill:g} is not a value of the batch's {xb.dtype} (it would "
+                             f"wrap to another); give a fill the images can hold, or float images.")
         with device.backend.activate():
             return self._translate(device, xb), tb
 

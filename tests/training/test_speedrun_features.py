@@ -273,6 +273,20 @@ def test_random_translate_as_a_loaders_transform_gives_each_batch_its_own_array(
         numpy.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("fill", [-1.0, 300.0, 0.5])
+def test_random_translate_refuses_a_fill_integer_images_cannot_hold(fill):
+    """A prober's finding (session 5): on uint8 images fill=-1 filled 255, 300 filled 44."""
+    with pytest.raises(ValueError, match=rf"fill={fill:g} is not a value of the batch's uint8"):
+        xn.augment.RandomTranslate(1, fill=fill)(numpy.zeros((2, 1, 4, 4), numpy.uint8), None)
+
+
+def test_random_translate_refuses_a_seed_philox_cannot_take():
+    with pytest.raises(ValueError, match=r"seed must be below 2\*\*64"):
+        xn.augment.RandomTranslate(1, seed=2 ** 64 + 5)  # was the same stream as seed 5
+    with pytest.raises(ValueError, match=r"seed must be an integer >= 0"):
+        xn.augment.RandomTranslate(1, seed=-1)
+
+
 def test_random_translate_refuses_a_flat_batch_by_shape():
     with pytest.raises(xn.ShapeError, match=r"\(N, C, H, W\).*\(3, 784\).*flatten=False"):
         xn.augment.RandomTranslate(2)(numpy.zeros((3, 784), "float32"), None)
