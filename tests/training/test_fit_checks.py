@@ -235,6 +235,28 @@ def test_validation_labels_the_model_has_no_output_for_are_named_at_the_first_st
     assert opt.t == 0
 
 
+def test_the_nan_guard_puts_dropouts_counter_back_with_the_weights(device):
+    """A prober's finding (session 5): the weights and the optimizer came back as they were
+    after the last good check, Dropout's counter did not (a run from there drew other masks)."""
+    rng = numpy.random.default_rng(0)
+    x, t = rng.standard_normal((80, 5)).astype(numpy.float32), rng.integers(0, 3, 80)
+    with xn.use_device(device):
+        xn.seed(0)
+        model = xn.nn.Sequential(xn.nn.Affine(5, 8), xn.nn.Dropout(0.3), xn.nn.Affine(8, 3))
+        scale = device.xp.ones((), dtype=numpy.float32)
+    counters = {}
+
+    class Spoil(xn.callbacks.Callback):
+        def on_chunk_end(self, run, logs):  # after the guard's check of this chunk
+            counters[logs["step"]] = int(xn.to_host(model.random_state()["1.offset"]))
+            if logs["step"] == 4:
+                scale[...] = numpy.nan
+    with pytest.raises(xn.TrainingError, match="after step 4 of epoch 1"):
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x, t), batch_size=10,
+               transform=lambda xb, tb: (xb * scale, tb), callbacks=[Spoil()], progress=False)
+    assert int(xn.to_host(model.random_state()["1.offset"])) == counters[4]  # not step 5's
+
+
 # 14: ranks given different data -------------------------------------------------------------
 
 def _mpi_job(*args, timeout=120):

@@ -15,7 +15,9 @@ from .callbacks import Callback, copy_arrays, model_arrays
 
 
 class Snapshot:
-    """A device-side copy of the model's parameters and buffers and the optimizer's state.
+    """A device-side copy of the model's parameters, buffers and random streams (Dropout's
+    counters: a run from a restored snapshot draws what it drew from there) and the
+    optimizer's state.
 
     What is checked: parameters, their gradients and the optimizer's floating-point state
     must be finite; buffers must not be NaN (they may hold +-inf on purpose, a mask's -inf)."""
@@ -27,6 +29,7 @@ class Snapshot:
 
     def _live(self):
         arrays = model_arrays(self.model)
+        arrays.update({f"random/{k}": v for k, v in self.model.random_state().items()})
         arrays.update({f"optim/{k}": v for k, v in self.optimizer.per_step_arrays().items()})
         return arrays
 
@@ -88,7 +91,8 @@ class Snapshot:
 
 def _label(name):
     kind, _, rest = name.partition("/")
-    return {"param": "parameter", "buffer": "buffer", "optim": "optimizer state"}[kind] + f" {rest!r}"
+    return {"param": "parameter", "buffer": "buffer", "random": "random counter",
+            "optim": "optimizer state"}[kind] + f" {rest!r}"
 
 
 def _names(labels, at_most=4):
