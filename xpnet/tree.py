@@ -5,31 +5,46 @@ what one accepts, the other does.
 """
 from __future__ import annotations
 
-import copy
+from collections import defaultdict
 
 
 def map_tree(fn, tree):
     """The same structure with ``fn`` applied to every leaf (anything not a container).
 
-    A subclass of dict or list (a defaultdict, a dict of your own whose constructor takes
-    other arguments) is copied as it is, its attributes too, and given the new values: its
-    constructor is not called."""
+    A container is rebuilt by its type from the new values: ``type(tree)(pairs)`` for a
+    dict (a defaultdict gets its factory first), ``type(tree)(values)`` for a list or tuple,
+    fields in order for a namedtuple. A subclass whose constructor takes its values
+    otherwise is refused by name (TypeError), rather than rebuilt empty."""
     if isinstance(tree, dict):
+        items = [(k, map_tree(fn, v)) for k, v in tree.items()]
         if type(tree) is dict:
-            return {k: map_tree(fn, v) for k, v in tree.items()}
-        new = copy.copy(tree)
-        for k, v in tree.items():
-            new[k] = map_tree(fn, v)
-        return new
+            return dict(items)
+        new = _rebuilt(tree, lambda: type(tree)(tree.default_factory, items) if isinstance(tree, defaultdict)
+                       else type(tree)(items))
+        return new if list(new.keys()) == [k for k, _ in items] else _refuse(tree)
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # namedtuple: fields positionally
         return type(tree)(*(map_tree(fn, v) for v in tree))
-    if isinstance(tree, list) and type(tree) is not list:
-        new = copy.copy(tree)
-        new[:] = [map_tree(fn, v) for v in tree]
-        return new
     if isinstance(tree, (list, tuple)):
-        return type(tree)(map_tree(fn, v) for v in tree)
+        values = [map_tree(fn, v) for v in tree]
+        if type(tree) in (list, tuple):
+            return type(tree)(values)
+        new = _rebuilt(tree, lambda: type(tree)(values))
+        return new if len(new) == len(values) else _refuse(tree)
     return fn(tree)
+
+
+def _rebuilt(tree, build):
+    try:
+        return build()
+    except (TypeError, ValueError, KeyError):
+        _refuse(tree)
+
+
+def _refuse(tree):
+    kind = "dict" if isinstance(tree, dict) else "list" if isinstance(tree, list) else "tuple"
+    raise TypeError(f"{type(tree).__name__} (a {kind} subclass) cannot be rebuilt from its new values: its "
+                    f"constructor does not take them as {kind}() does. Pass a plain {kind} of the arrays "
+                    f"({kind}(tree)), or a namedtuple.")
 
 
 def tree_leaves(tree) -> list:
