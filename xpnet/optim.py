@@ -94,6 +94,7 @@ class Optimizer:
     state_names: tuple = ()   # per-parameter state arrays, shaped like the parameter, start at 0
     scalar_state: dict = {}   # per-optimizer running values: name -> starting value (0-d float64)
     nonnegative: tuple = ()   # names among the two above that can never be negative
+    _unrecorded = ("_lr", "_t")  # host copies of what the step reads on the device (a recorded step too)
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0):
         self.model = model

@@ -274,21 +274,61 @@ def test_what_a_callback_changes_reaches_the_recorded_step(change, tmp_path):
         numpy.testing.assert_array_equal(recorded[name], value, err_msg=name)
 
 
-def test_a_callback_that_changes_nothing_keeps_the_recording(monkeypatch):
-    """The watch costs no recording where nothing changed: one per batch size, as before."""
+def _recordings(monkeypatch):
+    """The list each recording on sim appends to."""
     recorded = []
     backend = xn.Device("sim").backend
     record = backend.record
     monkeypatch.setattr(backend, "record", lambda fn, owners=(): recorded.append(1) or record(fn, owners))
+    return recorded
 
-    class Reads(xn.callbacks.Callback):
+
+def test_a_callback_that_reads_evaluates_or_sets_the_rate_keeps_the_recording(monkeypatch):
+    """The watch records nothing new where no baked-in setting changed: one recording per
+    batch size, as before, with a callback that reads, evaluates the model in eval mode
+    (which rewrites the layers' per-call attributes) and sets the rate, which the step reads
+    on the device (a reviewer's finding: each of these recorded the step again)."""
+    recorded = _recordings(monkeypatch)
+    x, t = _set()
+
+    class Busy(xn.callbacks.Callback):
         rates = []
 
         def on_chunk_end(self, run, logs):
-            self.rates.append(run.optimizer.lr)  # a read, not a change
+            self.rates.append(run.optimizer.lr)
+            xn.evaluate(run.model, (x[200:], t[200:]))
+            xn.predict(run.model, x[:5])
+            run.optimizer.lr = 0.01 / logs["step"]
     with xn.use_device("sim"):
-        _fit(_model(), callbacks=[Reads()], progress=False)
+        model = xn.nn.Sequential(xn.nn.Affine(12, 16), xn.nn.BatchNorm(16), xn.nn.ReLU(), xn.nn.Dropout(0.2),
+                                 xn.nn.Affine(16, 3))
+        _fit(model, callbacks=[Busy()], progress=False)
     assert len(recorded) == 2  # batches of 32, and the last one of 8
+
+
+class _MomentumDecay(xn.optim.schedules.StepDecay):
+    """A schedule of one's own that also lowers the momentum: user code fit runs itself."""
+
+    def step(self):
+        super().step()
+        self.optimizer.momentum *= 0.5
+
+
+def test_what_a_schedules_step_changes_reaches_the_recorded_step():
+    """A reviewer's finding (session 5): fit's own callback ran the schedule's step outside
+    the watch, so the recording kept the first momentum."""
+    weights = {}
+    for device in ("cpu", "sim"):
+        with xn.use_device(device):
+            xn.seed(0)
+            model = xn.nn.Sequential(xn.nn.Affine(12, 16), xn.nn.ReLU(), xn.nn.Affine(16, 3))
+            opt = xn.optim.Momentum(model, lr=0.05)
+        x, t = _set()
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x, t), epochs=3, batch_size=32, seed=1, progress=False,
+               schedule=_MomentumDecay(opt, step_size=1, gamma=0.5))
+        weights[device] = xn.to_host(model.params())
+    for name, value in weights["cpu"].items():
+        numpy.testing.assert_array_equal(weights["sim"][name], value, err_msg=name)
 
 
 def _resumable(device, tmp_path, epochs, initial_epoch=0, path=None):

@@ -200,6 +200,7 @@ class BatchNorm(Layer):
 
     returns_input = False
     nonnegative_buffers = ("running_var",)
+    _unrecorded = ("trained",)  # set by each forward: not a setting a recording bakes in
 
     def __init__(self, num_features: int, momentum: float = 0.9, eps: float = 1e-5, dtype="float32"):
         super().__init__()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
-import functools
 import sys
 
 import numpy
@@ -34,19 +33,14 @@ class Run:
         self.stop_training = False
         self.__dict__.update(parts)
 
-    def each(self, hook, *args):
-        for callback in self.callbacks:
-            self.call(callback, hook, *args)
-
-    def call(self, callback, hook, *args):
-        """``callback``'s ``hook``. xpnet's own hooks change no setting; yours may, and a
-        recorded step that baked in what one changed is recorded again."""
-        method = getattr(callback, hook)
-        defined_in = getattr(getattr(method, "__func__", method), "__module__", None) or ""
-        if defined_in.startswith("xpnet."):
-            method(self, *args)
-        else:
-            self.step.watched(functools.partial(method, self, *args))
+    def each(self, hook, *args, logs_for=None):
+        """Every callback's ``hook``, watched as one round: a recorded step that baked in what
+        one of them changed (a callback of yours; a schedule's step) is recorded again.
+        ``logs_for(callback)``: the logs each callback gets, where they differ."""
+        def round_():
+            for callback in self.callbacks:
+                getattr(callback, hook)(self, *(args if logs_for is None else (logs_for(callback),)))
+        self.step.watched(round_)
 
 
 def fit(model, loss_fn, optimizer, data, epochs: int = 1, batch_size: int = 100,
@@ -209,8 +203,7 @@ class _LossReader:
         self.losses.extend(losses.tolist())
         logs = {"epoch": self.epoch, "step": self.steps, "losses": losses}
         checked = {id(cb): v for (cb, _), v in zip(checks, values[k:].tolist())}
-        for cb in run.callbacks:
-            run.call(cb, "on_chunk_end", {**logs, "check": checked[id(cb)]} if id(cb) in checked else logs)
+        run.each("on_chunk_end", logs_for=lambda cb: {**logs, "check": checked[id(cb)]} if id(cb) in checked else logs)
 
 
 def _check_validation(validation, epochs, labels):

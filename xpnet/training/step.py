@@ -9,12 +9,13 @@ the batch changes between replays; the optimizer keeps its step count and rate o
 device, and the loss stays there until the loop reads a chunk of them.
 
 A recording bakes in the Python values the step read while it was recorded (a momentum,
-Dropout's p, whether a per-step schedule is attached, which flat buffers the optimizer
-updates). Inside ``fit`` only callbacks run user code between steps, so each of your
-callback's hooks is watched: where it set or replaced an attribute of the optimizer, its
-per-step schedule, the loss, the transform or a layer, the step is recorded again before
-it runs next (``watched``). A change made in place to an array is read by the
-replay as it is.
+Dropout's p, train or eval mode, whether a per-step schedule is attached, which flat
+buffers the optimizer updates). Between steps ``fit`` runs callbacks (and through its own,
+a schedule's ``step``), so each round of them is watched (``watched``): where one set a
+number, string or bool attribute of the optimizer, the loss, the transform or a layer, or
+replaced the optimizer's flat buffers or its per-step schedule, the step is recorded again
+before it runs next. A change made in place to an array is read by the replay as it is,
+and so is the rate (on the device): neither records anew.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from ..nn.wrapping import _leaf_layers
 from ..transfer import to_host
 from .sources import class_indices
 
-_PLAIN = (int, float, complex, str, bytes, type(None), numpy.generic)  # bool is an int
+_PLAIN = (int, float, complex, str, bytes, numpy.generic)  # bool is an int
 
 
 class TrainStep:
@@ -111,8 +112,8 @@ class TrainStep:
         return replay()
 
     def watched(self, call):
-        """``call()`` (a user's callback hook); the recordings are dropped, to be made again at
-        the next step, if it set or replaced an attribute a recording may have baked in."""
+        """``call()`` (callbacks, between steps); the recordings are dropped, to be made again
+        at the next step, if it changed a setting a recording bakes in (``_settings``)."""
         if not self.replays:
             return call()
         before = self._settings()
@@ -122,15 +123,21 @@ class TrainStep:
             if self._settings() != before:
                 self.replays.clear()
 
-    def _settings(self):
-        """The attributes of everything a recorded step reads Python values from: numbers,
-        strings, None and bools as they are, any other object by identity."""
+    def _settings(self) -> list:
+        """What a recording bakes in: the optimizer's flat groups and per-step schedule (the
+        objects themselves, held, so a new one is never taken for a freed one), and every
+        number, string and bool attribute of the optimizer, its schedule, the loss, the
+        transform and each layer, but those a part lists in ``_unrecorded`` (read from the
+        device by the step, or set by each call: an eval-mode forward in a callback's
+        ``evaluate`` records nothing new)."""
         optimizer = self.optimizer
-        parts = [optimizer, optimizer.step_schedule, self.loss_fn, self.transform, self.model,
-                 *_leaf_layers([self.model])]
-        return tuple(tuple((name, value if isinstance(value, _PLAIN) else id(value))
-                           for name, value in vars(part).items())
-                     for part in parts if hasattr(part, "__dict__"))
+        found = [optimizer._groups, optimizer.step_schedule]
+        for part in (optimizer, optimizer.step_schedule, self.loss_fn, self.transform, self.model,
+                     *_leaf_layers([self.model])):
+            skip = getattr(part, "_unrecorded", ())
+            found.append([(name, value) for name, value in getattr(part, "__dict__", {}).items()
+                          if isinstance(value, _PLAIN) and name not in skip])
+        return found
 
     def hits(self):
         """The epoch's count of correct answers, read to the host (a float64 array of one)."""
