@@ -327,11 +327,11 @@ def test_save_leaves_a_read_only_file_as_it_is(tmp_path, monkeypatch):
     """A prober's finding (session 5): the rename of an atomic save replaced a chmod-444
     checkpoint (the usual guard of a best model), where open(path, "wb") would refuse.
     (os.access is told the answer a user without write permission gets: tests run as root.)"""
-    from xpnet import io
+    from xpnet import _files as io_files
     path = tmp_path / "best.npz"
     xn.save(xn.nn.Affine(2, 2), path)
     before = path.read_bytes()
-    monkeypatch.setattr(io.os, "access", lambda p, mode: False)
+    monkeypatch.setattr(io_files.os, "access", lambda p, mode: False)
     with pytest.raises(PermissionError, match=r"best\.npz: the file is read-only, and is left as it is"):
         xn.save(xn.nn.Affine(2, 2), path)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["best.npz"]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy
 
-from .io import write_atomically
+from ._files import write_atomically
 from .nn.conv import AvgPool2D, Conv2D, MaxPool2D
 from .nn.layer import Layer
 from .nn.layers import Affine, BatchNorm, Dropout, Flatten, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh

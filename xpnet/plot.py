@@ -25,7 +25,7 @@ def _write(fig, path) -> str:
     ("curve", "run.final") gets ".png" added, as matplotlib adds it to a bare name: the
     path returned is always the file's."""
     from . import distributed
-    from .io import write_atomically
+    from ._files import write_atomically
     path = Path(path)
     formats = fig.canvas.get_supported_filetypes()
     if path.suffix[1:].lower() not in formats:

@@ -208,9 +208,8 @@ def divide(a, b):
 
 
 def power(a, b):
-    """a ** b. Where the derivative's formula meets 0 * inf, the derivative is 0, as in
-    PyTorch: d/da at b = 0 (a ** 0 is 1 for every a), and d/db at a = 0, b >= 0 (0 ** b
-    is constant there), instead of the formula's NaN."""
+    """a ** b. Its derivatives are 0, as PyTorch's, where their formulas meet 0 * inf:
+    d/da at b = 0 (a ** 0 is 1), d/db at a = 0 and b >= 0 (0 ** b is constant there)."""
     ad, bd = _data(a), _data(b)
     y = ad ** bd
     out = _node(y, (a, lambda g: _sum_to(_zero_where(bd == 0, g * b * a ** (b - 1)), _shape(a))),
@@ -219,8 +218,7 @@ def power(a, b):
 
 
 def _zero_where(mask, value):
-    """``value`` with 0 where ``mask`` holds (a device bool array, or a Python bool when
-    the operand was a number)."""
+    """``value`` with 0 where ``mask`` (a device bool array, or a number's Python bool) holds."""
     if mask is False or mask is numpy.False_:
         return value
     return where(mask, 0.0, value)

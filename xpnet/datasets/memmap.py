@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy
 
-from ..io import _mode_for, write_atomically, write_temporary
+from .._files import mode_for, write_atomically, write_temporary
 from ..transfer import array_or_host
 from .mnist import _sha256  # one file checksum for every dataset
 
@@ -38,7 +38,7 @@ def to_memmap(folder, x, t) -> Path:
     if len(arrays["x"]) != len(arrays["t"]):
         raise ValueError(f"to_memmap: x has {len(arrays['x'])} samples but t has {len(arrays['t'])}.")
     record = {"format": "xpnet-memmap", "version": 1, "arrays": {}}
-    record_mode, written = _mode_for(folder / RECORD), {}
+    record_mode, written = mode_for(folder / RECORD), {}
     try:
         for name, array in arrays.items():
             written[name] = write_temporary(folder / f"{name}.npy",

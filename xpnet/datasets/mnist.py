@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy
 
 from .._cache import cache_root
-from ..io import write_atomically
+from .._files import write_atomically
 
 FILES = {
     "train_images": ("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),

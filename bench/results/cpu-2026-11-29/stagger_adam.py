@@ -1,5 +1,5 @@
 """Adam step alone on the regularised MLP's flat buffers: allocated one by one (as before
-issue 26) against the staggered single allocation (optim._flat_buffers)."""
+issue 26) against the staggered single allocation (optim.flat_buffers)."""
 import timeit
 
 import xpnet as xn
@@ -17,10 +17,10 @@ def separate(xp, names, total, dtype):
     return {n: xp.empty(total, dtype=dtype) for n in names}
 
 
-staggered = optim._flat_buffers
+staggered = optim.flat_buffers
 res = {}
 for label, layout in (("separate", separate), ("staggered", staggered)):
-    optim._flat_buffers = layout
+    optim.flat_buffers = layout
     with xn.use_device("cpu"):
         model = build()
         opt = xn.optim.Adam(model)
