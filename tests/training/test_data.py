@@ -145,17 +145,29 @@ def test_predict_and_evaluate_stream_memory_maps_and_iterables(device, tmp_path)
 def test_predict_takes_what_fit_and_evaluate_take_and_reads_no_label(device):
     """A prober's finding (session 5): a pair (x, t) was read as two input batches (t through
     the model: 2N outputs, silently, where t was as wide as the input), and a Loader or a
-    list of (xb, tb) batches raised."""
+    list of (xb, tb) batches raised. Two arrays of one shape and dtype are a pair for fit
+    and two batches for a list of inputs: predict refuses to guess."""
     rng = numpy.random.default_rng(0)
     x = rng.random((50, 4)).astype(numpy.float32)
-    onehot = numpy.eye(4, dtype=numpy.float32)[numpy.arange(50) % 4]
+    labels = numpy.arange(50) % 4
+    onehot = numpy.eye(4, dtype=numpy.float32)[labels]
     with xn.use_device(device):
         xn.seed(0)
         model = xn.nn.Sequential(xn.nn.Affine(4, 4))
     whole = xn.to_host(xn.predict(model, x, batch_size=10))
-    for data in ((x, onehot), (x, numpy.arange(50) % 4), xn.data.Loader(x, onehot, 10),
-                 [(x[i:i + 10], onehot[i:i + 10]) for i in range(0, 50, 10)]):
+    for data in ((x, labels), [x, labels], (x, onehot.astype(numpy.float64)), (x.tolist(), labels.tolist()),
+                 xn.data.Loader(x, onehot, 10), [(x[i:i + 10], onehot[i:i + 10]) for i in range(0, 50, 10)],
+                 [x[i:i + 10] for i in range(0, 50, 10)]):
         numpy.testing.assert_array_equal(xn.to_host(xn.predict(model, data, batch_size=10)), whole)  # one shape
+    # two batches of other lengths: other product shapes, which cuBLAS may round otherwise
+    numpy.testing.assert_allclose(xn.to_host(xn.predict(model, [x[:30], x[30:]])), whole, rtol=1e-6)
+    for ambiguous in ((x, onehot), [x[:25], x[25:]]):
+        with pytest.raises(ValueError, match=r"two arrays of one shape \(\d+, 4\) and dtype float32: a pair"):
+            xn.predict(model, ambiguous)
+    numpy.testing.assert_array_equal(xn.to_host(xn.predict(model, iter([x[:25], x[25:]]), batch_size=25)),
+                                     xn.to_host(xn.predict(model, x, batch_size=25)))
+    xor = xn.to_host(xn.predict(xn.nn.Sequential(xn.nn.Affine(2, 3, dtype="float64")), [[0, 1], [1, 0]]))
+    assert xor.shape == (2, 3)  # nested numbers: one input, not a pair
 
 
 def test_a_changed_memmap_file_is_refused(tmp_path):

@@ -13,7 +13,7 @@ from ..errors import ShapeError
 from ..nn.losses import SoftmaxCrossEntropy
 from ..transfer import array_or_host, to_device, to_host
 from .parallel import processes, span
-from .sources import LabelCheck, check_batch, check_finite, check_pair, class_indices, is_batches
+from .sources import LabelCheck, _numeric_shape, check_batch, check_finite, check_pair, class_indices, is_batches
 
 
 @contextlib.contextmanager
@@ -32,12 +32,12 @@ def predict(model, x, batch_size: int = 1000):
     """The model's outputs for ``x`` in eval mode, batch by batch, as one array on the
     model's device; each batch of host input is copied there just before its forward, so
     a memory-mapped ``x`` larger than the device works. ``x`` may also be what ``fit`` and
-    ``evaluate`` take (a tuple ``(x, t)`` of one length, or an iterable of ``(xb, tb)``
-    batches such as a Loader: the labels are not read), or a list or iterable of input
-    batches. Move the result with ``xn.to_host``."""
+    ``evaluate`` take (a pair ``(x, t)``, a list or tuple of two items of one length, or an
+    iterable of ``(xb, tb)`` batches such as a Loader: the labels are not read), or a list or
+    iterable of input batches. Two arrays of one shape and dtype could be either a pair or
+    two batches, and are refused. Move the result with ``xn.to_host``."""
     batch_size = _validate.integer("predict", "batch_size", batch_size)
-    if isinstance(x, tuple) and len(x) == 2 and not is_batches(x) and _one_length(x):
-        x = x[0]  # a pair (x, t): the inputs
+    x = _inputs_of_pair(x)
     if _input_batches(x):
         batches = (_finite(array_or_host(_inputs_of(b), f"predict input, batch {k}"), f"predict input, batch {k}")
                    for k, b in enumerate(x))
@@ -61,17 +61,27 @@ def _input_batches(x) -> bool:
     return is_batches(x)
 
 
-def _one_length(pair) -> bool:
-    """Whether both items of ``pair`` have a first axis, of one length (an (x, t) pair)."""
-    lengths = [getattr(v, "shape", (None,))[:1] or (None,) for v in pair]
-    return lengths[0][0] is not None and lengths[0] == lengths[1]
+def _inputs_of_pair(x):
+    """The inputs of ``x`` if it is a pair (x, t) as fit reads one, else ``x`` as given."""
+    if not isinstance(x, (list, tuple)) or len(x) != 2 or is_batches(x):
+        return x
+    if not any(hasattr(v, "shape") for v in x) and _numeric_shape(x):
+        return x  # nested numbers: one input, as [[0, 1], [1, 0]]
+    shapes = [_numeric_shape(v) for v in x]
+    if not all(shapes) or shapes[0][0] != shapes[1][0]:
+        return x  # two input batches
+    dtypes = [getattr(v, "dtype", None) for v in x]
+    if shapes[0] == shapes[1] and dtypes[0] == dtypes[1]:
+        raise ValueError(f"predict got two arrays of one shape {tuple(shapes[0])} and dtype {dtypes[0]}: a pair "
+                         f"(x, t) or two batches of inputs? Pass x alone, or the batches as an iterator "
+                         f"(iter([xb1, xb2])).")
+    return x[0]
 
 
 def _inputs_of(batch):
-    """A batch's inputs: ``xb`` of an ``(xb, tb)`` batch, else the batch itself."""
-    if isinstance(batch, (tuple, list)) and len(batch) == 2 and hasattr(batch[0], "shape"):
-        return batch[0]
-    return batch
+    """A batch's inputs: ``xb`` of an ``(xb, tb)`` batch (a tuple, as a Loader gives), else the
+    batch itself (an array, or a list of rows)."""
+    return batch[0] if isinstance(batch, tuple) and len(batch) == 2 else batch
 
 
 def _finite(batch, what):
