@@ -98,13 +98,15 @@ class LabelCheck:
     device read), and in every later batch that is added."""
 
     def __init__(self):
-        self.classes, self.pending, self.widths = None, [], []
+        self.classes, self.pending, self.widths = None, [], {}
 
     def add(self, t, what, offset=0):
         """Check the labels ``t`` (host or device; ``offset`` numbers their positions); of
         one-hot or soft labels (N, C), their width C."""
         if t.ndim == 2 and t.dtype.kind == "f" and len(t):
-            self.widths.append((t.shape[1], what))
+            self.widths.setdefault(t.shape[1], what)  # one entry a width, however many batches
+            if self.classes is not None:
+                self.against(self.classes)
         if t.ndim != 1 or t.dtype.kind not in "iu" or len(t) == 0:
             return  # one-hot, soft or regression targets
         host = isinstance(t, numpy.ndarray)
@@ -125,11 +127,11 @@ class LabelCheck:
         """Raise if a label is not below ``classes`` (the output's width), or a set of one-hot
         labels is not ``classes`` wide."""
         self.classes = classes
-        for width, what in self.widths:
+        for width, what in self.widths.items():
             if width != classes:
                 raise ValueError(f"{what}: one-hot labels of {width} columns for a model with {classes} outputs; "
                                  f"give labels of shape (N, {classes}), or give the last layer {width} outputs.")
-        self.widths = []
+        self.widths = {}
         for t, what, offset, high in self.pending:
             if high >= classes:
                 t = t if isinstance(t, numpy.ndarray) else to_host(t)
