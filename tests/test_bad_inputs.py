@@ -338,8 +338,8 @@ def test_save_leaves_a_read_only_file_as_it_is(tmp_path, monkeypatch):
 
 
 def test_model_checkpoint_into_a_folder_it_cannot_write_is_refused_at_the_start(tmp_path, monkeypatch):
-    from xpnet.training import callbacks
-    monkeypatch.setattr(callbacks.os, "access", lambda p, mode: False)
+    from xpnet.training import writers
+    monkeypatch.setattr(writers.os, "access", lambda p, mode: False)
     cb = xn.callbacks.ModelCheckpoint(tmp_path / "c.npz", monitor="loss")
     with pytest.raises(PermissionError, match=r"no permission to create files in the folder"):
         _fit_with(cb)

@@ -368,6 +368,28 @@ def test_a_fit_resumed_with_initial_epoch_trains_and_numbers_as_if_it_had_not_st
     assert (tmp_path / "resumed" / "log.csv").read_text().count("\n") == 5
 
 
+def test_a_resumed_fit_does_not_replace_the_best_checkpoint_with_a_worse_epoch(tmp_path, monkeypatch):
+    """A prober's finding (session 5): ModelCheckpoint's best started anew in a resumed fit,
+    so its first epoch replaced best.npz, however much worse. Without the best value (the
+    file does not keep it) such a fit is refused; with initial_value_threshold only a better
+    epoch is saved."""
+    best = tmp_path / "best.npz"
+    model = _model()
+    _fit(model, callbacks=[xn.callbacks.ModelCheckpoint(best, monitor="loss", save_best_only=True)], epochs=2)
+    kept = best.read_bytes()
+    with pytest.raises(ValueError, match=r"resumes after epoch 2 and .*best\.npz' holds the best model so far.*"
+                                         r"initial_value_threshold="):
+        _fit(model, callbacks=[xn.callbacks.ModelCheckpoint(best, monitor="loss", save_best_only=True)],
+             epochs=4, initial_epoch=2)
+    guard = xn.callbacks.ModelCheckpoint(best, monitor="loss", save_best_only=True, initial_value_threshold=1e-9)
+    _fit(model, callbacks=[guard], epochs=4, initial_epoch=2)
+    assert best.read_bytes() == kept and guard.saved == []  # no epoch beat 1e-9
+    from xpnet.training import writers
+    monkeypatch.setattr(writers.os, "access", lambda path, mode: False)  # best.npz read-only (tests run as root)
+    with pytest.raises(PermissionError, match=r"best\.npz' is read-only, so no epoch could be saved there"):
+        _fit(model, callbacks=[xn.callbacks.ModelCheckpoint(best, monitor="loss")], epochs=1)
+
+
 def test_initial_epoch_must_leave_an_epoch_to_train():
     model = _model()
     with pytest.raises(ValueError, match=r"initial_epoch=3 leaves no epoch to train with epochs=3.*pass epochs=3 \+ n"):

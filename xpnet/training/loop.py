@@ -21,6 +21,7 @@ from ..transfer import to_host
 from .callbacks import Callback, History, ProgressBar, ScheduleStep, Validation
 from .guard import NaNGuard
 from .inference import evaluate
+from .loader import Loader
 from .parallel import processes
 from .sources import InMemory, LabelCheck, Streamed, check_pair, is_batches, training_source
 from .step import TrainStep
@@ -137,7 +138,7 @@ def _plan(model, loss_fn, optimizer, data, args) -> Run:
     built_in += [history, ProgressBar(show)]
     return Run(model=model, loss_fn=loss_fn, optimizer=optimizer, schedule=args["schedule"], device=device,
                epochs=epochs, initial_epoch=initial_epoch, parallel=parallel, source=source, step=step,
-               history=history,
+               history=history, validation=validation,
                callbacks=built_in + _user_callbacks(args["callbacks"]))
 
 
@@ -146,7 +147,10 @@ def _start(run) -> None:
     the buffer the losses are read through, and each callback's ``on_train_begin``."""
     if isinstance(run.source, InMemory):
         run.source.to(run.device)  # the one copy of the set
-    run.source.skip(run.initial_epoch)  # a resumed run's shuffles: those the stopped run would take next
+    for _ in range(run.initial_epoch):  # a resumed run's shuffles: those the stopped run would take next,
+        run.source.skip(1)              # in its order (a shuffled validation Loader may draw from the
+        if isinstance(run.validation, Loader):  # same generator, after each epoch's training)
+            run.validation.skip(1)
     run.step.start(run.device)
     run.parallel.start(run.model, run.optimizer)
     run.chunk = max(1, len(run.source) // 10) if len(run.source) else 50
