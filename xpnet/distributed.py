@@ -29,8 +29,8 @@ _comm = None
 
 
 def init():
-    """The MPI world communicator (imports mpi4py on first use). Installs a hook that
-    aborts the whole job when this rank dies of an exception."""
+    """The MPI world communicator (imports mpi4py on first use; the abort hook, ``_abort``,
+    is installed when xpnet is imported under a launcher)."""
     global _comm
     if _comm is None:
         try:

@@ -257,6 +257,27 @@ def test_the_nan_guard_puts_dropouts_counter_back_with_the_weights(device):
     assert int(xn.to_host(model.random_state()["1.offset"])) == counters[4]  # not step 5's
 
 
+def test_the_nan_guard_puts_an_augmentations_counter_back_too(device):
+    """A reviewer's finding (session 5): RandomTranslate's counter stayed a chunk ahead."""
+    rng = numpy.random.default_rng(0)
+    x, t = rng.random((40, 1, 4, 4)).astype(numpy.float32), rng.integers(0, 3, 40)
+    with xn.use_device(device):
+        xn.seed(0)
+        model = xn.nn.Sequential(xn.nn.Flatten(), xn.nn.Affine(16, 3))
+    shift = xn.augment.RandomTranslate(1, seed=0)
+    counters = {}
+
+    class Spoil(xn.callbacks.Callback):
+        def on_chunk_end(self, run, logs):
+            counters[logs["step"]] = int(xn.to_host(next(iter(shift.random_state().values()))))
+            if logs["step"] == 2:
+                run.model.params()["1.W"][...] = numpy.nan  # the next step's loss: NaN
+    with pytest.raises(xn.TrainingError, match="after step 2 of epoch 1"):
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x, t), batch_size=10,
+               transform=shift, callbacks=[Spoil()], progress=False)
+    assert int(xn.to_host(next(iter(shift.random_state().values())))) == counters[2]
+
+
 # 14: ranks given different data -------------------------------------------------------------
 
 def _mpi_job(*args, timeout=120):

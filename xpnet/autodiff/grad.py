@@ -103,7 +103,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
     array, or a dict, list or tuple of them; its gradient has the same structure. With a
     tuple ``argnums`` the gradients come back as a tuple. Keyword arguments are passed to
     ``f`` and not differentiated. Results live on the arguments' device, each gradient in
-    its argument's dtype.
+    its argument's dtype (inside another grad, the traced gradient as computed).
 
     Each differentiated argument is copied first, so ``f`` may change the caller's arrays
     in place. The gradient is computed after ``f`` returns, from the arrays each

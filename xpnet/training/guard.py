@@ -16,20 +16,22 @@ from .callbacks import Callback, copy_arrays, model_arrays
 
 class Snapshot:
     """A device-side copy of the model's parameters, buffers and random streams (Dropout's
-    counters: a run from a restored snapshot draws what it drew from there) and the
-    optimizer's state.
+    counters, a transform's such as RandomTranslate's: a run from a restored snapshot draws
+    what it drew from there) and the optimizer's state.
 
     What is checked: parameters, their gradients and the optimizer's floating-point state
     must be finite; buffers must not be NaN (they may hold +-inf on purpose, a mask's -inf)."""
 
-    def __init__(self, model, optimizer):
-        self.model, self.optimizer = model, optimizer
+    def __init__(self, model, optimizer, transform=None):
+        self.model, self.optimizer, self.transform = model, optimizer, transform
         self.copies, self.where = {}, "before the first step"
         self.take(None, 0)
 
     def _live(self):
         arrays = model_arrays(self.model)
         arrays.update({f"random/{k}": v for k, v in self.model.random_state().items()})
+        drawn = getattr(self.transform, "random_state", None)  # an augmentation's counters, per device
+        arrays.update({f"random/transform {k}": v for k, v in (drawn() if drawn else {}).items()})
         arrays.update({f"optim/{k}": v for k, v in self.optimizer.per_step_arrays().items()})
         return arrays
 
@@ -106,7 +108,7 @@ class NaNGuard(Callback):
     every chunk that passed, and before the first step)."""
 
     def on_train_begin(self, run):
-        self.last_good = Snapshot(run.model, run.optimizer)
+        self.last_good = Snapshot(run.model, run.optimizer, run.step.transform)
 
     def device_check(self, run):
         return self.last_good.nonfinite(run.device.xp)
