@@ -36,19 +36,21 @@ def map_tree(fn, tree):
 def _rebuilt(tree, build):
     try:
         return build()
-    except (TypeError, ValueError, KeyError):
-        _refuse(tree)
+    except Exception as exc:  # noqa: BLE001 (whatever its constructor raises: named below)
+        _refuse(tree, exc)
 
 
-def _refuse(tree):
+def _refuse(tree, cause=None):
     kind = "dict" if isinstance(tree, dict) else "list" if isinstance(tree, list) else "tuple"
     raise TypeError(f"{type(tree).__name__} (a {kind} subclass) cannot be rebuilt from its new values: its "
                     f"constructor does not take them as {kind}() does. Pass a plain {kind} of the arrays "
-                    f"({kind}(tree)), or a namedtuple.")
+                    f"({kind}(tree)), or a namedtuple.") from cause
 
 
 def tree_leaves(tree) -> list:
-    """Every leaf of ``tree``, in the order ``map_tree`` visits them."""
-    found = []
-    map_tree(found.append, tree)
-    return found
+    """Every leaf of ``tree``, in the order ``map_tree`` visits them (nothing is rebuilt)."""
+    if isinstance(tree, dict):
+        return [leaf for v in tree.values() for leaf in tree_leaves(v)]
+    if isinstance(tree, (list, tuple)):
+        return [leaf for v in tree for leaf in tree_leaves(v)]
+    return [tree]

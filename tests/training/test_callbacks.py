@@ -240,14 +240,15 @@ CHANGES = {
     "schedule detached": lambda run, keep: (keep["schedule"].detach(), setattr(run.optimizer, "lr", 0.2)),
     "checkpoint loaded": lambda run, keep: xn.load(run.model, keep["path"], optimizer=run.optimizer),
     "eval mode (fit's train() comes back)": lambda run, keep: run.model.eval(),
+    "a Lambda's function replaced": lambda run, keep: setattr(run.model.layers[2], "fn", lambda h: h * 0.5),
 }
 
 
 def _changed_fit(device, change, path):
     with xn.use_device(device):
         xn.seed(0)
-        model = xn.nn.Sequential(xn.nn.Affine(12, 16), xn.nn.BatchNorm(16), xn.nn.ReLU(), xn.nn.Dropout(0.3),
-                                 xn.nn.Affine(16, 3))
+        model = xn.nn.Sequential(xn.nn.Affine(12, 16), xn.nn.BatchNorm(16), xn.nn.Lambda(lambda h: h * 1.0),
+                                 xn.nn.Dropout(0.3), xn.nn.Affine(16, 3))
         opt = xn.optim.Momentum(model, lr=0.05)
         keep = {"path": path, "schedule": xn.optim.schedules.WarmupCosine(opt, 3, 40)}
 
@@ -381,6 +382,11 @@ def test_a_resumed_fit_does_not_replace_the_best_checkpoint_with_a_worse_epoch(t
                                          r"initial_value_threshold="):
         _fit(model, callbacks=[xn.callbacks.ModelCheckpoint(best, monitor="loss", save_best_only=True)],
              epochs=4, initial_epoch=2)
+    braced = tmp_path / "best{v1}.npz"  # a fixed name written with {{ }}: the same refusal
+    braced.write_bytes(kept)
+    with pytest.raises(ValueError, match=r"best\{v1\}\.npz' holds the best model so far"):
+        _fit(model, callbacks=[xn.callbacks.ModelCheckpoint(str(tmp_path / "best{{v1}}.npz"), monitor="loss",
+                                                            save_best_only=True)], epochs=4, initial_epoch=2)
     guard = xn.callbacks.ModelCheckpoint(best, monitor="loss", save_best_only=True, initial_value_threshold=1e-9)
     _fit(model, callbacks=[guard], epochs=4, initial_epoch=2)
     assert best.read_bytes() == kept and guard.saved == []  # no epoch beat 1e-9

@@ -278,6 +278,23 @@ def test_the_nan_guard_puts_an_augmentations_counter_back_too(device):
     assert int(xn.to_host(next(iter(shift.random_state().values())))) == counters[2]
 
 
+def test_a_transform_whose_random_state_is_a_number_trains(device):
+    """A prober's finding on this session's change: the guard called any random_state, so
+    a transform with scikit-learn's random_state = 42 failed every fit before its first step."""
+    class Noisy:
+        random_state = 42
+
+        def __call__(self, xb, tb):
+            return xb * 1.0, tb
+    rng = numpy.random.default_rng(0)
+    x, t = rng.standard_normal((20, 5)).astype(numpy.float32), rng.integers(0, 3, 20)
+    with xn.use_device(device):
+        model = xn.nn.Sequential(xn.nn.Affine(5, 3))
+    history = xn.fit(model, xn.nn.SoftmaxCrossEntropy(), xn.optim.SGD(model, lr=0.1), (x, t), batch_size=10,
+                     transform=Noisy(), progress=False)
+    assert len(history.epoch_loss) == 1
+
+
 # 14: ranks given different data -------------------------------------------------------------
 
 def _mpi_job(*args, timeout=120):

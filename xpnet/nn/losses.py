@@ -18,6 +18,7 @@ class _Loss:
 
     classification = False
     graph_safe = True  # fit may record a step through it as a CUDA graph
+    _unrecorded = ("t", "y", "probs", "backend")  # set by each call, not settings
 
     def __init__(self):
         self._work = {}

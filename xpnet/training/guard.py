@@ -31,7 +31,9 @@ class Snapshot:
         arrays = model_arrays(self.model)
         arrays.update({f"random/{k}": v for k, v in self.model.random_state().items()})
         drawn = getattr(self.transform, "random_state", None)  # an augmentation's counters, per device
-        arrays.update({f"random/transform {k}": v for k, v in (drawn() if drawn else {}).items()})
+        drawn = drawn() if callable(drawn) else None  # (not scikit-learn's random_state = 42)
+        if isinstance(drawn, dict):
+            arrays.update({f"random/transform {k}": v for k, v in drawn.items() if hasattr(v, "dtype")})
         arrays.update({f"optim/{k}": v for k, v in self.optimizer.per_step_arrays().items()})
         return arrays
 

@@ -70,18 +70,19 @@ def _inputs_of_pair(x):
     shapes = [_numeric_shape(v) for v in x]
     if not all(shapes) or shapes[0][0] != shapes[1][0]:
         return x  # two input batches
-    dtypes = [getattr(v, "dtype", None) for v in x]
-    if shapes[0] == shapes[1] and dtypes[0] == dtypes[1]:
-        raise ValueError(f"predict got two arrays of one shape {tuple(shapes[0])} and dtype {dtypes[0]}: a pair "
-                         f"(x, t) or two batches of inputs? Pass x alone, or the batches as an iterator "
-                         f"(iter([xb1, xb2])).")
+    if shapes[0] == shapes[1]:
+        raise ValueError(f"predict got two arrays of one shape {tuple(shapes[0])}: a pair (x, t) or two batches "
+                         f"of inputs? Pass x alone, or the batches as an iterator (iter([xb1, xb2])).")
     return x[0]
 
 
 def _inputs_of(batch):
-    """A batch's inputs: ``xb`` of an ``(xb, tb)`` batch (a tuple, as a Loader gives), else the
-    batch itself (an array, or a list of rows)."""
-    return batch[0] if isinstance(batch, tuple) and len(batch) == 2 else batch
+    """A batch's inputs: ``xb`` of an ``(xb, tb)`` batch (a tuple, as a Loader gives, or a list
+    holding an array, as fit reads one), else the batch itself (an array, or rows)."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2 and (
+            isinstance(batch, tuple) or any(hasattr(v, "shape") for v in batch)):
+        return batch[0]
+    return batch
 
 
 def _finite(batch, what):

@@ -27,7 +27,13 @@ from ..nn.wrapping import _leaf_layers
 from ..transfer import to_host
 from .sources import class_indices
 
-_PLAIN = (int, float, complex, str, bytes, numpy.generic)  # bool is an int
+_PLAIN = (int, float, complex, str, bytes, type(None), numpy.generic)  # bool is an int
+
+
+@functools.cache
+def _unrecorded(cls) -> frozenset:
+    """The names ``cls`` and its bases list in ``_unrecorded``."""
+    return frozenset(name for base in cls.__mro__ for name in vars(base).get("_unrecorded", ()))
 
 
 class TrainStep:
@@ -124,19 +130,19 @@ class TrainStep:
                 self.replays.clear()
 
     def _settings(self) -> list:
-        """What a recording bakes in: the optimizer's flat groups and per-step schedule (the
-        objects themselves, held, so a new one is never taken for a freed one), and every
-        number, string and bool attribute of the optimizer, its schedule, the loss, the
-        transform and each layer, but those a part lists in ``_unrecorded`` (read from the
-        device by the step, or set by each call: an eval-mode forward in a callback's
-        ``evaluate`` records nothing new)."""
+        """What a recording bakes in: every attribute of the optimizer, its per-step schedule,
+        the loss, the transform and each layer (numbers, strings, bools and None by value,
+        any other object itself, held, so a new one is never taken for a freed one), but
+        arrays (written in place, as a replay reads them) and what a class lists in
+        ``_unrecorded`` (read from the device by the step, or set by each call: an eval-mode
+        forward in a callback's ``evaluate`` records nothing new)."""
         optimizer = self.optimizer
-        found = [optimizer._groups, optimizer.step_schedule]
+        found = []
         for part in (optimizer, optimizer.step_schedule, self.loss_fn, self.transform, self.model,
                      *_leaf_layers([self.model])):
-            skip = getattr(part, "_unrecorded", ())
+            skip = _unrecorded(type(part))
             found.append([(name, value) for name, value in getattr(part, "__dict__", {}).items()
-                          if isinstance(value, _PLAIN) and name not in skip])
+                          if name not in skip and not (hasattr(value, "shape") and hasattr(value, "dtype"))])
         return found
 
     def hits(self):

@@ -44,7 +44,8 @@ class ModelCheckpoint(Callback):
             self._monitor.check(run)
         self._monitor.best, self.saved = self.threshold, []
         path = str(self.path)
-        self._check_resumed(run, path)
+        if not _fields(path):
+            self._check_resumed(run, path.format())  # the file's name ({{ and }} written as braces)
         validation = any(isinstance(cb, Validation) for cb in run.callbacks)
         classify = getattr(run.loss_fn, "classification", False)
         for field in _fields(path):
@@ -62,7 +63,7 @@ class ModelCheckpoint(Callback):
     def _check_resumed(self, run, path) -> None:
         """Refuse, before the first step, to replace a fixed path that cannot be written, or
         a resumed fit's best file with an epoch judged against no best (see the class)."""
-        if "{" in path or not Path(path).exists():
+        if not Path(path).exists():
             return
         if not os.access(path, os.W_OK):
             raise PermissionError(f"ModelCheckpoint: {path!r} is read-only, so no epoch could be saved there; make "
