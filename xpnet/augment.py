@@ -77,7 +77,7 @@ class RandomTranslate:
             return self._translate(device, xb), tb
 
     def _buffers(self, device, shape, dtype):
-        key = (device, shape, numpy.dtype(dtype))
+        key = (device, shape, numpy.dtype(dtype), self.max_shift, self.fill)  # settings changed later: new buffers
         work = self._work.get(key)
         if work is None:
             xp, s = device.xp, self.max_shift

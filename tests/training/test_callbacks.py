@@ -307,6 +307,43 @@ def test_a_callback_that_reads_evaluates_or_sets_the_rate_keeps_the_recording(mo
     assert len(recorded) == 2  # batches of 32, and the last one of 8
 
 
+class _Gate(xn.nn.Layer):
+    """x * y, caching (x, y) per call under its own name, as book-style layers do; ``y`` a
+    setting whose name a built-in layer uses for a per-call value."""
+
+    def __init__(self, y=1.0):
+        super().__init__()
+        self.y = y
+
+    def forward(self, x):
+        self.cache = (x, x * self.y)
+        return self.cache[1]
+
+    def backward(self, dout):
+        return dout * self.y
+
+
+def test_a_layers_own_settings_and_caches_are_watched_as_objects(monkeypatch):
+    """A prober's findings on this session's watch: a tuple of arrays cached per call made
+    the comparison raise (ValueError, on cpu too), and a setting named y was never watched."""
+    weights = {}
+    x, t = _set()
+
+    class Halve(xn.callbacks.Callback):
+        def on_epoch_end(self, run, logs):
+            run.model.layers[1].y = 0.5
+    for device in ("cpu", "sim"):
+        with xn.use_device(device):
+            xn.seed(0)
+            model = xn.nn.Sequential(xn.nn.Affine(12, 16), _Gate(), xn.nn.Affine(16, 3))
+            opt = xn.optim.SGD(model, lr=0.05)
+        xn.fit(model, xn.nn.SoftmaxCrossEntropy(), opt, (x[:200], t[:200]), epochs=3, batch_size=32, seed=1,
+               validation=(x[200:], t[200:]), callbacks=[Halve()], progress=False)
+        weights[device] = xn.to_host(model.params())
+    for name, value in weights["cpu"].items():
+        numpy.testing.assert_array_equal(weights["sim"][name], value, err_msg=name)
+
+
 class _MomentumDecay(xn.optim.schedules.StepDecay):
     """A schedule of one's own that also lowers the momentum: user code fit runs itself."""
 

@@ -278,14 +278,31 @@ def test_the_nan_guard_puts_an_augmentations_counter_back_too(device):
     assert int(xn.to_host(next(iter(shift.random_state().values())))) == counters[2]
 
 
-def test_a_transform_whose_random_state_is_a_number_trains(device):
-    """A prober's finding on this session's change: the guard called any random_state, so
-    a transform with scikit-learn's random_state = 42 failed every fit before its first step."""
-    class Noisy:
-        random_state = 42
+class _Seeded:
+    def __call__(self, xb, tb):
+        return xb * 1.0, tb
 
-        def __call__(self, xb, tb):
-            return xb * 1.0, tb
+
+class _SklearnState(_Seeded):
+    random_state = 42
+
+
+class _ScalarState(_Seeded):
+    def random_state(self):
+        return {"seed": numpy.uint64(3)}
+
+
+class _ReseedingState(_Seeded):
+    def random_state(self, seed):
+        return seed
+
+
+@pytest.mark.parametrize("kind", [_SklearnState, _ScalarState, _ReseedingState])
+def test_a_transform_whose_random_state_is_not_xpnets_trains(kind, device):
+    """Probers' findings on this session's change: the guard called any random_state and
+    copied whatever it gave, so a transform with scikit-learn's random_state = 42, one giving
+    numpy scalars, or a random_state(seed) failed every fit before its first step."""
+    Noisy = kind
     rng = numpy.random.default_rng(0)
     x, t = rng.standard_normal((20, 5)).astype(numpy.float32), rng.integers(0, 3, 20)
     with xn.use_device(device):

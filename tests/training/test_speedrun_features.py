@@ -287,6 +287,18 @@ def test_random_translate_refuses_a_seed_philox_cannot_take():
         xn.augment.RandomTranslate(1, seed=-1)
 
 
+def test_random_translate_takes_a_new_fill_or_shift_after_its_first_call():
+    """A prober's finding (session 5): its buffers were kept by shape alone, so a new fill
+    was ignored and a larger max_shift raised IndexError."""
+    x = numpy.ones((2, 1, 3, 3), numpy.float32)
+    shift = xn.augment.RandomTranslate(1, fill=0.0, seed=4)
+    shift(x, None)
+    shift.fill, shift.max_shift = -7.0, 2
+    again = xn.augment.RandomTranslate(2, fill=-7.0, seed=4)
+    again(x, None)  # the same draws: one call each before
+    numpy.testing.assert_array_equal(shift(x, None)[0], again(x, None)[0])
+
+
 def test_random_translate_refuses_a_flat_batch_by_shape():
     with pytest.raises(xn.ShapeError, match=r"\(N, C, H, W\).*\(3, 784\).*flatten=False"):
         xn.augment.RandomTranslate(2)(numpy.zeros((3, 784), "float32"), None)

@@ -29,6 +29,7 @@ class Conv2D(Layer):
     """2-D convolution. W: (out_channels, in_channels, kh, kw), b: (out_channels,)."""
 
     returns_input = False
+    _unrecorded = ("x_shape",)  # set by each call
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, pad=0,
                  init="he", seed=None, dtype="float32"):
@@ -146,6 +147,7 @@ class _Pool2D(Layer):
     bool inputs are cast to float32."""
 
     returns_input = False
+    _unrecorded = ("x", "x_shape", "y")  # set by each call
 
     def __init__(self, size, stride=None, pad=0):
         super().__init__()

@@ -30,8 +30,9 @@ from .wrapping import (
 class Layer:
     """Base class: parameters, gradients, buffers, device moves and train/eval mode."""
 
-    # set by each call (what backward needs), not settings: a recording does not bake them in
-    _unrecorded = ("x", "x_shape", "x_dtype", "dtype", "y", "mask", "saved", "_ran", "_graph", "_traced")
+    # Attributes set by each call (what backward needs), not settings, which a recorded step's
+    # watch (training/step.py) leaves out; each class lists its own. These: autodiff's.
+    _unrecorded = ("_graph", "_traced")
 
     # Whether forward may return its input or a view of it (and backward its dout): True
     # unless the layer says otherwise, since a layer of yours (a Lambda too) may. Built-in

@@ -17,6 +17,7 @@ class Affine(Layer):
     """
 
     returns_input = False
+    _unrecorded = ("x", "x_shape")  # set by each call
 
     def __init__(self, in_features: int, out_features: int, init="he", seed=None, dtype="float32"):
         super().__init__()
@@ -58,6 +59,7 @@ class _Activation(Layer):
     Sequential allows (never into the array it was given)."""
 
     returns_input = False
+    _unrecorded = ("x", "y")  # set by each call
 
     def _input(self, x):
         x = self._as_float(x)
@@ -137,6 +139,7 @@ class Flatten(Layer):
     """(N, ...) -> (N, prod(...)); backward restores the shape."""
 
     returns_input = True
+    _unrecorded = ("x_shape", "x_dtype")  # set by each call
 
     def forward(self, x):
         self.x_shape, self.x_dtype = x.shape, x.dtype
@@ -158,6 +161,7 @@ class Dropout(Layer):
     """
 
     returns_input = True  # in eval mode
+    _unrecorded = ("dtype", "mask")  # set by each call
 
     def __init__(self, p: float = 0.5, seed=None):
         super().__init__()
@@ -200,7 +204,7 @@ class BatchNorm(Layer):
 
     returns_input = False
     nonnegative_buffers = ("running_var",)
-    _unrecorded = ("trained",)  # set by each forward: not a setting a recording bakes in
+    _unrecorded = ("trained", "x_shape")  # set by each call
 
     def __init__(self, num_features: int, momentum: float = 0.9, eps: float = 1e-5, dtype="float32"):
         super().__init__()

@@ -70,6 +70,8 @@ class Sequential(Layer):
     one that runs it.
     """
 
+    _unrecorded = ("_ran",)  # what the last forward ran: set by each call
+
     def __init__(self, *layers, input_grad: bool = False):
         super().__init__()
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):

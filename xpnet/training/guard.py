@@ -30,10 +30,7 @@ class Snapshot:
     def _live(self):
         arrays = model_arrays(self.model)
         arrays.update({f"random/{k}": v for k, v in self.model.random_state().items()})
-        drawn = getattr(self.transform, "random_state", None)  # an augmentation's counters, per device
-        drawn = drawn() if callable(drawn) else None  # (not scikit-learn's random_state = 42)
-        if isinstance(drawn, dict):
-            arrays.update({f"random/transform {k}": v for k, v in drawn.items() if hasattr(v, "dtype")})
+        arrays.update({f"random/transform {k}": v for k, v in _counters(self.transform).items()})
         arrays.update({f"optim/{k}": v for k, v in self.optimizer.per_step_arrays().items()})
         return arrays
 
@@ -91,6 +88,19 @@ class Snapshot:
                         f"started from a broken state; start from finite weights (re-create or reload "
                         f"the model)")
         return self.where
+
+
+def _counters(transform) -> dict:
+    """An augmentation's counters (xpnet's ``random_state()``: arrays by device), or none for
+    a transform without them (scikit-learn's ``random_state = 42``, a method of another kind)."""
+    drawn = getattr(transform, "random_state", None)
+    try:
+        drawn = drawn() if callable(drawn) else None
+    except TypeError:  # a random_state(seed) of another meaning
+        return {}
+    if not isinstance(drawn, dict):
+        return {}
+    return {k: v for k, v in drawn.items() if hasattr(v, "shape") and not isinstance(v, numpy.generic)}
 
 
 def _label(name):

@@ -13,7 +13,16 @@ from ..errors import ShapeError
 from ..nn.losses import SoftmaxCrossEntropy
 from ..transfer import array_or_host, to_device, to_host
 from .parallel import processes, span
-from .sources import LabelCheck, _numeric_shape, check_batch, check_finite, check_pair, class_indices, is_batches
+from .sources import (
+    LabelCheck,
+    _batch_like,
+    _numeric_shape,
+    check_batch,
+    check_finite,
+    check_pair,
+    class_indices,
+    is_batches,
+)
 
 
 @contextlib.contextmanager
@@ -34,7 +43,7 @@ def predict(model, x, batch_size: int = 1000):
     a memory-mapped ``x`` larger than the device works. ``x`` may also be what ``fit`` and
     ``evaluate`` take (a pair ``(x, t)``, a list or tuple of two items of one length, or an
     iterable of ``(xb, tb)`` batches such as a Loader: the labels are not read), or a list or
-    iterable of input batches. Two arrays of one shape and dtype could be either a pair or
+    iterable of input batches. Two arrays of one shape (any dtypes) could be either a pair or
     two batches, and are refused. Move the result with ``xn.to_host``."""
     batch_size = _validate.integer("predict", "batch_size", batch_size)
     x = _inputs_of_pair(x)
@@ -77,10 +86,9 @@ def _inputs_of_pair(x):
 
 
 def _inputs_of(batch):
-    """A batch's inputs: ``xb`` of an ``(xb, tb)`` batch (a tuple, as a Loader gives, or a list
-    holding an array, as fit reads one), else the batch itself (an array, or rows)."""
-    if isinstance(batch, (tuple, list)) and len(batch) == 2 and (
-            isinstance(batch, tuple) or any(hasattr(v, "shape") for v in batch)):
+    """A batch's inputs: ``xb`` of an ``(xb, tb)`` batch as fit reads one (a tuple, as a Loader
+    gives, or a list of two array-likes), else the batch itself (an array)."""
+    if isinstance(batch, tuple) and len(batch) == 2 or _batch_like(batch):
         return batch[0]
     return batch
 

@@ -30,6 +30,21 @@ from .sources import class_indices
 _PLAIN = (int, float, complex, str, bytes, type(None), numpy.generic)  # bool is an int
 
 
+class _Held:
+    """An object compared by identity (a tuple of arrays is not compared element by element),
+    and held, so that a new one is never taken for a freed one at the same address."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, _Held) and self.value is other.value
+
+    __hash__ = None
+
+
 @functools.cache
 def _unrecorded(cls) -> frozenset:
     """The names ``cls`` and its bases list in ``_unrecorded``."""
@@ -120,7 +135,7 @@ class TrainStep:
     def watched(self, call):
         """``call()`` (callbacks, between steps); the recordings are dropped, to be made again
         at the next step, if it changed a setting a recording bakes in (``_settings``)."""
-        if not self.replays:
+        if not self.replays or not self.device.backend.records:  # the CPU replays nothing
             return call()
         before = self._settings()
         try:
@@ -141,7 +156,8 @@ class TrainStep:
         for part in (optimizer, optimizer.step_schedule, self.loss_fn, self.transform, self.model,
                      *_leaf_layers([self.model])):
             skip = _unrecorded(type(part))
-            found.append([(name, value) for name, value in getattr(part, "__dict__", {}).items()
+            found.append([(name, value if isinstance(value, _PLAIN) else _Held(value))
+                          for name, value in getattr(part, "__dict__", {}).items()
                           if name not in skip and not (hasattr(value, "shape") and hasattr(value, "dtype"))])
         return found
 
