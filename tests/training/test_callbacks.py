@@ -233,6 +233,11 @@ def test_a_recorded_fit_with_callbacks_trains_bit_for_bit_like_one_without(devic
 # the optimizer's old flat buffers after a load) while cpu used the new one.
 CHANGES = {
     "momentum": lambda run, keep: setattr(run.optimizer, "momentum", 0.0),
+    # a NumPy number: the watch took it for an array, and a float64 made the routine compute
+    # in float64 where the cpu kernel took float32 (probers' findings, session 5)
+    "momentum as a NumPy number": lambda run, keep: setattr(run.optimizer, "momentum", numpy.float64(0.45)),
+    "label smoothing as a NumPy number": lambda run, keep: setattr(run.loss_fn, "label_smoothing",
+                                                                   numpy.float64(0.15)),
     "nesterov": lambda run, keep: setattr(run.optimizer, "nesterov", True),
     "weight decay on": lambda run, keep: setattr(run.optimizer, "weight_decay", 0.1),
     "Dropout's p": lambda run, keep: setattr(run.model.layers[3], "p", 0.0),

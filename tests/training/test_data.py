@@ -170,6 +170,8 @@ def test_predict_takes_what_fit_and_evaluate_take_and_reads_no_label(device):
                                      xn.to_host(xn.predict(model, x, batch_size=25)))
     xor = xn.to_host(xn.predict(xn.nn.Sequential(xn.nn.Affine(2, 3, dtype="float64")), [[0, 1], [1, 0]]))
     assert xor.shape == (2, 3)  # nested numbers: one input, not a pair
+    rows = x.tolist()  # batches of nested rows, the last of two: two rows, not a pair (x, t)
+    numpy.testing.assert_allclose(xn.to_host(xn.predict(model, iter([rows[:48], rows[48:]]))), whole, rtol=1e-6)
 
 
 def test_a_changed_memmap_file_is_refused(tmp_path):

@@ -15,7 +15,6 @@ from ..transfer import array_or_host, to_device, to_host
 from .parallel import processes, span
 from .sources import (
     LabelCheck,
-    _batch_like,
     _numeric_shape,
     check_batch,
     check_finite,
@@ -86,11 +85,16 @@ def _inputs_of_pair(x):
 
 
 def _inputs_of(batch):
-    """A batch's inputs: ``xb`` of an ``(xb, tb)`` batch as fit reads one (a tuple, as a Loader
-    gives, or a list of two array-likes), else the batch itself (an array)."""
-    if isinstance(batch, tuple) and len(batch) == 2 or _batch_like(batch):
+    """A batch's inputs: ``xb`` of an ``(xb, tb)`` batch (a tuple, as a Loader gives; a list
+    holding an array, as fit reads one; a list of rows and labels of other shapes), else the
+    batch itself (an array, or the rows of a batch, two images of one shape included)."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        return batch
+    if isinstance(batch, tuple) or any(hasattr(v, "shape") for v in batch):
         return batch[0]
-    return batch
+    shapes = [_numeric_shape(v) for v in batch]
+    pair = all(shapes) and shapes[0] != shapes[1] and shapes[0][:1] == shapes[1][:1]
+    return batch[0] if pair else batch
 
 
 def _finite(batch, what):

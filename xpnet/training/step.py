@@ -30,6 +30,11 @@ from .sources import class_indices
 _PLAIN = (int, float, complex, str, bytes, type(None), numpy.generic)  # bool is an int
 
 
+def _is_array(value) -> bool:
+    """An array of any device (a NumPy scalar is a number, not one)."""
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
 class _Held:
     """An object compared by identity (a tuple of arrays is not compared element by element),
     and held, so that a new one is never taken for a freed one at the same address."""
@@ -158,7 +163,7 @@ class TrainStep:
             skip = _unrecorded(type(part))
             found.append([(name, value if isinstance(value, _PLAIN) else _Held(value))
                           for name, value in getattr(part, "__dict__", {}).items()
-                          if name not in skip and not (hasattr(value, "shape") and hasattr(value, "dtype"))])
+                          if name not in skip and (isinstance(value, _PLAIN) or not _is_array(value))])
         return found
 
     def hits(self):
