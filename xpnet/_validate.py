@@ -53,3 +53,27 @@ def nonempty_batch(owner: str, y) -> None:
         raise ShapeError(f"{owner}: got an empty batch (y of shape {tuple(y.shape)}); the loss is a mean "
                          f"over its values and there are none. Leave empty batches out (check len(y) before "
                          f"the call).")
+
+
+class Setting:
+    """A hyperparameter attribute checked by ``check(owner, name, value)`` whenever it is set,
+    not only by the constructor: ``layer.slope = numpy.float64(0.2)`` is kept as the Python
+    float (a NumPy number would make a float32 layer compute in float64), and
+    ``dropout.p = 1.5`` is refused as ``Dropout(1.5)`` is. Kept in the instance as ``_<name>``."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def __set_name__(self, owner, name):
+        self.name, self.key = name, "_" + name
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else obj.__dict__[self.key]
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.key] = self.check(type(obj).__name__, self.name, value)
+
+
+def between(low=None, high=None, **bounds):
+    """``real``'s check with these bounds, as a ``Setting``'s ``check``."""
+    return lambda owner, name, value: real(owner, name, value, low=low, high=high, **bounds)

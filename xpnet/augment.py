@@ -44,9 +44,11 @@ class RandomTranslate:
     ``offset`` is a 0-d counter on the device, one per device, advanced by ceil(N / 2) per call.
     """
 
+    max_shift = _validate.Setting(lambda owner, name, value: _validate.integer(owner, name, value, minimum=0))
+    fill = _validate.Setting(_validate.real)
+
     def __init__(self, max_shift: int = 2, fill: float = 0.0, seed=None):
-        self.max_shift = _validate.integer("RandomTranslate", "max_shift", max_shift, minimum=0)
-        self.fill = _validate.real("RandomTranslate", "fill", fill)
+        self.max_shift, self.fill = max_shift, fill
         self.seed = int(generator().integers(2 ** 63)) if seed is None else _validate.integer(
             "RandomTranslate", "seed", seed, minimum=0)
         if self.seed >= 2 ** 64:

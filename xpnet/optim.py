@@ -62,7 +62,8 @@ class Optimizer:
         """A NumPy number set as a hyperparameter (``opt.momentum = numpy.linspace(...)[k]``) is
         kept as the Python number: a numpy.float64 would make a float32 update compute in
         float64, where the cpu kernel and the NumPy routine round differently."""
-        super().__setattr__(name, value.item() if isinstance(value, numpy.generic) else value)
+        host_number = isinstance(value, numpy.generic) or type(value) is numpy.ndarray and value.ndim == 0
+        super().__setattr__(name, value.item() if host_number else value)
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0):
         self.model = model
@@ -291,9 +292,9 @@ class Momentum(Optimizer):
     def __init__(self, model, lr=0.01, momentum=0.9, weight_decay=0.0, nesterov: bool = False):
         super().__init__(model, lr, weight_decay)
         self.momentum = self._check("momentum", momentum, low=0, high=1, high_open=True)
-        if not isinstance(nesterov, bool):
+        if not isinstance(nesterov, (bool, numpy.bool_)):
             raise TypeError(f"Momentum: nesterov must be True or False, got {type(nesterov).__name__} {nesterov!r}.")
-        self.nesterov = nesterov
+        self.nesterov = bool(nesterov)
 
     def _update(self, group, g):
         update = group.backend.nesterov_update if self.nesterov else group.backend.momentum_update

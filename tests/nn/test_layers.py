@@ -294,3 +294,26 @@ def test_sequential_backward_without_a_forward_pass_is_refused(device, rng):
         model(xn.to_device(host_rand(rng, 4, 5)))
     with pytest.raises(RuntimeError, match="needs a forward pass first"):
         model.backward(xn.xp.ones((4, 2)))
+
+
+@pytest.mark.parametrize("make, setting, value", [
+    (lambda: xn.nn.LeakyReLU(0.1), "slope", 0.2), (lambda: xn.nn.BatchNorm(3), "eps", 1e-3),
+    (lambda: xn.nn.BatchNorm(3), "momentum", 0.8), (lambda: xn.nn.Dropout(0.5, seed=1), "p", 0.25)])
+def test_a_setting_set_to_a_numpy_number_is_the_python_number(make, setting, value, device):
+    """A prober's finding (session 5): LeakyReLU(slope=numpy.float64) put out float64, and a
+    BatchNorm eps or momentum from NumPy computed in float64: other bits than the same value
+    as a Python float. A setting is checked whenever it is set, as the constructor checks it."""
+    x = xn.to_device(numpy.random.default_rng(0).standard_normal((4, 3)).astype(numpy.float32), device)
+    outputs = []
+    for given in (value, numpy.float64(value)):
+        with xn.use_device(device):
+            xn.seed(0)
+            layer = make()
+        setattr(layer, setting, given)
+        assert type(getattr(layer, setting)) is float
+        y = layer.forward(x)
+        outputs.append(xn.to_host(y))
+    assert outputs[1].dtype == numpy.float32
+    numpy.testing.assert_array_equal(outputs[1], outputs[0])
+    with pytest.raises(ValueError, match=rf"{setting} must be a finite number"):
+        setattr(layer, setting, -1.0)

@@ -293,7 +293,8 @@ def test_random_translate_takes_a_new_fill_or_shift_after_its_first_call():
     x = numpy.ones((2, 1, 3, 3), numpy.float32)
     shift = xn.augment.RandomTranslate(1, fill=0.0, seed=4)
     shift(x, None)
-    shift.fill, shift.max_shift = -7.0, 2
+    shift.fill, shift.max_shift = numpy.float32(-7.0), numpy.int64(2)  # NumPy numbers: the Python ones
+    assert (type(shift.fill), type(shift.max_shift)) == (float, int)
     again = xn.augment.RandomTranslate(2, fill=-7.0, seed=4)
     again(x, None)  # the same draws: one call each before
     numpy.testing.assert_array_equal(shift(x, None)[0], again(x, None)[0])

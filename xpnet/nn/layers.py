@@ -84,9 +84,11 @@ class ReLU(_Activation):
 class LeakyReLU(_Activation):
     """x for x > 0, slope * x otherwise (0 <= slope <= 1)."""
 
+    slope = _validate.Setting(_validate.between(0, 1))
+
     def __init__(self, slope: float = 0.01):
         super().__init__()
-        self.slope = _validate.real("LeakyReLU", "slope", slope, low=0, high=1)
+        self.slope = slope
 
     def describe(self):
         return f"LeakyReLU({self.slope})"
@@ -163,9 +165,11 @@ class Dropout(Layer):
     returns_input = True  # in eval mode
     _unrecorded = ("dtype", "mask")  # set by each call
 
+    p = _validate.Setting(_validate.between(0, 1, high_open=True))
+
     def __init__(self, p: float = 0.5, seed=None):
         super().__init__()
-        self.p = _validate.real("Dropout", "p", p, low=0, high=1, high_open=True)
+        self.p = p
         self.seed = int(generator().integers(2 ** 63)) if seed is None else int(seed)
         self.key = (self.seed & 0xFFFFFFFF, (self.seed >> 32) & 0xFFFFFFFF)
         self._offset = self.backend.xp.zeros((), dtype=numpy.uint64)  # the generator's counter, on the device
@@ -206,11 +210,13 @@ class BatchNorm(Layer):
     nonnegative_buffers = ("running_var",)
     _unrecorded = ("trained", "x_shape")  # set by each call
 
+    momentum = _validate.Setting(_validate.between(0, 1))
+    eps = _validate.Setting(_validate.between(0, low_open=True))
+
     def __init__(self, num_features: int, momentum: float = 0.9, eps: float = 1e-5, dtype="float32"):
         super().__init__()
         self.num_features = _validate.integer("BatchNorm", "num_features", num_features)
-        self.momentum = _validate.real("BatchNorm", "momentum", momentum, low=0, high=1)
-        self.eps = _validate.real("BatchNorm", "eps", eps, low=0, low_open=True)
+        self.momentum, self.eps = momentum, eps
         dtype = numpy.dtype(dtype)
         self.add_param("gamma", numpy.ones(num_features, dtype=dtype))
         self.add_param("beta", numpy.zeros(num_features, dtype=dtype))
