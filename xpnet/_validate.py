@@ -33,7 +33,10 @@ def real(owner: str, name: str, value, low=None, high=None, low_open=False, high
     """A finite real number within [low, high] (either end open or absent)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__} {value!r}.")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int past float's range
+        value = math.inf
     ok = math.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
@@ -68,10 +71,23 @@ class Setting:
         self.name, self.key = name, "_" + name
 
     def __get__(self, obj, owner=None):
-        return self if obj is None else obj.__dict__[self.key]
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.key]
+        except KeyError:  # not set yet (before __init__ set it): as any missing attribute
+            raise AttributeError(f"{type(obj).__name__!r} object has no attribute {self.name!r}") from None
 
     def __set__(self, obj, value):
         obj.__dict__[self.key] = self.check(type(obj).__name__, self.name, value)
+
+
+def flag(owner: str, name: str, value) -> bool:
+    """``value`` as a bool: True or False (NumPy's too); anything else is refused."""
+    import numpy
+    if not isinstance(value, (bool, numpy.bool_)):
+        raise TypeError(f"{owner}: {name} must be True or False, got {type(value).__name__} {value!r}.")
+    return bool(value)
 
 
 def between(low=None, high=None, **bounds):

@@ -58,13 +58,6 @@ class Optimizer:
     nonnegative: tuple = ()   # names among the two above that can never be negative
     _unrecorded = ("_lr", "_t")  # host copies of what the step reads on the device (a recorded step too)
 
-    def __setattr__(self, name, value):
-        """A NumPy number set as a hyperparameter (``opt.momentum = numpy.linspace(...)[k]``) is
-        kept as the Python number: a numpy.float64 would make a float32 update compute in
-        float64, where the cpu kernel and the NumPy routine round differently."""
-        host_number = isinstance(value, numpy.generic) or type(value) is numpy.ndarray and value.ndim == 0
-        super().__setattr__(name, value.item() if host_number else value)
-
     def __init__(self, model, lr: float, weight_decay: float = 0.0):
         self.model = model
         self._groups = None
@@ -289,12 +282,12 @@ class Momentum(Optimizer):
 
     state_names = ("v",)
 
+    momentum = _validate.Setting(_validate.between(0, 1, high_open=True))
+    nesterov = _validate.Setting(_validate.flag)
+
     def __init__(self, model, lr=0.01, momentum=0.9, weight_decay=0.0, nesterov: bool = False):
         super().__init__(model, lr, weight_decay)
-        self.momentum = self._check("momentum", momentum, low=0, high=1, high_open=True)
-        if not isinstance(nesterov, (bool, numpy.bool_)):
-            raise TypeError(f"Momentum: nesterov must be True or False, got {type(nesterov).__name__} {nesterov!r}.")
-        self.nesterov = bool(nesterov)
+        self.momentum, self.nesterov = momentum, nesterov
 
     def _update(self, group, g):
         update = group.backend.nesterov_update if self.nesterov else group.backend.momentum_update
@@ -307,9 +300,11 @@ class AdaGrad(Optimizer):
     state_names = ("h",)
     nonnegative = ("h",)
 
+    eps = _validate.Setting(_validate.between(0))
+
     def __init__(self, model, lr=0.01, eps=1e-7, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        self.eps = self._check("eps", eps, low=0)
+        self.eps = eps
 
     def _update(self, group, g):
         group.backend.adagrad_update(group.p, g, group.state["h"], group.lr, self.eps, group.scratch)
@@ -321,10 +316,13 @@ class RMSProp(Optimizer):
     state_names = ("h",)
     nonnegative = ("h",)
 
+    decay = _validate.Setting(_validate.between(0, 1, high_open=True))
+    eps = _validate.Setting(_validate.between(0))
+
     def __init__(self, model, lr=0.01, decay=0.99, eps=1e-7, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        self.decay = self._check("decay", decay, low=0, high=1, high_open=True)
-        self.eps = self._check("eps", eps, low=0)
+        self.decay = decay
+        self.eps = eps
 
     def _update(self, group, g):
         group.backend.rmsprop_update(group.p, g, group.state["h"], group.lr, self.decay, self.eps, group.scratch)
@@ -336,11 +334,14 @@ class Adam(Optimizer):
     state_names = ("m", "v")
     nonnegative = ("v",)
 
+    beta1 = _validate.Setting(_validate.between(0, 1, high_open=True))
+    beta2 = _validate.Setting(_validate.between(0, 1, high_open=True))
+    eps = _validate.Setting(_validate.between(0))
+
     def __init__(self, model, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        self.beta1 = self._check("beta1", beta1, low=0, high=1, high_open=True)
-        self.beta2 = self._check("beta2", beta2, low=0, high=1, high_open=True)
-        self.eps = self._check("eps", eps, low=0)
+        self.beta1, self.beta2 = beta1, beta2
+        self.eps = eps
 
     def _update(self, group, g):
         # The bias-corrected rate from the device's step count, on the device (PyTorch's

@@ -317,3 +317,47 @@ def test_a_setting_set_to_a_numpy_number_is_the_python_number(make, setting, val
     numpy.testing.assert_array_equal(outputs[1], outputs[0])
     with pytest.raises(ValueError, match=rf"{setting} must be a finite number"):
         setattr(layer, setting, -1.0)
+
+
+
+@pytest.mark.parametrize("make, setting, bad", [
+    (lambda m: xn.optim.Momentum(m), "momentum", 1.5), (lambda m: xn.optim.Momentum(m), "nesterov", "yes"),
+    (lambda m: xn.optim.Adam(m), "beta1", -3.0), (lambda m: xn.optim.Adam(m), "eps", float("nan")),
+    (lambda m: xn.optim.RMSProp(m), "decay", 2.0), (lambda m: xn.optim.AdaGrad(m), "eps", numpy.array(0.1)),
+    (lambda m: xn.nn.SoftmaxCrossEntropy(), "label_smoothing", 5.0),
+    (lambda m: xn.nn.SoftmaxCrossEntropy(), "label_smoothing", numpy.array(0.1))])
+def test_an_optimizers_or_losss_setting_is_checked_whenever_it_is_set(make, setting, bad):
+    """A prober's finding (session 5): after construction anything was taken (momentum 1.5
+    trained to a loss of 68889; a 0-d array was rounded one way by the cpu kernel and another
+    by the routine). A NumPy number is kept as the Python number."""
+    part = make(xn.nn.Sequential(xn.nn.Affine(2, 2)))
+    with pytest.raises((ValueError, TypeError), match=rf"{setting} must be"):
+        setattr(part, setting, bad)
+    good = {"nesterov": numpy.bool_(True)}.get(setting, numpy.float32(0.5))
+    setattr(part, setting, good)
+    assert type(getattr(part, setting)) in (float, bool)
+
+
+def test_a_setting_read_before_it_is_set_is_a_missing_attribute():
+    """Not a KeyError (a prober's finding on this session's Setting): hasattr, getattr with a
+    default and a subclass's __getattr__ keep working before __init__ sets it."""
+    bare = object.__new__(xn.nn.Dropout)
+    assert not hasattr(bare, "p") and getattr(bare, "p", None) is None
+
+
+def test_an_optimizer_of_yours_keeps_a_device_array_attribute(device):
+    """A prober's finding: converting 0-d arrays to numbers turned a custom optimizer's 0-d
+    cpu array into a float."""
+    class Halving(xn.optim.SGD):
+        def __init__(self, model, lr):
+            super().__init__(model, lr)
+            self.scale = model.device.xp.ones((), dtype=numpy.float32)
+
+        def _update(self, group, g):
+            group.xp.multiply(self.scale, 0.5, out=self.scale)
+            super()._update(group, g * self.scale)
+    with xn.use_device(device):
+        model = xn.nn.Sequential(xn.nn.Affine(2, 2))
+        opt = Halving(model, lr=0.1)
+    opt.step()
+    assert float(xn.to_host(opt.scale)) == 0.5

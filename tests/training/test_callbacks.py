@@ -236,7 +236,6 @@ CHANGES = {
     # a NumPy number: the watch took it for an array, and a float64 made the routine compute
     # in float64 where the cpu kernel took float32 (probers' findings, session 5)
     "momentum as a NumPy number": lambda run, keep: setattr(run.optimizer, "momentum", numpy.float64(0.45)),
-    "momentum as a 0-d host array": lambda run, keep: setattr(run.optimizer, "momentum", numpy.array(0.45)),
     "label smoothing as a NumPy number": lambda run, keep: setattr(run.loss_fn, "label_smoothing",
                                                                    numpy.float64(0.15)),
     "nesterov": lambda run, keep: setattr(run.optimizer, "nesterov", True),

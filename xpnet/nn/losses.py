@@ -5,8 +5,6 @@ device->host copy, so the training loop does that only now and then).
 """
 from __future__ import annotations
 
-import numpy
-
 from .. import _validate
 from .._targets import softmax_targets
 from ..device import common_device, device_of
@@ -21,11 +19,6 @@ class _Loss:
     classification = False
     graph_safe = True  # fit may record a step through it as a CUDA graph
     _unrecorded = ("t", "y", "probs", "backend")  # set by each call, not settings
-
-    def __setattr__(self, name, value):
-        """A NumPy number (``label_smoothing = numpy.float64(0.1)``) is kept as the Python number,
-        which NumPy treats as weak: the loss computes in its inputs' dtype either way."""
-        super().__setattr__(name, value.item() if isinstance(value, numpy.generic) else value)
 
     def __init__(self):
         self._work = {}
@@ -81,10 +74,11 @@ class SoftmaxCrossEntropy(_Loss):
 
     classification = True
 
+    label_smoothing = _validate.Setting(_validate.between(0, 1))
+
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
-        self.label_smoothing = _validate.real("SoftmaxCrossEntropy", "label_smoothing", label_smoothing,
-                                              low=0, high=1)
+        self.label_smoothing = label_smoothing
 
     def forward(self, y, t):
         t, bad = softmax_targets("SoftmaxCrossEntropy", y, t, labels_checked=self._labels_checked)
