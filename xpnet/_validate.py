@@ -62,13 +62,14 @@ class Setting:
     """A hyperparameter attribute checked by ``check(owner, name, value)`` whenever it is set,
     not only by the constructor: ``layer.slope = numpy.float64(0.2)`` is kept as the Python
     float (a NumPy number would make a float32 layer compute in float64), and
-    ``dropout.p = 1.5`` is refused as ``Dropout(1.5)`` is. Kept in the instance as ``_<name>``."""
+    ``dropout.p = 1.5`` is refused as ``Dropout(1.5)`` is. Kept in the instance as
+    ``_setting_<name>`` (a name no subclass's own ``_momentum`` or ``_eps`` meets)."""
 
     def __init__(self, check):
         self.check = check
 
     def __set_name__(self, owner, name):
-        self.name, self.key = name, "_" + name
+        self.name, self.key = name, "_setting_" + name
 
     def __get__(self, obj, owner=None):
         if obj is None:

@@ -58,6 +58,12 @@ class Optimizer:
     nonnegative: tuple = ()   # names among the two above that can never be negative
     _unrecorded = ("_lr", "_t")  # host copies of what the step reads on the device (a recorded step too)
 
+    def __setattr__(self, name, value):
+        """A NumPy number set on an optimizer (a setting of a subclass of yours too) is kept as
+        the Python number: a numpy.float64 would make a float32 update compute in float64,
+        where the cpu kernel and the NumPy routine round differently."""
+        super().__setattr__(name, value.item() if isinstance(value, numpy.generic) else value)
+
     def __init__(self, model, lr: float, weight_decay: float = 0.0):
         self.model = model
         self._groups = None

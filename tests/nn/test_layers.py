@@ -361,3 +361,31 @@ def test_an_optimizer_of_yours_keeps_a_device_array_attribute(device):
         opt = Halving(model, lr=0.1)
     opt.step()
     assert float(xn.to_host(opt.scale)) == 0.5
+
+
+def test_an_optimizer_or_loss_of_yours_keeps_numpy_numbers_as_python_ones_and_its_own_names(device):
+    """A prober's findings on this session's descriptors: a subclass's own numpy.float64
+    setting made cpu and sim differ again, a float64 weight made a loss of yours put out
+    float64, and a Setting kept in _momentum hid a subclass's method of that name."""
+    class Warm(xn.optim.Momentum):
+        def __init__(self, model):
+            super().__init__(model, lr=0.1)
+            self.mu = numpy.float64(0.7)
+
+        def _momentum(self):  # a helper of its own, named as the setting's old storage was
+            return self.mu
+    with xn.use_device(device):
+        model = xn.nn.Sequential(xn.nn.Affine(2, 2))
+    opt = Warm(model)
+    assert type(opt.mu) is float and opt._momentum() == 0.7 and opt.momentum == 0.9
+
+    class Weighted(xn.nn.SoftmaxCrossEntropy):
+        def __init__(self):
+            super().__init__()
+            self.w = numpy.float64(0.5)
+
+        def forward(self, y, t):
+            return super().forward(y, t) * self.w
+    y, t = xn.to_device((numpy.zeros((2, 3), numpy.float32), numpy.array([0, 1])), device)
+    loss = Weighted()(y, t)
+    assert loss.dtype == numpy.float32

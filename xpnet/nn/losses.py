@@ -5,6 +5,8 @@ device->host copy, so the training loop does that only now and then).
 """
 from __future__ import annotations
 
+import numpy
+
 from .. import _validate
 from .._targets import softmax_targets
 from ..device import common_device, device_of
@@ -19,6 +21,11 @@ class _Loss:
     classification = False
     graph_safe = True  # fit may record a step through it as a CUDA graph
     _unrecorded = ("t", "y", "probs", "backend")  # set by each call, not settings
+
+    def __setattr__(self, name, value):
+        """A NumPy number (a weight of a loss of yours) is kept as the Python number, which NumPy
+        treats as weak: the loss computes in its inputs' dtype either way."""
+        super().__setattr__(name, value.item() if isinstance(value, numpy.generic) else value)
 
     def __init__(self):
         self._work = {}
