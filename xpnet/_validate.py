@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy
+
 from .errors import ShapeError
 
 
@@ -83,9 +85,15 @@ class Setting:
         obj.__dict__[self.key] = self.check(type(obj).__name__, self.name, value)
 
 
+def python_number(value):
+    """A NumPy number as the Python one (which NumPy treats as weak: it takes the dtype of the
+    arrays it meets, where a numpy.float64 would make float32 arithmetic float64); anything
+    else as it is."""
+    return value.item() if isinstance(value, numpy.generic) else value
+
+
 def flag(owner: str, name: str, value) -> bool:
     """``value`` as a bool: True or False (NumPy's too); anything else is refused."""
-    import numpy
     if not isinstance(value, (bool, numpy.bool_)):
         raise TypeError(f"{owner}: {name} must be True or False, got {type(value).__name__} {value!r}.")
     return bool(value)

@@ -62,7 +62,7 @@ class Optimizer:
         """A NumPy number set on an optimizer (a setting of a subclass of yours too) is kept as
         the Python number: a numpy.float64 would make a float32 update compute in float64,
         where the cpu kernel and the NumPy routine round differently."""
-        super().__setattr__(name, value.item() if isinstance(value, numpy.generic) else value)
+        super().__setattr__(name, _validate.python_number(value))
 
     def __init__(self, model, lr: float, weight_decay: float = 0.0):
         self.model = model

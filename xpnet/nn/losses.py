@@ -5,8 +5,6 @@ device->host copy, so the training loop does that only now and then).
 """
 from __future__ import annotations
 
-import numpy
-
 from .. import _validate
 from .._targets import softmax_targets
 from ..device import common_device, device_of
@@ -25,7 +23,7 @@ class _Loss:
     def __setattr__(self, name, value):
         """A NumPy number (a weight of a loss of yours) is kept as the Python number, which NumPy
         treats as weak: the loss computes in its inputs' dtype either way."""
-        super().__setattr__(name, value.item() if isinstance(value, numpy.generic) else value)
+        super().__setattr__(name, _validate.python_number(value))
 
     def __init__(self):
         self._work = {}

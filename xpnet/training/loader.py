@@ -47,16 +47,18 @@ class Loader:
         n = len(self.x)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def _generator(self):
+        """The orders' generator: its own (``seed=``), or xpnet's (``xn.seed`` reseeds it)."""
+        return generator() if self._rng is None else self._rng
+
     def skip(self, epochs: int) -> None:
         """Draw, and drop, the orders of ``epochs`` epochs (``fit(initial_epoch=)``)."""
-        rng = generator() if self._rng is None else self._rng
         for _ in range(epochs if self.shuffle else 0):
-            rng.permutation(len(self.x))
+            self._generator().permutation(len(self.x))
 
     def __iter__(self):
         n = len(self.x)
-        rng = generator() if self._rng is None else self._rng
-        order = rng.permutation(n) if self.shuffle else None
+        order = self._generator().permutation(n) if self.shuffle else None
         for step in range(len(self)):
             lo, hi = step * self.batch_size, min(n, (step + 1) * self.batch_size)
             if order is None:

@@ -9,7 +9,6 @@ run there, so the training step itself copies nothing and a recorded step stays 
 """
 from __future__ import annotations
 
-import collections.abc
 import contextlib
 import sys
 
@@ -23,7 +22,7 @@ from .guard import NaNGuard
 from .inference import evaluate
 from .loader import Loader
 from .parallel import processes
-from .sources import InMemory, LabelCheck, Streamed, check_pair, is_batches, training_source
+from .sources import InMemory, LabelCheck, Streamed, check_pair, is_batches, refuse_read_once, training_source
 from .step import TrainStep
 
 
@@ -217,10 +216,7 @@ def _check_validation(validation, epochs, labels):
     if validation is None:
         return None
     if is_batches(validation):
-        if epochs > 1 and isinstance(validation, collections.abc.Iterator):
-            raise TypeError(f"fit: validation= is a {type(validation).__name__}, which can be read only once, "
-                            f"but fit evaluates it after each of its {epochs} epochs (the second would find "
-                            f"it empty). Pass a list of batches, an xn.data.Loader, or a pair (x, t).")
+        refuse_read_once(validation, epochs, "validation=", f"evaluates it after each of its {epochs} epochs")
         return validation
     validation = check_pair(validation, "validation")
     labels.add(validation[1], "validation")

@@ -365,6 +365,14 @@ def _stream_decision(stream, nbytes, device) -> bool:
     return free is not None and nbytes > share * free
 
 
+def refuse_read_once(data, epochs, what, use) -> None:
+    """Refuse batches that can be read only once (an iterator: a generator) where fit reads
+    them each of ``epochs`` > 1 epochs (``use`` says how)."""
+    if epochs > 1 and isinstance(data, collections.abc.Iterator):
+        raise TypeError(f"fit: {what} is a {type(data).__name__}, which can be read only once, but fit {use} (the "
+                        f"second would find it empty). Pass a list of batches, an xn.data.Loader, or a pair (x, t).")
+
+
 def training_source(data, labels, device, batch_size, shuffle, seed, drop_last, stream, ranks=1, epochs=1):
     """The source of ``fit``'s training batches (``data`` checked, its labels added to
     ``labels``): ``InMemory`` for a pair that fits, ``Streamed`` otherwise. ``ranks``
@@ -376,10 +384,7 @@ def training_source(data, labels, device, batch_size, shuffle, seed, drop_last, 
     if isinstance(data, (list, tuple)) and len(data) == 0:
         raise ShapeError("fit data is empty (a list of no batches); give a pair (x, t) or batches (xb, tb).")
     if is_batches(data):
-        if epochs > 1 and isinstance(data, collections.abc.Iterator):
-            raise TypeError(f"fit: the data is a {type(data).__name__}, which can be read only once, but fit trains "
-                            f"{epochs} epochs (the second would find it empty). Pass a list of batches, an "
-                            f"xn.data.Loader, or a pair (x, t).")
+        refuse_read_once(data, epochs, "the data", f"trains {epochs} epochs")
         return Streamed(data, labels)
     x, t = check_pair(data, "fit data")
     labels.add(t, "fit data")
